@@ -1,0 +1,1 @@
+"""The ``braid`` command line: a thin shell over the library."""

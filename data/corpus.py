@@ -1,0 +1,164 @@
+"""Streaming corpus readers: BEIR ``corpus.jsonl`` / ``corpus.jsonl.gz``.
+
+Corpora are read line by line and never held whole in memory. Every bad record raises a
+:class:`DataError` naming the file and line, unless ``skip_bad=True``: then bad records are
+skipped and counted in the returned :class:`ReadStats`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from braid.data.errors import DataError
+
+
+@dataclass(frozen=True)
+class Document:
+    doc_id: str
+    title: str
+    text: str
+
+    @property
+    def contents(self) -> str:
+        """Title and text in one string (BEIR "flat" convention)."""
+        if self.title:
+            return f"{self.title} {self.text}" if self.text else self.title
+        return self.text
+
+
+@dataclass
+class ReadStats:
+    """What a reader saw: records read, and records skipped (with the first few reasons)."""
+
+    read: int = 0
+    skipped: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+    def skip(self, reason: str) -> None:
+        self.skipped += 1
+        if len(self.reasons) < 10:
+            self.reasons.append(reason)
+
+
+def open_text(path: Path) -> io.TextIOBase:
+    """Open a UTF-8 text file, transparently gunzipping ``*.gz``. Decoding errors are raised per line."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError("file not found", path)
+    if path.is_dir():
+        raise DataError("expected a file, got a directory", path)
+    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    return raw
+
+
+def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, decoded_line)``; invalid UTF-8 raises a DataError naming the line."""
+    with open_text(path) as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"invalid UTF-8 ({exc.reason} at byte {exc.start})", path, line_no) from None
+            yield line_no, line
+
+
+def _parse_json_line(line: str, path: Path, line_no: int) -> dict:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"malformed JSON ({exc.msg} at column {exc.colno})", path, line_no) from None
+    if not isinstance(obj, dict):
+        raise DataError(f"expected a JSON object, got {type(obj).__name__}", path, line_no)
+    return obj
+
+
+def _as_id(value: object, key: str, path: Path, line_no: int) -> str:
+    if value is None:
+        raise DataError(f"missing field {key!r}", path, line_no)
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DataError(f"field {key!r} must be a string or integer, got {type(value).__name__}", path, line_no)
+    text = str(value).strip()
+    if not text:
+        raise DataError(f"field {key!r} is empty", path, line_no)
+    if any(c.isspace() for c in text):
+        raise DataError(f"field {key!r} contains whitespace ({text!r}); TREC formats cannot hold it", path, line_no)
+    return text
+
+
+def _as_text(obj: dict, key: str, path: Path, line_no: int) -> str:
+    value = obj.get(key, "")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise DataError(f"field {key!r} must be a string, got {type(value).__name__}", path, line_no)
+    return value
+
+
+def iter_corpus(
+    path: str | Path,
+    *,
+    skip_bad: bool = False,
+    allow_empty: bool = False,
+    stats: ReadStats | None = None,
+) -> Iterator[Document]:
+    """Stream documents from a BEIR corpus file (``.jsonl`` or ``.jsonl.gz``).
+
+    Each line is ``{"_id", "title", "text"}`` (``id`` and ``docid`` are accepted for ``_id``; other
+    fields such as ``metadata`` are ignored). Raises DataError on a malformed line, a missing or
+    duplicate id, or a document whose title and text are both empty (unless ``allow_empty``).
+    With ``skip_bad`` such records are skipped and counted in ``stats`` instead.
+    """
+    path = Path(path)
+    stats = stats if stats is not None else ReadStats()
+    seen: set[str] = set()
+    lines = iter_lines(path)
+    while True:
+        try:
+            line_no, line = next(lines)
+        except StopIteration:
+            return
+        except DataError as exc:
+            # An undecodable line: the line iterator is still usable only for plain files, so
+            # skipping means re-raising after the count for gzip streams is not possible; we
+            # decode per line, so the iterator continues.
+            if not skip_bad:
+                raise
+            stats.skip(str(exc))
+            continue
+        if not line.strip():
+            continue
+        try:
+            obj = _parse_json_line(line, path, line_no)
+            raw_id = obj.get("_id", obj.get("id", obj.get("docid")))
+            doc_id = _as_id(raw_id, "_id", path, line_no)
+            title = _as_text(obj, "title", path, line_no)
+            text = _as_text(obj, "text", path, line_no)
+            if "contents" in obj and not text:
+                text = _as_text(obj, "contents", path, line_no)
+            if doc_id in seen:
+                raise DataError(f"duplicate document id {doc_id!r}", path, line_no)
+            if not allow_empty and not (title.strip() or text.strip()):
+                raise DataError(f"document {doc_id!r} has empty title and text", path, line_no)
+        except DataError as exc:
+            if not skip_bad:
+                raise
+            stats.skip(str(exc))
+            continue
+        seen.add(doc_id)
+        stats.read += 1
+        yield Document(doc_id, title, text)
+
+
+def count_corpus(path: str | Path) -> int:
+    """Number of non-blank lines (an upper bound on documents, for progress bars); cheap, no JSON parsing."""
+    n = 0
+    with open_text(Path(path)) as fh:
+        for raw in fh:
+            if raw.strip():
+                n += 1
+    return n

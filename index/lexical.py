@@ -1,0 +1,192 @@
+"""BM25 on tantivy: the lexical retriever and the document store (id, title, text) of an index directory.
+
+One indexed field ``contents`` (title and text together, BEIR's "flat" convention, which scores
+higher than multi-field on BEIR: Pyserini 0.6789 against 0.6647 on scifact) analysed by
+``braid_en``: simple tokenizer, lowercase, English stop words, Snowball English stemmer. Queries
+are analysed by the same analyzer in Python and sent as a disjunction of term queries, so no
+query-language syntax (``AND``, ``:``, ``"``) can break a user's query. tantivy's Python
+bindings fix BM25 at k1=1.2, b=0.75.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from braid.data.corpus import Document
+from braid.data.errors import IndexFormatError
+from braid.index.hits import Hits
+
+ANALYZER = "braid_en"
+_HEAP_BYTES = 256 * 1024 * 1024
+
+
+def _analyzer():
+    import tantivy
+
+    return (
+        tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
+        .filter(tantivy.Filter.remove_long(40))
+        .filter(tantivy.Filter.lowercase())
+        .filter(tantivy.Filter.stopword("english"))
+        .filter(tantivy.Filter.stemmer("english"))
+        .build()
+    )
+
+
+def _schema():
+    import tantivy
+
+    builder = tantivy.SchemaBuilder()
+    builder.add_integer_field("docno", stored=True, indexed=True, fast=True)
+    builder.add_text_field("id", stored=True, tokenizer_name="raw")
+    builder.add_text_field("title", stored=True, index_option="basic", tokenizer_name="raw")
+    builder.add_text_field("text", stored=True, index_option="basic", tokenizer_name="raw")
+    builder.add_text_field("contents", stored=False, tokenizer_name=ANALYZER, index_option="freq")
+    return builder.build()
+
+
+class LexicalIndex:
+    """A tantivy BM25 index over ``contents`` that also stores each document's id, title and text."""
+
+    def __init__(self, index, info: dict):
+        self._index = index
+        self._searcher = index.searcher()
+        self._analyzer = _analyzer()
+        self.info = info
+        self.num_docs = int(info["num_docs"])
+
+    # ---------------------------------------------------------------- build / open
+    @classmethod
+    def build(
+        cls,
+        directory: Path,
+        docs: Iterable[tuple[int, Document]],
+        progress: bool = False,
+        threads: int = 0,
+        total: int | None = None,
+    ) -> dict:
+        """Index ``(docno, Document)`` pairs into the existing empty ``directory``; return the manifest info."""
+        import tantivy
+        from tqdm.auto import tqdm
+
+        index = tantivy.Index(_schema(), path=str(directory))
+        index.register_tokenizer(ANALYZER, _analyzer())
+        writer = index.writer(_HEAP_BYTES, threads)
+        n = 0
+        for docno, doc in tqdm(docs, total=total, disable=not progress, desc="bm25", unit="doc"):
+            writer.add_document(
+                tantivy.Document(
+                    docno=[int(docno)],
+                    id=[doc.doc_id],
+                    title=[doc.title],
+                    text=[doc.text],
+                    contents=[doc.contents],
+                )
+            )
+            n += 1
+        writer.commit()
+        writer.wait_merging_threads()
+        import importlib.metadata
+
+        return {
+            "backend": "tantivy",
+            "tantivy_version": importlib.metadata.version("tantivy"),
+            "analyzer": "simple+lowercase+stop(en)+stem(en)",
+            "fields": ["contents = title + ' ' + text"],
+            "k1": 1.2,
+            "b": 0.75,
+            "num_docs": n,
+        }
+
+    @classmethod
+    def open(cls, directory: Path, info: dict) -> "LexicalIndex":
+        import tantivy
+
+        directory = Path(directory)
+        if not (directory / "meta.json").exists():
+            raise IndexFormatError(f"{directory}: not a tantivy index (no meta.json)")
+        try:
+            index = tantivy.Index.open(str(directory))
+        except Exception as exc:  # tantivy raises ValueError with its own text
+            raise IndexFormatError(f"{directory}: cannot open the tantivy index ({exc})") from None
+        index.register_tokenizer(ANALYZER, _analyzer())
+        found = index.searcher().num_docs
+        if found != int(info["num_docs"]):
+            raise IndexFormatError(f"{directory}: tantivy holds {found} documents, the manifest says {info['num_docs']}")
+        return cls(index, info)
+
+    # ---------------------------------------------------------------- analysis
+    def analyze(self, text: str) -> list[str]:
+        """Terms of ``text`` as the index sees them (lowercased, stop words removed, stemmed)."""
+        return self._analyzer.analyze(text)
+
+    def query_terms(self, query: str) -> dict[str, float]:
+        """The query as term -> weight (weight = number of occurrences, as Lucene's BM25 sums repeated terms)."""
+        return {t: float(c) for t, c in Counter(self.analyze(query)).items()}
+
+    def doc_freq(self, term: str) -> int:
+        return self._searcher.doc_freq("contents", term)
+
+    # ---------------------------------------------------------------- search
+    def _search_terms(self, terms: Mapping[str, float], k: int) -> tuple[np.ndarray, np.ndarray]:
+        import tantivy
+
+        if not terms or k <= 0:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        schema = self._index.schema
+        clauses = []
+        for term, weight in terms.items():
+            q = tantivy.Query.term_query(schema, "contents", term, index_option="freq")
+            if weight != 1.0:
+                q = tantivy.Query.boost_query(q, float(weight))
+            clauses.append((tantivy.Occur.Should, q))
+        query = tantivy.Query.boolean_query(clauses)
+        result = self._searcher.search(query, limit=k, count=False)
+        if not result.hits:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        scores = np.fromiter((h[0] for h in result.hits), dtype=np.float32, count=len(result.hits))
+        docnos = np.asarray(self._searcher.fast_field_values("docno", [h[1] for h in result.hits]), dtype=np.int64)
+        return docnos, scores
+
+    def search(self, queries: Sequence[str], k: int = 10, threads: int = 1) -> Hits:
+        """BM25 top-k for each query string. Returns Hits of shape (len(queries), k)."""
+        return self.search_weighted([self.query_terms(q) for q in queries], k=k, threads=threads)
+
+    def search_weighted(self, queries: Sequence[Mapping[str, float]], k: int = 10, threads: int = 1) -> Hits:
+        """Top-k for queries given as analysed term -> weight maps (e.g. RM3-expanded queries)."""
+        # Ask for a few more than k so that ties at the cut are broken by docno, not by segment order.
+        limit = k + 16
+        if threads <= 1 or len(queries) <= 1:
+            rows = [self._search_terms(q, limit) for q in queries]
+        else:
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                rows = list(pool.map(lambda q: self._search_terms(q, limit), queries))
+        return Hits.from_lists(rows, k)
+
+    # ---------------------------------------------------------------- document store
+    def documents(self, docnos: Sequence[int]) -> list[dict]:
+        """Stored fields ``{"id", "title", "text"}`` of each docno (in the given order)."""
+        import tantivy
+
+        out = []
+        schema = self._index.schema
+        for docno in docnos:
+            q = tantivy.Query.term_query(schema, "docno", int(docno))
+            hits = self._searcher.search(q, limit=1, count=False).hits
+            if not hits:
+                raise KeyError(f"docno {docno} is not in the index")
+            stored = self._searcher.doc(hits[0][1])
+            out.append({"id": stored["id"][0], "title": stored["title"][0], "text": stored["text"][0]})
+        return out
+
+    def term_frequencies(self, docnos: Sequence[int]) -> list[dict[str, int]]:
+        """Analysed term frequencies of each document's contents (for RM3 feedback)."""
+        return [
+            dict(Counter(self.analyze(f"{d['title']} {d['text']}".strip())))
+            for d in self.documents(docnos)
+        ]

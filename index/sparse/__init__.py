@@ -1,0 +1,1 @@
+"""Learned-sparse retrieval: a Seismic-style blocked inverted index written in Numba."""
