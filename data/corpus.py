@@ -56,15 +56,23 @@ def open_text(path: Path) -> io.TextIOBase:
     return raw
 
 
+def iter_raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(line_number, raw_bytes)``; decoding is the caller's, so one bad line does not end the stream."""
+    with open_text(path) as fh:
+        yield from enumerate(fh, start=1)
+
+
+def decode_line(raw: bytes, path: Path, line_no: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"invalid UTF-8 ({exc.reason} at byte {exc.start})", path, line_no) from None
+
+
 def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, decoded_line)``; invalid UTF-8 raises a DataError naming the line."""
-    with open_text(path) as fh:
-        for line_no, raw in enumerate(fh, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DataError(f"invalid UTF-8 ({exc.reason} at byte {exc.start})", path, line_no) from None
-            yield line_no, line
+    for line_no, raw in iter_raw_lines(path):
+        yield line_no, decode_line(raw, path, line_no)
 
 
 def _parse_json_line(line: str, path: Path, line_no: int) -> dict:
@@ -116,16 +124,10 @@ def iter_corpus(
     path = Path(path)
     stats = stats if stats is not None else ReadStats()
     seen: set[str] = set()
-    lines = iter_lines(path)
-    while True:
+    for line_no, raw in iter_raw_lines(path):
         try:
-            line_no, line = next(lines)
-        except StopIteration:
-            return
+            line = decode_line(raw, path, line_no)
         except DataError as exc:
-            # An undecodable line: the line iterator is still usable only for plain files, so
-            # skipping means re-raising after the count for gzip streams is not possible; we
-            # decode per line, so the iterator continues.
             if not skip_bad:
                 raise
             stats.skip(str(exc))

@@ -78,18 +78,25 @@ class LexicalIndex:
         index.register_tokenizer(ANALYZER, _analyzer())
         writer = index.writer(_HEAP_BYTES, threads)
         n = 0
-        for docno, doc in tqdm(docs, total=total, disable=not progress, desc="bm25", unit="doc"):
-            writer.add_document(
-                tantivy.Document(
-                    docno=[int(docno)],
-                    id=[doc.doc_id],
-                    title=[doc.title],
-                    text=[doc.text],
-                    contents=[doc.contents],
+        try:
+            for docno, doc in tqdm(docs, total=total, disable=not progress, desc="bm25", unit="doc"):
+                writer.add_document(
+                    tantivy.Document(
+                        docno=[int(docno)],
+                        id=[doc.doc_id],
+                        title=[doc.title],
+                        text=[doc.text],
+                        contents=[doc.contents],
+                    )
                 )
-            )
-            n += 1
-        writer.commit()
+                n += 1
+            writer.commit()
+        except BaseException:
+            # Stop the writer's threads before the caller removes the directory, or they keep writing into it.
+            writer.rollback()
+            writer.wait_merging_threads()
+            del writer, index
+            raise
         writer.wait_merging_threads()
         import importlib.metadata
 

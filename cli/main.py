@@ -1,0 +1,197 @@
+"""``braid``: index, search, evaluate. Each command parses options, calls one library function, prints."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from braid import __version__
+from braid.data.errors import BraidError
+
+
+def _fail_cleanly(fn):
+    """Turn the library's user-facing errors into a one-line message and exit status 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except BraidError as exc:
+            raise click.ClickException(str(exc)) from None
+        except FileNotFoundError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+def _progress(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty()
+
+
+def quiet_option(fn):
+    return click.option("--quiet", "-q", is_flag=True, help="No progress bars or log lines.")(fn)
+
+
+def retriever_options(fn):
+    fn = click.option(
+        "--pipeline",
+        "pipeline",
+        default=None,
+        help="A fusion pipeline: a TOML file or a built-in name (hybrid, hybrid-rrf, ...).",
+    )(fn)
+    fn = click.option(
+        "--retriever",
+        "-r",
+        default=None,
+        help="bm25, sparse, sparse-if (inference-free queries), dense or pyserini. Default: hybrid fusion when the index has several.",
+    )(fn)
+    fn = click.option("--query-cut", type=int, default=None, help="Sparse: query terms kept (largest weights).")(fn)
+    fn = click.option("--heap-factor", type=float, default=None, help="Sparse: block skip threshold, 0 < h <= 1.")(fn)
+    fn = click.option("--nprobe", type=int, default=None, help="Dense IVF: lists probed.")(fn)
+    fn = click.option("--ef-search", type=int, default=None, help="Dense HNSW: search breadth.")(fn)
+    return fn
+
+
+def _knobs(query_cut, heap_factor, nprobe, ef_search) -> dict:
+    knobs = {"query_cut": query_cut, "heap_factor": heap_factor, "nprobe": nprobe, "ef_search": ef_search}
+    return {k: v for k, v in knobs.items() if v is not None}
+
+
+def build_options(fn):
+    fn = click.option(
+        "--retrievers",
+        default="bm25",
+        show_default=True,
+        help="Comma-separated components to build: bm25, sparse, dense, pyserini.",
+    )(fn)
+    fn = click.option("--overwrite", is_flag=True, help="Replace an existing index directory (atomically).")(fn)
+    fn = click.option("--skip-bad", is_flag=True, help="Skip malformed/duplicate/empty records and report how many.")(fn)
+    fn = click.option("--allow-empty", is_flag=True, help="Index documents whose title and text are empty.")(fn)
+    fn = click.option("--sparse-model", default=None, help="SPLADE model: folder or hub id (default rasyosef/splade-tiny).")(fn)
+    fn = click.option("--sparse-vectors", type=click.Path(path_type=Path), default=None, help="Pre-encoded document vectors (JSONL {id, vector} or .npz) instead of a model.")(fn)
+    fn = click.option("--dense-model", default=None, help="Bi-encoder: folder or hub id (default sentence-transformers/all-MiniLM-L6-v2).")(fn)
+    fn = click.option("--dense-index", default="flat", show_default=True, help="FAISS index type: flat, hnsw, ivf, ivfpq, pq, opq.")(fn)
+    fn = click.option("--batch-size", type=int, default=32, show_default=True, help="Encoding batch size.")(fn)
+    fn = click.option("--device", default="auto", show_default=True, help="Encoding device: auto, cpu, cuda.")(fn)
+    return fn
+
+
+def _make_build_options(retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_index, batch_size, device, quiet):
+    from braid.retrieval.build import BuildOptions
+
+    names = tuple(r.strip() for r in retrievers.split(",") if r.strip())
+    return BuildOptions(
+        retrievers=names,
+        overwrite=overwrite,
+        skip_bad=skip_bad,
+        allow_empty=allow_empty,
+        progress=_progress(quiet),
+        sparse_model=sparse_model,
+        sparse_vectors=sparse_vectors,
+        dense_model=dense_model,
+        dense_index={"kind": dense_index},
+        batch_size=batch_size,
+        device=device,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="braid")
+def main() -> None:
+    """Braid: hybrid retrieval (BM25 + learned sparse + dense), fused."""
+
+
+@main.command("index")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--out", "-o", "out", required=True, type=click.Path(path_type=Path), help="Index directory to create.")
+@build_options
+@quiet_option
+@_fail_cleanly
+def index_cmd(source, out, retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_index, batch_size, device, quiet):
+    """Index SOURCE (a BEIR dataset folder or a corpus JSONL[.gz] file) into --out."""
+    from braid.retrieval.build import build_index
+
+    options = _make_build_options(retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_index, batch_size, device, quiet)
+    log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    manifest = build_index(source, out, options, log=log)
+    if not quiet:
+        click.echo(f"indexed {manifest['num_docs']} documents into {out} ({', '.join(manifest['components'])})", err=True)
+
+
+@main.command("search")
+@click.argument("index_dir", type=click.Path(path_type=Path))
+@click.argument("query")
+@click.option("-k", "k", type=int, default=10, show_default=True, help="Number of hits.")
+@retriever_options
+@click.option("--fields/--no-fields", default=True, show_default=True, help="Show stored title and text.")
+@click.option("--json", "as_json", is_flag=True, help="Print the hits as one JSON object.")
+@_fail_cleanly
+def search_cmd(index_dir, query, k, retriever, pipeline, query_cut, heap_factor, nprobe, ef_search, fields, as_json):
+    """Search INDEX_DIR for QUERY."""
+    from braid.retrieval.searcher import Searcher
+
+    searcher = Searcher(index_dir, retriever=retriever, pipeline=pipeline)
+    hits = searcher.search(query, k=k, fields=fields, **_knobs(query_cut, heap_factor, nprobe, ef_search))
+    if as_json:
+        click.echo(json.dumps({"query": query, "hits": hits}, ensure_ascii=False))
+        return
+    if not hits:
+        click.echo("no hits")
+    for hit in hits:
+        click.echo(f"{hit['rank']:>3}  {hit['score']:10.4f}  {hit['id']}  {hit.get('title', '')[:80]}")
+        if fields and hit.get("text"):
+            click.echo(f"     {hit['text'][:160]}")
+
+
+@main.command("eval")
+@click.argument("datasets", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--index-root", type=click.Path(path_type=Path), default=Path("indexes"), show_default=True, help="Where per-dataset indexes are built or reused.")
+@click.option("--split", default="test", show_default=True, help="Qrels split to evaluate.")
+@click.option("-k", "k", type=int, default=1000, show_default=True, help="Hits per query.")
+@click.option("--metrics", default="ndcg@10,recall@100,recall@1000,mrr@10,map", show_default=True)
+@click.option("--keep-self-hits", is_flag=True, help="Do not drop hits whose doc id equals the query id (BEIR drops them).")
+@click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True, help="Where TREC runs and metrics are written.")
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--rebuild", is_flag=True, help="Rebuild indexes even if they exist.")
+@retriever_options
+@build_options
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object {dataset: {metric: value}} on stdout.")
+@quiet_option
+@_fail_cleanly
+def eval_cmd(datasets, index_root, split, k, metrics, keep_self_hits, runs_dir, threads, rebuild, retriever, pipeline, query_cut, heap_factor, nprobe, ef_search, retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_index, batch_size, device, as_json, quiet):
+    """Evaluate on one or more BEIR-layout DATASETS (building or reusing their indexes)."""
+    from braid.retrieval.evaluate import check_metrics, format_table
+    from braid.retrieval.experiment import evaluate_datasets
+
+    metric_names = check_metrics(m for m in metrics.split(",") if m.strip())
+    options = _make_build_options(retrievers, overwrite or rebuild, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_index, batch_size, device, quiet)
+    log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    results = evaluate_datasets(
+        datasets,
+        index_root=index_root,
+        build=options,
+        rebuild=rebuild,
+        split=split,
+        k=k,
+        metrics=metric_names,
+        retriever=retriever,
+        pipeline=pipeline,
+        knobs=_knobs(query_cut, heap_factor, nprobe, ef_search),
+        remove_self_hits=not keep_self_hits,
+        runs_dir=runs_dir,
+        threads=threads,
+        progress=_progress(quiet),
+        log=log,
+    )
+    if as_json:
+        click.echo(json.dumps(results))
+    else:
+        click.echo(format_table(results, metric_names))
+
+
+if __name__ == "__main__":
+    main()

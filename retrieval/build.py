@@ -1,0 +1,254 @@
+"""Building an index directory from a corpus: stream documents, encode, store each component.
+
+This is orchestration (it sits above ``index/`` and ``encoders/``): ``index/`` never sees text
+models and ``encoders/`` never sees storage. The whole index is built in a temporary sibling
+directory and renamed into place (see :mod:`braid.index.manifest`). Encodings are cached in a
+sibling ``.NAME.encode-KIND`` directory while they are made, so an interrupted build resumes from
+the last finished chunk, and they are kept in ``INDEX/vectors/`` so that rebuilding with other
+index parameters reuses them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from braid.data.beir import BeirDataset
+from braid.data.corpus import Document, ReadStats, count_corpus, iter_corpus
+from braid.data.errors import DataError, OptionError
+from braid.index.manifest import building_index, new_manifest, read_docids, read_manifest, write_docids, write_manifest
+
+RETRIEVER_COMPONENTS = ("bm25", "sparse", "dense", "pyserini")
+
+
+@dataclass
+class BuildOptions:
+    """What to build and how. Query-time knobs are not here: they are search arguments."""
+
+    retrievers: tuple[str, ...] = ("bm25",)
+    overwrite: bool = False
+    skip_bad: bool = False
+    allow_empty: bool = False
+    progress: bool = True
+    threads: int = 0
+    # learned sparse
+    sparse_model: str | None = None
+    sparse_vectors: Path | None = None
+    sparse_index: dict = field(default_factory=dict)
+    sparse_encoder: dict = field(default_factory=dict)
+    # dense
+    dense_model: str | None = None
+    dense_index: dict = field(default_factory=dict)
+    dense_encoder: dict = field(default_factory=dict)
+    # encoding mechanics
+    batch_size: int = 32
+    max_length: int = 256
+    device: str = "auto"
+    chunk_size: int = 2048
+
+    def __post_init__(self) -> None:
+        bad = [r for r in self.retrievers if r not in RETRIEVER_COMPONENTS]
+        if bad:
+            raise OptionError("--retrievers", ",".join(bad), "choose from " + ", ".join(RETRIEVER_COMPONENTS))
+        if not self.retrievers:
+            raise OptionError("--retrievers", "", "at least one retriever")
+        if self.sparse_vectors is not None and "sparse" not in self.retrievers:
+            self.retrievers = tuple(self.retrievers) + ("sparse",)
+        if self.sparse_vectors is not None and self.sparse_model is not None:
+            raise OptionError(
+                "--sparse-vectors", str(self.sparse_vectors), "give either --sparse-vectors or --sparse-model, not both"
+            )
+        for name in ("batch_size", "max_length", "chunk_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise OptionError("--" + name.replace("_", "-"), value, "a positive integer")
+
+
+def corpus_path(source: str | Path) -> Path:
+    """A BEIR directory's corpus file, or the file itself."""
+    source = Path(source)
+    if source.is_dir():
+        return BeirDataset(source).corpus_path
+    if not source.exists():
+        raise DataError("no such corpus file or dataset directory", source)
+    return source
+
+
+def corpus_fingerprint(path: Path) -> dict:
+    st = path.stat()
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+class CorpusReader:
+    """Re-iterable stream of ``(docno, Document)`` with the build's bad-record policy."""
+
+    def __init__(self, path: Path, skip_bad: bool, allow_empty: bool):
+        self.path = path
+        self.skip_bad = skip_bad
+        self.allow_empty = allow_empty
+        self.stats = ReadStats()
+        self._total: int | None = None
+
+    @property
+    def total(self) -> int:
+        if self._total is None:
+            self._total = count_corpus(self.path)
+        return self._total
+
+    def __iter__(self) -> Iterator[tuple[int, Document]]:
+        self.stats = ReadStats()
+        docs = iter_corpus(self.path, skip_bad=self.skip_bad, allow_empty=self.allow_empty, stats=self.stats)
+        return enumerate(docs)
+
+    def texts(self) -> Iterator[str]:
+        for _, doc in self:
+            yield doc.contents
+
+
+def build_index(source: str | Path, out_dir: str | Path, options: BuildOptions | None = None, log=print) -> dict:
+    """Build the index directory ``out_dir`` from ``source`` (a BEIR folder or a corpus JSONL[.gz]).
+
+    Returns the manifest. Raises DataError on bad input (naming file and line) before anything
+    is renamed into place, and OptionError when ``out_dir`` exists and ``overwrite`` is False.
+    """
+    options = options or BuildOptions()
+    path = corpus_path(source)
+    out_dir = Path(out_dir)
+    reader = CorpusReader(path, options.skip_bad, options.allow_empty)
+    previous_vectors = _reusable_vectors(out_dir) if options.overwrite else None
+    with building_index(out_dir, overwrite=options.overwrite) as tmp:
+        doc_ids: list[str] = []
+
+        def first_pass() -> Iterator[tuple[int, Document]]:
+            for docno, doc in reader:
+                doc_ids.append(doc.doc_id)
+                yield docno, doc
+
+        manifest = new_manifest(0, source=str(Path(source)))
+        manifest["corpus"] = corpus_fingerprint(path)
+        total = reader.total if options.progress else None
+        if "bm25" in options.retrievers:
+            from braid.index.lexical import LexicalIndex
+
+            (tmp / "bm25").mkdir()
+            info = LexicalIndex.build(tmp / "bm25", first_pass(), progress=options.progress, threads=options.threads, total=total)
+            manifest["components"]["bm25"] = info
+        else:
+            for _ in first_pass():
+                pass
+        if not doc_ids:
+            raise DataError("the corpus holds no documents", path)
+        write_docids(tmp, doc_ids)
+        manifest["num_docs"] = len(doc_ids)
+        manifest["skipped_records"] = reader.stats.skipped
+        if reader.stats.skipped:
+            log(f"skipped {reader.stats.skipped} bad records (first: {reader.stats.reasons[0]})")
+        if "pyserini" in options.retrievers:
+            from braid.index.pyserini_bm25 import PyseriniBM25
+
+            (tmp / "pyserini").mkdir()
+            manifest["components"]["pyserini"] = PyseriniBM25.build(
+                tmp / "pyserini", reader, threads=max(options.threads, 1), progress=options.progress
+            )
+        if "sparse" in options.retrievers:
+            from braid.retrieval.learned import build_sparse_component
+
+            manifest["components"]["sparse"] = build_sparse_component(
+                tmp, out_dir, reader, doc_ids, options, previous_vectors, log=log
+            )
+        if "dense" in options.retrievers:
+            from braid.retrieval.learned import build_dense_component
+
+            manifest["components"]["dense"] = build_dense_component(
+                tmp, out_dir, reader, doc_ids, options, previous_vectors, log=log
+            )
+        write_manifest(tmp, manifest)
+    return read_manifest(out_dir)
+
+
+def _reusable_vectors(out_dir: Path) -> Path | None:
+    """The ``vectors/`` folder of an existing index at ``out_dir`` (to reuse its encodings), if any."""
+    try:
+        read_manifest(out_dir)
+    except Exception:
+        return None
+    vectors = out_dir / "vectors"
+    return vectors if vectors.is_dir() else None
+
+
+def add_components(source: str | Path, index_dir: str | Path, options: BuildOptions, log=print) -> dict:
+    """Add (or, with ``overwrite``, rebuild) components of an existing index from the same corpus.
+
+    The corpus is re-read with the policy recorded at build time and must yield exactly the
+    documents of ``docids.txt`` in the same order; each component is installed atomically.
+    """
+    from braid.index.manifest import adding_component
+
+    index_dir = Path(index_dir)
+    manifest = read_manifest(index_dir)
+    path = corpus_path(source)
+    doc_ids = read_docids(index_dir)
+    reader = CorpusReader(path, options.skip_bad or manifest.get("skipped_records", 0) > 0, options.allow_empty)
+    check = [doc.doc_id for _, doc in reader]
+    if check != doc_ids:
+        raise DataError(
+            f"the corpus does not hold the documents of {index_dir} in the same order; rebuild the index with --overwrite",
+            path,
+        )
+    previous_vectors = index_dir / "vectors" if (index_dir / "vectors").is_dir() else None
+    for name in options.retrievers:
+        if name == "bm25":
+            from braid.index.lexical import LexicalIndex
+
+            with adding_component(index_dir, "bm25", {}, overwrite=options.overwrite) as tmp:
+                info = LexicalIndex.build(tmp, iter(reader), progress=options.progress, threads=options.threads)
+            _set_component(index_dir, "bm25", info)
+        elif name == "pyserini":
+            from braid.index.pyserini_bm25 import PyseriniBM25
+
+            with adding_component(index_dir, "pyserini", {}, overwrite=options.overwrite) as tmp:
+                info = PyseriniBM25.build(tmp, reader, threads=max(options.threads, 1), progress=options.progress)
+            _set_component(index_dir, "pyserini", info)
+        elif name in ("sparse", "dense"):
+            from braid.retrieval import learned
+
+            builder = learned.build_sparse_component if name == "sparse" else learned.build_dense_component
+            staging = index_dir / f".{name}.staging"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir()
+            try:
+                info = builder(staging, index_dir, reader, doc_ids, options, previous_vectors, log=log)
+                with adding_component(index_dir, name, {}, overwrite=options.overwrite) as tmp:
+                    shutil.rmtree(tmp)
+                    os.replace(staging / name, tmp)
+                _merge_vectors(staging, index_dir)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            _set_component(index_dir, name, info)
+    return read_manifest(index_dir)
+
+
+def _set_component(index_dir: Path, name: str, info: dict) -> None:
+    manifest = read_manifest(index_dir)
+    manifest["components"][name] = info
+    write_manifest(index_dir, manifest)
+
+
+def _merge_vectors(staging: Path, index_dir: Path) -> None:
+    src = staging / "vectors"
+    if not src.is_dir():
+        return
+    dst = index_dir / "vectors"
+    dst.mkdir(exist_ok=True)
+    for item in src.iterdir():
+        target = dst / item.name
+        if target.exists():
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink()
+        os.replace(item, target)

@@ -1,0 +1,105 @@
+"""BEIR-style evaluation runs: build or reuse an index per dataset, search its queries, score, write files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+from braid.data.beir import BeirDataset
+from braid.data.errors import IndexFormatError
+from braid.data.runs import write_run
+from braid.index.manifest import read_manifest
+from braid.retrieval.build import BuildOptions, add_components, build_index
+from braid.retrieval.evaluate import evaluate
+
+
+def components_needed(retriever: str | None, pipeline, options: BuildOptions) -> set[str]:
+    from braid.retrieval import retrievers as registry
+
+    need = set(options.retrievers)
+    if retriever is not None:
+        if retriever in registry.RETRIEVERS:
+            need.add(registry.RETRIEVERS[retriever][0])
+    if pipeline is not None:
+        from braid.retrieval.pipeline import pipeline_components
+
+        need |= pipeline_components(pipeline)
+    return need
+
+
+def ensure_index(dataset: BeirDataset, index_dir: Path, need: set[str], options: BuildOptions, rebuild: bool, log) -> None:
+    """Build ``index_dir`` for ``dataset`` with at least the components ``need`` (reusing what exists)."""
+    opts = replace(options, retrievers=tuple(sorted(need)), overwrite=rebuild or options.overwrite)
+    if index_dir.exists() and not rebuild:
+        try:
+            manifest = read_manifest(index_dir)
+        except IndexFormatError as exc:
+            raise IndexFormatError(f"{exc}; pass --rebuild to replace it") from None
+        missing = sorted(need - set(manifest["components"]))
+        if missing:
+            log(f"{dataset.name}: adding {', '.join(missing)} to {index_dir}")
+            add_components(dataset.root, index_dir, replace(opts, retrievers=tuple(missing)), log=log)
+        return
+    log(f"{dataset.name}: building {', '.join(opts.retrievers)} into {index_dir}")
+    build_index(dataset.root, index_dir, opts, log=log)
+
+
+def evaluate_datasets(
+    datasets: Sequence[str | Path],
+    index_root: Path,
+    build: BuildOptions,
+    rebuild: bool = False,
+    split: str = "test",
+    k: int = 1000,
+    metrics: Sequence[str] = ("ndcg@10", "recall@100"),
+    retriever: str | None = None,
+    pipeline: str | None = None,
+    knobs: dict | None = None,
+    remove_self_hits: bool = True,
+    runs_dir: Path | None = Path("runs"),
+    threads: int = 1,
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, dict[str, float]]:
+    """Evaluate each BEIR dataset folder; return ``{dataset_name: {metric: mean}}``.
+
+    Writes ``RUNS_DIR/NAME/SYSTEM.SPLIT.trec`` (TREC run) and ``...metrics.json`` (mean and per
+    query) when ``runs_dir`` is given.
+    """
+    from tqdm.auto import tqdm
+
+    from braid.retrieval.searcher import Searcher
+
+    knobs = knobs or {}
+    results: dict[str, dict[str, float]] = {}
+    for root in datasets:
+        dataset = BeirDataset(root)
+        qrels = dataset.qrels(split)
+        queries = dataset.queries(split)
+        index_dir = Path(index_root) / dataset.name
+        ensure_index(dataset, index_dir, components_needed(retriever, pipeline, build), build, rebuild, log)
+        searcher = Searcher(index_dir, retriever=retriever, pipeline=pipeline)
+        qids = list(queries)
+        run: dict[str, dict[str, float]] = {}
+        system = None
+        batch = 64
+        with tqdm(total=len(qids), disable=not progress, desc=f"search {dataset.name}", unit="q") as bar:
+            for start in range(0, len(qids), batch):
+                part = {q: queries[q] for q in qids[start : start + batch]}
+                res = searcher.batch_search(part, k=k, threads=threads, exclude_self=remove_self_hits, **knobs)
+                run.update(res.to_run())
+                system = res.retriever
+                bar.update(len(part))
+        mean, per_query = evaluate(run, qrels, metrics, ignore_identical_ids=remove_self_hits)
+        results[dataset.name] = mean
+        if runs_dir is not None:
+            out = Path(runs_dir) / dataset.name
+            tag = (system or "braid").replace(" ", "_")
+            write_run(run, out / f"{tag}.{split}.trec", tag=tag)
+            (out / f"{tag}.{split}.metrics.json").write_text(
+                json.dumps({"dataset": dataset.name, "split": split, "system": tag, "mean": mean, "per_query": per_query}, indent=1)
+            )
+        log(f"{dataset.name}: " + "  ".join(f"{m} {v:.4f}" for m, v in mean.items()))
+    return results

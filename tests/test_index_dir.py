@@ -1,0 +1,119 @@
+"""Index directory: manifest checks, version refusal, atomic builds (a killed build leaves nothing openable)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from braid.data.errors import IndexFormatError, OptionError
+from braid.index.manifest import FORMAT_VERSION, read_manifest
+from braid.retrieval.build import BuildOptions, build_index
+from braid.retrieval.searcher import Searcher
+
+
+def test_build_and_open(toy_dataset, tmp_path):
+    out = tmp_path / "idx"
+    manifest = build_index(toy_dataset, out, BuildOptions(progress=False))
+    assert manifest["num_docs"] == 6
+    assert manifest["format_version"] == FORMAT_VERSION
+    assert set(manifest["components"]) == {"bm25"}
+    assert Searcher(out).search("cats purr", k=2)[0]["id"] in {"d1", "d4"}
+
+
+def test_existing_directory_needs_overwrite(toy_dataset, tmp_path):
+    out = tmp_path / "idx"
+    build_index(toy_dataset, out, BuildOptions(progress=False))
+    with pytest.raises(OptionError, match="--overwrite"):
+        build_index(toy_dataset, out, BuildOptions(progress=False))
+    build_index(toy_dataset, out, BuildOptions(progress=False, overwrite=True))
+    assert read_manifest(out)["num_docs"] == 6
+
+
+def test_refuses_foreign_corrupt_and_future(tmp_path, toy_dataset):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "something.txt").write_text("hi")
+    with pytest.raises(IndexFormatError, match="not a Braid index"):
+        Searcher(foreign)
+    with pytest.raises(IndexFormatError, match="no such index directory"):
+        Searcher(tmp_path / "missing")
+    out = tmp_path / "idx"
+    build_index(toy_dataset, out, BuildOptions(progress=False))
+    manifest_path = out / "manifest.json"
+    good = manifest_path.read_text()
+    manifest_path.write_text(good[: len(good) // 2])
+    with pytest.raises(IndexFormatError, match="corrupted manifest"):
+        Searcher(out)
+    data = json.loads(good)
+    data["format_version"] = FORMAT_VERSION + 1
+    manifest_path.write_text(json.dumps(data))
+    with pytest.raises(IndexFormatError, match=f"version {FORMAT_VERSION + 1} is not supported"):
+        Searcher(out)
+    data["format_version"] = FORMAT_VERSION
+    data["format"] = "something-else"
+    manifest_path.write_text(json.dumps(data))
+    with pytest.raises(IndexFormatError, match="not a Braid index manifest"):
+        Searcher(out)
+    manifest_path.write_text(good)
+    import shutil
+
+    shutil.rmtree(out / "bm25")
+    with pytest.raises(IndexFormatError, match="component 'bm25'"):
+        Searcher(out)
+
+
+def test_bad_input_leaves_existing_index_intact(toy_dataset, tmp_path):
+    out = tmp_path / "idx"
+    build_index(toy_dataset, out, BuildOptions(progress=False))
+    before = (out / "manifest.json").read_text()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"_id": "a", "text": "fine"}\n{"_id": "b", "text": \n')
+    from braid.data.errors import DataError
+
+    with pytest.raises(DataError, match="bad.jsonl, line 2"):
+        build_index(bad, out, BuildOptions(progress=False, overwrite=True))
+    assert (out / "manifest.json").read_text() == before
+    assert Searcher(out).search("cats", k=1)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".idx.tmp")]
+
+
+def test_killed_build_leaves_no_openable_index(tmp_path, toy_dataset):
+    """Kill -9 a build midway: the new directory does not open, the old one is untouched."""
+    corpus = tmp_path / "slow" / "corpus.jsonl"
+    corpus.parent.mkdir()
+    with open(corpus, "w") as fh:
+        for i in range(200_000):
+            fh.write(json.dumps({"_id": f"d{i}", "title": "", "text": f"document number {i} about topic {i % 97}"}) + "\n")
+    existing = tmp_path / "existing"
+    build_index(toy_dataset, existing, BuildOptions(progress=False))
+    before = (existing / "manifest.json").read_text()
+    script = textwrap.dedent(
+        f"""
+        from braid.retrieval.build import BuildOptions, build_index
+        build_index({str(corpus)!r}, {str(tmp_path / 'new')!r}, BuildOptions(progress=False))
+        """
+    )
+    script_over = script.replace(str(tmp_path / "new"), str(existing)).replace("progress=False", "progress=False, overwrite=True")
+    for code, target in ((script, tmp_path / "new"), (script_over, existing)):
+        proc = subprocess.Popen([sys.executable, "-c", code])
+        deadline = time.time() + 60
+        while time.time() < deadline and not list(tmp_path.glob(f".{target.name}.tmp-*")):
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert proc.poll() is None, "the build finished before it could be killed; make the corpus larger"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    with pytest.raises(IndexFormatError):
+        Searcher(tmp_path / "new")
+    assert (existing / "manifest.json").read_text() == before
+    assert Searcher(existing).search("wolf", k=1)[0]["id"] == "d3"
+    # the next build cleans the stale temporary directories of dead builds
+    build_index(toy_dataset, tmp_path / "new", BuildOptions(progress=False))
+    assert not list(tmp_path.glob(".new.tmp-*"))
