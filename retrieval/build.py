@@ -58,10 +58,6 @@ class BuildOptions:
             raise OptionError("--retrievers", "", "at least one retriever")
         if self.sparse_vectors is not None and "sparse" not in self.retrievers:
             self.retrievers = tuple(self.retrievers) + ("sparse",)
-        if self.sparse_vectors is not None and self.sparse_model is not None:
-            raise OptionError(
-                "--sparse-vectors", str(self.sparse_vectors), "give either --sparse-vectors or --sparse-model, not both"
-            )
         for name in ("batch_size", "max_length", "chunk_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
