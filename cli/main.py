@@ -137,7 +137,9 @@ def search_cmd(index_dir, query, k, retriever, pipeline, query_cut, heap_factor,
     searcher = Searcher(index_dir, retriever=retriever, pipeline=pipeline)
     hits = searcher.search(query, k=k, fields=fields, **_knobs(query_cut, heap_factor, nprobe, ef_search))
     if as_json:
-        click.echo(json.dumps({"query": query, "hits": hits}, ensure_ascii=False))
+        engine = searcher._resolve(None)
+        recipe = engine.pipeline.to_dict() if hasattr(engine, "pipeline") else {"retriever": engine.name}
+        click.echo(json.dumps({"query": query, "recipe": recipe, "hits": hits}, ensure_ascii=False))
         return
     if not hits:
         click.echo("no hits")
@@ -191,6 +193,40 @@ def eval_cmd(datasets, index_root, split, k, metrics, keep_self_hits, runs_dir, 
         click.echo(json.dumps(results))
     else:
         click.echo(format_table(results, metric_names))
+
+
+@main.command("tune")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--output", "-o", required=True, type=click.Path(path_type=Path), help="Pipeline TOML to write.")
+@click.option("--split", default="train", show_default=True, help="Split to tune on.")
+@click.option("--report-split", default="test", show_default=True, help="Split that will be reported (tuning on it is refused).")
+@click.option("--metric", default="ndcg@10", show_default=True)
+@click.option("--depth", type=int, default=1000, show_default=True, help="Candidates per retriever.")
+@click.option("--index-root", type=click.Path(path_type=Path), default=Path("indexes"), show_default=True)
+@click.option("--no-prf", is_flag=True, help="Do not try pseudo-relevance feedback.")
+@click.option("--no-rescore", is_flag=True, help="Do not try rescoring stages.")
+@build_options
+@quiet_option
+@_fail_cleanly
+def tune_cmd(dataset, output, split, report_split, metric, depth, index_root, no_prf, no_rescore, retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_index, batch_size, device, quiet):
+    """Tune fusion / PRF / rescoring on DATASET's --split and write the pipeline to --output."""
+    from braid.data.beir import BeirDataset
+    from braid.retrieval.experiment import ensure_index
+    from braid.retrieval.searcher import Searcher
+    from braid.retrieval.tune import tune_pipeline, write_pipeline
+
+    if split == report_split:
+        from braid.data.errors import OptionError
+
+        raise OptionError("--split", split, f"it is the split to report (--report-split {report_split}); tune on train or dev")
+    ds = BeirDataset(dataset)
+    options = _make_build_options(retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_index, batch_size, device, quiet)
+    log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    ensure_index(ds, Path(index_root) / ds.name, set(options.retrievers), options, False, log)
+    searcher = Searcher(Path(index_root) / ds.name)
+    pipeline, report = tune_pipeline(searcher, ds, split=split, report_split=report_split, metric=metric, depth=depth, try_prf=not no_prf, try_rescore=not no_rescore, log=log)
+    write_pipeline(pipeline, output, report, ds.name)
+    click.echo(json.dumps(report))
 
 
 if __name__ == "__main__":

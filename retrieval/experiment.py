@@ -81,6 +81,8 @@ def evaluate_datasets(
         index_dir = Path(index_root) / dataset.name
         ensure_index(dataset, index_dir, components_needed(retriever, pipeline, build), build, rebuild, log)
         searcher = Searcher(index_dir, retriever=retriever, pipeline=pipeline)
+        engine = searcher._resolve(None)
+        recipe = engine.pipeline.to_dict() if hasattr(engine, "pipeline") else {"retriever": engine.name, **knobs}
         qids = list(queries)
         run: dict[str, dict[str, float]] = {}
         system = None
@@ -99,7 +101,7 @@ def evaluate_datasets(
             tag = (system or "braid").replace(" ", "_")
             write_run(run, out / f"{tag}.{split}.trec", tag=tag)
             (out / f"{tag}.{split}.metrics.json").write_text(
-                json.dumps({"dataset": dataset.name, "split": split, "system": tag, "mean": mean, "per_query": per_query}, indent=1)
+                json.dumps({"dataset": dataset.name, "split": split, "system": tag, "recipe": recipe, "mean": mean, "per_query": per_query}, indent=1)
             )
         log(f"{dataset.name}: " + "  ".join(f"{m} {v:.4f}" for m, v in mean.items()))
     return results

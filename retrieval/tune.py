@@ -1,0 +1,187 @@
+"""Tuning a fusion pipeline on a training split, never on the split that will be reported.
+
+The first-stage lists of every retriever are computed once on the training queries; fusion
+settings are then searched on those cached lists (fusion is cheap), PRF and rescoring stages are
+added greedily when they raise the training metric, and the winner is written as a pipeline TOML
+that ``braid eval --pipeline`` evaluates on the held-out split.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from braid.data.beir import BeirDataset
+from braid.data.errors import OptionError
+from braid.index.hits import Hits
+from braid.retrieval.evaluate import check_metrics, evaluate
+from braid.retrieval.fusion import fuse
+from braid.retrieval.pipeline import Pipeline, PipelineRunner, RetrieverStep, _default_retrievers, pipeline_from_dict
+
+WEIGHT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+NORMS = ("minmax", "zscore")
+RRF_KS = (10, 30, 60, 100)
+PRF_CHOICES = {
+    "bm25": [{"method": "rm3", "fb_docs": 10, "fb_terms": 10, "original_weight": 0.5},
+             {"method": "rm3", "fb_docs": 5, "fb_terms": 20, "original_weight": 0.7}],
+    "dense": [{"method": "rocchio", "fb_docs": 5, "alpha": 0.4, "beta": 0.6},
+              {"method": "rocchio", "fb_docs": 3, "alpha": 0.7, "beta": 0.3},
+              {"method": "average", "fb_docs": 3}],
+    "sparse": [{"method": "rocchio", "fb_docs": 5, "alpha": 1.0, "beta": 0.75},
+               {"method": "rocchio", "fb_docs": 3, "alpha": 1.0, "beta": 0.3}],
+}
+PRF_CHOICES["sparse-if"] = PRF_CHOICES["sparse"]
+RESCORE_WEIGHTS = (0.1, 0.2, 0.3, 0.5)
+
+
+def _run_of(hits: Hits, qids: list[str], doc_ids: list[str], k: int = 100) -> dict:
+    run = {}
+    for i, qid in enumerate(qids):
+        docnos, scores = hits.row(i)
+        run[qid] = {doc_ids[d]: float(s) for d, s in zip(docnos[:k], scores[:k])}
+    return run
+
+
+def tune_pipeline(
+    searcher,
+    dataset: BeirDataset,
+    split: str = "train",
+    report_split: str = "test",
+    metric: str = "ndcg@10",
+    depth: int = 1000,
+    retrievers: list[str] | None = None,
+    try_prf: bool = True,
+    try_rescore: bool = True,
+    log: Callable[[str], None] = print,
+) -> tuple[Pipeline, dict]:
+    """Search fusion / PRF / rescoring settings on ``split``; return the best pipeline and a report."""
+    if split == report_split:
+        raise OptionError("--split", split, f"tuning on the split that is reported ({report_split!r}) would overfit it; use a train or dev split")
+    (metric,) = check_metrics([metric])
+    qrels = dataset.qrels(split)
+    queries = dataset.queries(split)
+    if not queries:
+        raise OptionError("--split", split, "no judged queries in this split")
+    qids = list(queries)
+    texts = [queries[q] for q in qids]
+    exclude = np.array([searcher.docno(q) for q in qids], dtype=np.int64)
+    names = retrievers or _default_retrievers(searcher.available_retrievers())
+    if not names:
+        raise OptionError("--retrievers", "", "the index has no retriever")
+    t0 = time.perf_counter()
+    first: dict[str, Hits] = {}
+    for name in names:
+        first[name] = searcher.retriever(name).search(texts, k=depth, exclude=exclude)
+        log(f"tune: first stage {name} done ({time.perf_counter() - t0:.0f} s)")
+
+    def score(hits: Hits) -> float:
+        mean, _ = evaluate(_run_of(hits, qids, searcher.doc_ids), qrels, [metric])
+        return mean[metric]
+
+    report: dict = {"split": split, "metric": metric, "queries": len(qids), "single": {}, "trials": 0}
+    for name in names:
+        report["single"][name] = score(first[name])
+    log("tune: single retrievers " + ", ".join(f"{n} {v:.4f}" for n, v in report["single"].items()))
+    lists = [first[n] for n in names]
+    best = (-1.0, None)
+
+    def consider(value: float, fusion: dict, weights: tuple) -> None:
+        nonlocal best
+        report["trials"] += 1
+        if value > best[0] + 1e-9:
+            best = (value, (fusion, weights))
+
+    if len(names) == 1:
+        consider(report["single"][names[0]], {"method": "linear", "norm": "minmax"}, (1.0,))
+    else:
+        for norm in NORMS:
+            for weights in itertools.product(WEIGHT_GRID, repeat=len(names)):
+                if max(weights) != 1.0:  # scale invariance: the largest weight is 1
+                    continue
+                fused = fuse(lists, "linear", k=100, weights=list(weights), norm=norm)
+                consider(score(fused), {"method": "linear", "norm": norm}, weights)
+        for rrf_k in RRF_KS:
+            fused = fuse(lists, "rrf", k=100, rrf_k=rrf_k)
+            consider(score(fused), {"method": "rrf", "rrf_k": rrf_k}, tuple(1.0 for _ in names))
+    value, (fusion, weights) = best
+    log(f"tune: best fusion {fusion} weights {weights}: {metric} {value:.4f} ({report['trials']} trials)")
+    steps = [RetrieverStep(name=n, weight=float(w)) for n, w in zip(names, weights) if w > 0]
+    kept = [n for n, w in zip(names, weights) if w > 0]
+    pipeline = Pipeline(name="tuned", retrievers=tuple(steps), fusion=fusion, depth=depth)
+    runner = PipelineRunner(pipeline, searcher)
+    kept_lists = [first[n] for n in kept]
+    fused_first = runner._fuse(kept_lists, [s.weight for s in steps], depth)
+    report["fusion"] = {"fusion": fusion, "weights": dict(zip(names, weights)), metric: value}
+
+    if try_prf:
+        current_lists = list(kept_lists)
+        for i, step in enumerate(steps):
+            for cfg in PRF_CHOICES.get(step.name, []):
+                trial_step = replace(step, prf=cfg)
+                prf_hits = runner._prf(trial_step, texts, fused_first, depth, 1, exclude, {})
+                trial_lists = list(current_lists)
+                trial_lists[i] = prf_hits
+                trial = runner._fuse(trial_lists, [s.weight for s in steps], 100)
+                trial_value = score(trial)
+                report["trials"] += 1
+                log(f"tune: PRF {step.name} {cfg}: {metric} {trial_value:.4f}")
+                if trial_value > value + 1e-4:
+                    value, steps[i], current_lists = trial_value, trial_step, trial_lists
+        pipeline = Pipeline(name="tuned", retrievers=tuple(steps), fusion=fusion, depth=depth)
+        runner = PipelineRunner(pipeline, searcher)
+        fused = runner._fuse(current_lists, [s.weight for s in steps], depth)
+    else:
+        fused = fused_first
+    report["prf"] = {s.name: s.prf for s in steps if s.prf}
+
+    rescore: list[dict] = []
+    if try_rescore:
+        for stage in ("sparse", "dense"):
+            if stage not in searcher.components:
+                continue
+            head_n = 100
+            head = Hits(fused.docnos[:, :head_n], fused.scores[:, :head_n])
+            new_scores = searcher.retriever(stage).score_candidates(texts, head.docnos)
+            from braid.retrieval.pipeline import _interpolate_head
+
+            best_w, best_v = None, value
+            for w in RESCORE_WEIGHTS:
+                trial_value = score(_interpolate_head(fused, head, new_scores, w))
+                report["trials"] += 1
+                log(f"tune: rescore {stage} weight {w}: {metric} {trial_value:.4f}")
+                if trial_value > best_v + 1e-4:
+                    best_w, best_v = w, trial_value
+            if best_w is not None:
+                fused = _interpolate_head(fused, head, new_scores, best_w)
+                value = best_v
+                rescore.append({"stage": stage, "top_n": head_n, "weight": best_w})
+    report["rescore"] = rescore
+    report["train_" + metric.replace("@", "_at_")] = value
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    pipeline = pipeline_from_dict(
+        {
+            "name": "tuned",
+            "depth": depth,
+            "retriever": [{"name": s.name, "weight": s.weight, **({"prf": s.prf} if s.prf else {})} for s in steps],
+            "fusion": fusion,
+            "rescore": rescore,
+        }
+    )
+    return pipeline, report
+
+
+def write_pipeline(pipeline: Pipeline, path: Path, report: dict, dataset: str) -> None:
+    header = [
+        f"# Tuned by `braid tune` on {dataset}, split {report['split']} ({report['queries']} queries, {report['trials']} trials).",
+        f"# Training {report['metric']}: {report['train_' + report['metric'].replace('@', '_at_')]:.4f}; single retrievers: "
+        + ", ".join(f"{n} {v:.4f}" for n, v in report["single"].items()),
+        "",
+    ]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(header) + pipeline.to_toml(), encoding="utf-8")
