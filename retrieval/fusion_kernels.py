@@ -62,20 +62,29 @@ def fuse_contributions(docnos, values, base, mode, k):
                     flat_values[at] = values[r, q, j]
                     flat_runs[at] = r
                     at += 1
-        # Group equal docnos; a stable sort keeps each group's entries in run order.
-        order = np.argsort(flat_docnos, kind="mergesort")
+        # Group equal docnos with one sort of packed keys (docno << shift | entry), which keeps each
+        # group's entries in entry = run order; sorting plain uint64 keys measured ~2x faster than a
+        # stable argsort of the docnos.
+        shift = 1
+        while (1 << shift) < n:
+            shift += 1
+        keys = np.empty(n, dtype=np.uint64)
+        for e in range(n):
+            keys[e] = (np.uint64(flat_docnos[e]) << np.uint64(shift)) | np.uint64(e)
+        keys.sort()
+        mask = np.uint64((1 << shift) - 1)
         uniq_docnos = np.empty(n, dtype=np.int64)
         uniq_scores = np.empty(n, dtype=np.float32)
         n_uniq = 0
         i = 0
         while i < n:
-            d = flat_docnos[order[i]]
+            d = flat_docnos[np.int64(keys[i] & mask)]
             acc = 0.0
             best = -np.inf
             count = 0
             last_run = -1
-            while i < n and flat_docnos[order[i]] == d:
-                e = order[i]
+            while i < n and flat_docnos[np.int64(keys[i] & mask)] == d:
+                e = np.int64(keys[i] & mask)
                 if flat_runs[e] == last_run:
                     duplicates[q] += 1
                 last_run = flat_runs[e]
@@ -93,15 +102,23 @@ def fuse_contributions(docnos, values, base, mode, k):
                 fused = base[q] + acc
             uniq_docnos[n_uniq] = d
             # Rank on the float32 score that is returned, so the output rows satisfy Hits' (-score, docno).
-            uniq_scores[n_uniq] = np.float32(fused)
+            uniq_scores[n_uniq] = np.float32(fused) + np.float32(0.0)  # -0.0 -> +0.0 for the bit keys below
             n_uniq += 1
-        # uniq_docnos is ascending, so a stable sort on -score breaks ties by docno.
-        neg = np.empty(n_uniq, dtype=np.float32)
+        # Order by (-score, docno) with one sort of packed keys: the high 32 bits map the float32 score
+        # to an unsigned integer that ascends as the score descends, the low 32 bits hold the index
+        # into uniq_docnos (ascending docnos, so equal scores come out by docno).
+        bits = uniq_scores[:n_uniq].view(np.uint32)
+        rank_keys = np.empty(n_uniq, dtype=np.uint64)
         for u in range(n_uniq):
-            neg[u] = -uniq_scores[u]
-        top = np.argsort(neg, kind="mergesort")
+            b = bits[u]
+            asc = (~b) if (b & np.uint32(0x80000000)) else (b | np.uint32(0x80000000))
+            desc = np.uint32(0xFFFFFFFF) - np.uint32(asc)
+            rank_keys[u] = (np.uint64(desc) << np.uint64(32)) | np.uint64(u)
+        rank_keys.sort()
         m = min(k, n_uniq)
+        low = np.uint64(0xFFFFFFFF)
         for t in range(m):
-            out_docnos[q, t] = uniq_docnos[top[t]]
-            out_scores[q, t] = uniq_scores[top[t]]
+            u = np.int64(rank_keys[t] & low)
+            out_docnos[q, t] = uniq_docnos[u]
+            out_scores[q, t] = uniq_scores[u]
     return out_docnos, out_scores, duplicates

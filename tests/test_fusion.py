@@ -270,3 +270,11 @@ def test_registry_and_validation():
         fuse([nan], "linear", 3)
     with pytest.raises(OptionError, match="exclude"):
         drop_docnos(runs[0], np.zeros(2, dtype=np.int64))
+
+
+def test_negative_zero_ties_with_zero_by_docno():
+    a = Hits(np.array([[7, 9]]), np.array([[0.0, -1.0]], dtype=np.float32))
+    b = Hits(np.array([[3, -1]]), np.array([[-0.0, -np.inf]], dtype=np.float32))
+    out = fuse([a, b], "combmax", 3, norm="none")
+    assert out.docnos.tolist() == [[3, 7, 9]]
+    assert out.scores.tolist() == [[0.0, 0.0, -1.0]]
