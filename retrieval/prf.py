@@ -92,7 +92,7 @@ def rm3_expand(
     min_term_length: int = 2,
     max_term_length: int = 20,
     alnum_only: bool = True,
-    doc_freqs: dict[str, int] | None = None,
+    doc_freqs: dict[str, int] | Callable[[str], int] | None = None,
     num_docs: int | None = None,
     max_df_ratio: float = 0.1,
 ) -> dict[str, float]:
@@ -102,8 +102,8 @@ def rm3_expand(
        analysed query terms, so pass counts or weights).
     2. For each of the first ``fb_docs`` feedback documents: terms are filtered (``stopwords``;
        Anserini's filters: length in [``min_term_length``, ``max_term_length``], ``[a-z0-9]+`` when
-       ``alnum_only``, and document frequency ``df / num_docs <= max_df_ratio`` when ``doc_freqs`` and
-       ``num_docs`` are given); with ``prune_docs`` (Anserini) the document keeps its ``fb_terms`` most
+       ``alnum_only``, and document frequency ``df / num_docs <= max_df_ratio`` when ``doc_freqs`` (a
+       dict or a callable term -> df, e.g. the BM25 index's ``doc_freq``) and ``num_docs`` are given); with ``prune_docs`` (Anserini) the document keeps its ``fb_terms`` most
        frequent terms and ``p(t|D) = tf / (sum of the kept tfs)``; without it ``p(t|D) = tf / |D|``
        with ``|D|`` the sum of all the document's tfs (classic RM1). Documents whose norm is
        ``<= 0.001`` are skipped, as in Anserini.
@@ -159,9 +159,11 @@ def rm3_expand(
             return False
         if alnum_only and not _ANSERINI_TERM.fullmatch(term):
             return False
-        if doc_freqs is not None and doc_freqs.get(term, 0) / num_docs > max_df_ratio:
+        if doc_freqs is not None and df_of(term) / num_docs > max_df_ratio:
             return False
         return True
+
+    df_of = doc_freqs if callable(doc_freqs) else (lambda t: doc_freqs.get(t, 0))
 
     n = min(fb_docs, len(feedback_docs))
     doc_weights = weigh(scores[:n])

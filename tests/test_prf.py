@@ -59,6 +59,9 @@ def test_rm3_anserini_term_filters_and_fb_docs():
     got = rm3_expand({"cat": 2.0, "dog": 2.0}, docs, np.array([3.0, 2.0]), fb_docs=1,
                      doc_freqs={"mouse": 50, "zebra": 3}, num_docs=100)
     assert_weights(got, {"zebra": 0.5, "cat": 0.25, "dog": 0.25})
+    got = rm3_expand({"cat": 2.0, "dog": 2.0}, docs, np.array([3.0, 2.0]), fb_docs=1,
+                     doc_freqs={"mouse": 50, "zebra": 3}.get, num_docs=100)  # a callable works too
+    assert_weights(got, {"zebra": 0.5, "cat": 0.25, "dog": 0.25})
     # Without the df filter mouse comes back: rm = {mouse .8, zebra .2}.
     got = rm3_expand({"cat": 2.0, "dog": 2.0}, docs, np.array([3.0, 2.0]), fb_docs=1)
     assert_weights(got, {"mouse": 0.4, "cat": 0.25, "dog": 0.25, "zebra": 0.1})
