@@ -67,6 +67,7 @@ __all__ = [
 ]
 
 _EPS = 1e-9  # ranx's floor on every normalisation denominator
+_PARALLEL_MIN_QUERIES = 16  # smaller batches run the serial kernel (no thread-pool start-up)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -210,7 +211,8 @@ def _combine(parts: list[tuple[np.ndarray, np.ndarray]], base: np.ndarray, mode:
     for r, (d, v) in enumerate(parts):
         docnos[r, :, : d.shape[1]] = d
         values[r, :, : v.shape[1]] = v
-    out_docnos, out_scores, duplicates = K.fuse_contributions(docnos, values, base, mode, k)
+    kernel = K.fuse_contributions if n >= _PARALLEL_MIN_QUERIES else K.fuse_contributions_serial
+    out_docnos, out_scores, duplicates = kernel(docnos, values, base, mode, k)
     if duplicates.any():
         q = int(np.flatnonzero(duplicates)[0])
         raise DataError(f"query row {q}: a list holds the same docno twice; each list must hold a docno at most once")

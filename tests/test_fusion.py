@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -228,17 +232,32 @@ def test_drop_before_fusion_keeps_self_hit_out_of_normalisation():
     np.testing.assert_allclose(out.scores[0, :2], [2.0, 0.0])
 
 
-def test_kernel_runs_as_python():
+def test_kernel_runs_as_python(tmp_path):
+    """NUMBA_DISABLE_JIT=1 (a fresh interpreter) gives what the compiled parallel and serial kernels give."""
     runs = random_runs(11)
     docnos = np.stack([h.docnos for h in runs])
     rng = np.random.default_rng(0)
     values = rng.normal(size=docnos.shape)
     base = rng.normal(size=N_QUERIES)
+    np.savez(tmp_path / "in.npz", docnos=docnos, values=values, base=base)
+    script = (
+        "import sys, numpy as np\n"
+        "from braid.retrieval import fusion_kernels as K\n"
+        "a = np.load(sys.argv[1])\n"
+        "out = {}\n"
+        "for mode in (K.MODE_SUM, K.MODE_MNZ, K.MODE_MAX):\n"
+        "    d, s, dup = K.fuse_contributions(a['docnos'], a['values'], a['base'], mode, 20)\n"
+        "    out.update({f'd{mode}': d, f's{mode}': s, f'u{mode}': dup})\n"
+        "np.savez(sys.argv[2], **out)\n"
+    )
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "in.npz"), str(tmp_path / "out.npz")], env=env, check=True)
+    py = np.load(tmp_path / "out.npz")
     for mode in (K.MODE_SUM, K.MODE_MNZ, K.MODE_MAX):
-        jit = K.fuse_contributions(docnos, values, base, mode, 20)
-        py = K.fuse_contributions.py_func(docnos, values, base, mode, 20)
-        for a, b in zip(jit, py):
-            assert np.array_equal(a, b)
+        for kernel in (K.fuse_contributions, K.fuse_contributions_serial):
+            d, s, dup = kernel(docnos, values, base, mode, 20)
+            assert np.array_equal(d, py[f"d{mode}"]) and np.array_equal(s, py[f"s{mode}"])
+            assert not dup.any() and not py[f"u{mode}"].any()
 
 
 def test_registry_and_validation():
