@@ -63,6 +63,17 @@ class RuntimeOptions:
         return cls(**d)
 
 
+def check_texts(texts: Any, name: str = "texts") -> list[str]:
+    """A sequence of str -> list[str]; OptionError naming ``name`` for a bare str or a non-str item."""
+    if isinstance(texts, (str, bytes)):
+        raise OptionError(name, "a single string", "a sequence of strings (wrap one text in a list)")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise OptionError(f"{name}[{i}]", type(t).__name__, "every text must be a str")
+    return texts
+
+
 def length_sorted_batches(lengths: Sequence[int] | np.ndarray, batch_size: int) -> list[np.ndarray]:
     """Split positions ``0..n-1`` into batches of at most ``batch_size`` texts of similar length.
 
@@ -177,9 +188,7 @@ class TransformerBackbone:
         """
         import torch
 
-        for t in texts:
-            if not isinstance(t, str):
-                raise OptionError("texts", type(t).__name__, "every text must be a str")
+        texts = check_texts(texts)
         if len(texts) == 0:
             return
         enc = self.tokenize(texts)

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from braid.data.errors import BraidError, DataError, OptionError
-from braid.encoders.base import RuntimeOptions, TransformerBackbone
+from braid.encoders.base import RuntimeOptions, TransformerBackbone, check_texts
 from braid.encoders.resolve import DEFAULT_SPARSE_MODEL
 
 QUERY_MODES = ("model", "idf")
@@ -285,9 +285,11 @@ def compute_idf(
         n += len(batch)
         batch.clear()
 
-    for text in texts:
+    if isinstance(texts, (str, bytes)):
+        raise OptionError("texts", "a single string", "an iterable of strings")
+    for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise OptionError("texts", type(text).__name__, "every text must be a str")
+            raise OptionError(f"texts[{i}]", type(text).__name__, "every text must be a str")
         batch.append(text)
         if len(batch) >= batch_size:
             flush()
@@ -441,9 +443,7 @@ class SparseEncoder:
     def encode_csr(self, texts: Sequence[str], kind: str = "document") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Like :meth:`encode` but returns the CSR arrays ``(indptr int64, indices int32, data float32)``."""
         self._check_kind(kind)
-        if isinstance(texts, str):
-            raise OptionError("texts", "a single str", "a sequence of strings (wrap one text in a list)")
-        texts = list(texts)
+        texts = check_texts(texts)
         if kind == "query" and self.config.query_mode == "idf":
             indptr, indices, data = self._encode_idf(texts)
             top_k = self.config.query_top_k
@@ -463,9 +463,6 @@ class SparseEncoder:
         return self.encode(texts, "query")
 
     def _encode_idf(self, texts: list[str]):
-        for t in texts:
-            if not isinstance(t, str):
-                raise OptionError("texts", type(t).__name__, "every text must be a str")
         weights = self.idf.weights
         rows = []
         for ids in self._token_ids(texts, self.options.max_length):

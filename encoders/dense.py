@@ -1,0 +1,274 @@
+"""The dense encoder: any Hugging Face / sentence-transformers model folder, pooling read from the model's own config.
+
+For a sentence-transformers folder, ``modules.json`` lists the pipeline: a Transformer, a Pooling
+module (its ``config.json`` says cls / mean / max / lasttoken / mean_sqrt_len), optionally a
+Normalize module; ``sentence_bert_config.json`` gives ``max_seq_length`` and
+``config_sentence_transformers.json`` the query/document ``prompts``. A plain transformers model
+(no ``modules.json``) gets mean pooling and no normalisation, as sentence-transformers would give
+it. transformers is used directly (AutoModel), not sentence-transformers, to stay light; the
+pooling follows sentence-transformers' ``Pooling`` module so the vectors agree with it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from braid.data.errors import BraidError, OptionError
+from braid.encoders.base import RuntimeOptions, TransformerBackbone, check_texts
+from braid.encoders.resolve import DEFAULT_DENSE_MODEL, ModelRef
+
+POOLINGS = ("cls", "mean", "max", "lasttoken", "mean_sqrt_len")
+KINDS = ("document", "query")
+_ST_POOLING_KEYS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_lasttoken": "lasttoken",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
+}
+# sentence-transformers modules that do not change the vectors, or that this encoder implements.
+_KNOWN_MODULES = ("Transformer", "Pooling", "Normalize")
+
+
+@dataclass(frozen=True)
+class DenseEncoderConfig:
+    """What determines a dense vector (recorded next to cached vectors and in the index manifest)."""
+
+    model: str = DEFAULT_DENSE_MODEL
+    max_length: int = 256
+    pooling: str = "mean"
+    normalize: bool = True
+    query_prefix: str = ""
+    document_prefix: str = ""
+    dim: int = 0
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise OptionError("pooling", self.pooling, f"one of {', '.join(POOLINGS)}")
+        if not isinstance(self.normalize, bool):
+            raise OptionError("normalize", self.normalize, "True or False")
+        for name in ("query_prefix", "document_prefix"):
+            if not isinstance(getattr(self, name), str):
+                raise OptionError(name, getattr(self, name), "a string")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DenseEncoderConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise OptionError("dense encoder config", sorted(unknown), f"known keys: {', '.join(sorted(known))}")
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class ModelPipeline:
+    """What the model folder says about itself: pooling, normalisation, max length, prompts, dimension."""
+
+    pooling: str
+    normalize: bool
+    max_length: int | None
+    prompts: dict
+    dim: int | None
+    source: str  # "sentence-transformers" or "transformers"
+
+
+def _read_json(path: Path | None, what: str) -> Any:
+    if path is None:
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BraidError(f"{path}: unreadable {what} ({exc})") from None
+
+
+def read_pipeline(ref: ModelRef) -> ModelPipeline:
+    """Read pooling / normalisation / max length / prompts from a model folder (see the module docstring)."""
+    modules = _read_json(ref.file("modules.json"), "sentence-transformers modules.json")
+    st_cfg = _read_json(ref.file("sentence_bert_config.json"), "sentence_bert_config.json") or {}
+    prompts_cfg = _read_json(ref.file("config_sentence_transformers.json"), "config_sentence_transformers.json") or {}
+    prompts = prompts_cfg.get("prompts") or {}
+    if not isinstance(prompts, dict):
+        prompts = {}
+    max_len = st_cfg.get("max_seq_length") if isinstance(st_cfg, dict) else None
+    max_len = max_len if isinstance(max_len, int) and max_len > 1 else None
+    if not modules:
+        return ModelPipeline("mean", False, max_len, prompts, None, "transformers")
+    if not isinstance(modules, list):
+        raise BraidError(f"model={ref.name!r}: modules.json is not a list of modules")
+    pooling = None
+    normalize = False
+    dim = None
+    unsupported = []
+    for mod in sorted(modules, key=lambda m: m.get("idx", 0)):
+        kind = str(mod.get("type", "")).rsplit(".", 1)[-1]
+        if kind == "Pooling":
+            cfg = _read_json(ref.file(f"{mod.get('path', '')}/config.json".lstrip("/")), "pooling config")
+            if not isinstance(cfg, dict):
+                raise BraidError(f"model={ref.name!r}: modules.json lists a Pooling module without its config.json")
+            modes = [name for key, name in _ST_POOLING_KEYS.items() if cfg.get(key)]
+            if cfg.get("pooling_mode_weightedmean_tokens"):
+                unsupported.append("Pooling(weightedmean)")
+            if len(modes) != 1:
+                raise BraidError(
+                    f"model={ref.name!r}: pooling config selects {modes or 'no mode'}; braid supports exactly one of "
+                    f"{', '.join(POOLINGS)}"
+                )
+            pooling = modes[0]
+            dim = cfg.get("word_embedding_dimension")
+        elif kind == "Normalize":
+            normalize = True
+        elif kind not in _KNOWN_MODULES:
+            unsupported.append(kind or "?")
+    if unsupported:
+        raise BraidError(
+            f"model={ref.name!r}: its sentence-transformers pipeline has modules braid does not implement "
+            f"({', '.join(unsupported)}); supported: {', '.join(_KNOWN_MODULES)}"
+        )
+    return ModelPipeline(pooling or "mean", normalize, max_len, prompts, dim if isinstance(dim, int) else None, "sentence-transformers")
+
+
+def pool(hidden: Any, attention_mask: Any, pooling: str, left_padded: bool = False) -> Any:
+    """Pool token states into one vector per text (sentence-transformers' Pooling semantics).
+
+    ``hidden``: float (B, L, H); ``attention_mask``: int (B, L). Returns float32 (B, H).
+    """
+    import torch
+
+    hidden = hidden.float()
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling in ("mean", "mean_sqrt_len"):
+        summed = (hidden * mask).sum(dim=1)
+        counts = mask.sum(dim=1).clamp(min=1e-9)
+        return summed / (counts if pooling == "mean" else counts.sqrt())
+    if pooling == "max":
+        return hidden.masked_fill(mask == 0, -1e9).amax(dim=1)
+    if pooling == "lasttoken":
+        if left_padded:
+            return hidden[:, -1]
+        last = attention_mask.sum(dim=1).clamp(min=1) - 1
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    raise OptionError("pooling", pooling, f"one of {', '.join(POOLINGS)}")
+
+
+class DenseEncoder:
+    """Texts -> float32 (n, dim) embeddings with the model's pooling and normalisation.
+
+    ``model``: folder or hub id. ``pooling`` / ``normalize`` / ``max_length``: None reads them
+    from the model folder (sentence-transformers files), falling back to mean / no normalisation /
+    256. ``query_prefix`` / ``document_prefix``: None takes the model's ``prompts`` ("query",
+    and "document" or "passage") when it has them, else no prefix.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_DENSE_MODEL,
+        *,
+        max_length: int | None = None,
+        batch_size: int = 32,
+        device: str = "auto",
+        precision: str = "fp32",
+        threads: int | None = None,
+        pooling: str | None = None,
+        normalize: bool | None = None,
+        query_prefix: str | None = None,
+        document_prefix: str | None = None,
+    ):
+        probe = TransformerBackbone(str(model), RuntimeOptions(device=device, precision=precision), "AutoModel")
+        pipe = read_pipeline(probe.ref)
+        self.pipeline = pipe
+        if max_length is None:
+            max_length = pipe.max_length or 256
+        self.options = RuntimeOptions(max_length, batch_size, device, precision, threads)
+        self.backbone = probe
+        self.backbone.options = self.options
+        prompts = pipe.prompts
+        if query_prefix is None:
+            query_prefix = str(prompts.get("query", ""))
+        if document_prefix is None:
+            document_prefix = str(prompts.get("document", prompts.get("passage", "")))
+        self._config = DenseEncoderConfig(
+            str(model),
+            max_length,
+            pipe.pooling if pooling is None else pooling,
+            pipe.normalize if normalize is None else normalize,
+            query_prefix,
+            document_prefix,
+            0,
+            precision,
+        )
+
+    @property
+    def name(self) -> str:
+        return self._config.model
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension (from the pooling config, else the model's hidden_size)."""
+        if self.pipeline.dim:
+            return int(self.pipeline.dim)
+        from transformers import AutoConfig
+
+        cfg = self.backbone.ref.load(AutoConfig, "model", what="config")
+        size = getattr(cfg, "hidden_size", None) or getattr(cfg, "d_model", None)
+        if not isinstance(size, int):
+            raise BraidError(f"model={self.name!r}: cannot tell the embedding dimension from its config")
+        return size
+
+    @property
+    def config(self) -> DenseEncoderConfig:
+        from dataclasses import replace
+
+        return replace(self._config, dim=self.dim)
+
+    def describe(self, kind: str = "document") -> dict:
+        """What determines the vectors of ``kind`` (for caches and manifests)."""
+        if kind not in KINDS:
+            raise OptionError("kind", kind, f"one of {', '.join(KINDS)}")
+        return {"encoder": "dense", "kind": kind, **self.config.to_dict()}
+
+    def encode(self, texts: Sequence[str], kind: str = "document") -> np.ndarray:
+        """Encode texts as ``kind`` (``"document"`` or ``"query"``) -> float32 (n, dim), C-contiguous, input order."""
+        if kind not in KINDS:
+            raise OptionError("kind", kind, f"one of {', '.join(KINDS)}")
+        texts = check_texts(texts)
+        prefix = self._config.query_prefix if kind == "query" else self._config.document_prefix
+        if prefix:
+            texts = [prefix + t for t in texts]
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        import torch
+
+        cfg = self._config
+        left = getattr(self.backbone.tokenizer, "padding_side", "right") == "left"
+
+        def head(batch, model):
+            outputs = model(**batch)
+            hidden = outputs.last_hidden_state if hasattr(outputs, "last_hidden_state") else outputs[0]
+            emb = pool(hidden, batch["attention_mask"], cfg.pooling, left)
+            if cfg.normalize:
+                emb = torch.nn.functional.normalize(emb, p=2, dim=1)
+            return emb.float().cpu().numpy()
+
+        for positions, emb in self.backbone.run_batches(texts, head):
+            if emb.shape[1] != out.shape[1]:
+                raise BraidError(f"model={self.name!r} gives {emb.shape[1]}-d vectors, its config says {out.shape[1]}")
+            out[positions] = emb
+        return out
+
+    def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encode(texts, "document")
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encode(texts, "query")

@@ -1,0 +1,439 @@
+"""The dense index: a FAISS index over float32 vectors, its build config, search, save and load.
+
+Takes vectors, never text or models. Documents are the rows of the vectors given at build
+(docno = row number). ``metric="ip"`` scores are inner products; ``metric="l2"`` scores are
+negated squared L2 distances, so that for both a higher score is better and results are ordered
+by (-score, docno). faiss is imported inside the functions that use it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from braid.data.errors import BraidError, IndexFormatError, OptionError
+from braid.index.hits import Hits
+
+KINDS = ("flat", "hnsw", "ivf", "ivfpq", "pq", "opq")
+METRICS = ("ip", "l2")
+STORE_DTYPES = ("float32", "float16")
+PQ_KINDS = ("ivfpq", "pq", "opq")
+IVF_KINDS = ("ivf", "ivfpq")
+INDEX_FILE = "dense.faiss"
+# Bytes per code that FAISS-GPU IVFPQ accepts (8 bits per sub-quantizer).
+GPU_PQ_CODE_BYTES = (1, 2, 3, 4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 96)
+ADD_BATCH = 65536  # rows copied to RAM and added per step, so a memory-mapped corpus is never loaded whole
+TIE_MARGIN = 8  # extra candidates fetched so that ties at rank k are broken by docno
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class DenseIndexConfig:
+    """Build-time settings of a dense index (saved in the manifest; query-time knobs are search arguments).
+
+    ``kind``: ``flat`` (exact), ``hnsw`` (graph), ``ivf`` (inverted file, exact vectors), ``ivfpq``,
+    ``pq``, ``opq`` (OPQ rotation + PQ). ``nlist``: IVF lists (None: ``4 * sqrt(n)``, at most
+    ``n / 39``). ``m``: PQ sub-quantizers, must divide the dimension (None: the largest divisor of
+    the dimension not above ``dim / 8``). ``nbits``: bits per sub-quantizer code. ``hnsw_m``,
+    ``ef_construction``: HNSW graph degree and build beam. ``metric``: ``"ip"`` or ``"l2"``.
+    ``store_dtype``: ``float16`` halves flat / hnsw / ivf storage (FAISS scalar quantizer).
+    ``train_size``: vectors sampled (with ``seed``) to train IVF / PQ (None: ``max(40 * nlist,
+    40 * 2**nbits)``, capped at n). ``seed``: sampling and k-means seed.
+    """
+
+    kind: str = "flat"
+    nlist: int | None = None
+    m: int | None = None
+    nbits: int = 8
+    hnsw_m: int = 32
+    ef_construction: int = 200
+    metric: str = "ip"
+    store_dtype: str = "float32"
+    train_size: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise OptionError("kind", self.kind, f"one of {', '.join(KINDS)}")
+        if self.metric not in METRICS:
+            raise OptionError("metric", self.metric, f"one of {', '.join(METRICS)}")
+        if self.store_dtype not in STORE_DTYPES:
+            raise OptionError("store_dtype", self.store_dtype, f"one of {', '.join(STORE_DTYPES)}")
+        if self.store_dtype == "float16" and self.kind in PQ_KINDS:
+            raise OptionError("store_dtype", self.store_dtype, f"float16 storage applies to flat, hnsw and ivf; {self.kind} stores PQ codes")
+        for name, low in (("nlist", 1), ("m", 1), ("train_size", 1)):
+            v = getattr(self, name)
+            if v is not None and (not _is_int(v) or v < low):
+                raise OptionError(name, v, f"None or an integer >= {low}")
+        if not _is_int(self.nbits) or not 1 <= self.nbits <= 16:
+            raise OptionError("nbits", self.nbits, "an integer in 1..16")
+        if not _is_int(self.hnsw_m) or self.hnsw_m < 2:
+            raise OptionError("hnsw_m", self.hnsw_m, "an integer >= 2")
+        if not _is_int(self.ef_construction) or self.ef_construction < 1:
+            raise OptionError("ef_construction", self.ef_construction, "an integer >= 1")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise OptionError("seed", self.seed, "an integer >= 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DenseIndexConfig":
+        if not isinstance(d, dict):
+            raise OptionError("dense index config", d, "a dict")
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise OptionError("dense index config", sorted(unknown), f"known keys: {', '.join(sorted(known))}")
+        return cls(**d)
+
+    def validate_for(self, num_docs: int, dim: int) -> None:
+        """Checks that need the data: ``m`` divides ``dim``; IVF/PQ have enough vectors to train."""
+        if self.m is not None and self.kind in PQ_KINDS and dim % self.m != 0:
+            raise OptionError("m", self.m, f"the number of PQ sub-quantizers must divide the dimension {dim}")
+        if self.kind in IVF_KINDS and self.nlist is not None and self.nlist > num_docs:
+            raise OptionError("nlist", self.nlist, f"at most the number of documents ({num_docs})")
+        if self.kind in PQ_KINDS and num_docs < 2**self.nbits:
+            raise OptionError(
+                "nbits", self.nbits, f"PQ with {2 ** self.nbits} centroids per sub-quantizer needs at least that many vectors (have {num_docs})"
+            )
+
+    def resolved(self, num_docs: int, dim: int) -> "DenseIndexConfig":
+        """The config with ``nlist``, ``m`` and ``train_size`` defaults filled in for this corpus."""
+        self.validate_for(num_docs, dim)
+        nlist, m, train = self.nlist, self.m, self.train_size
+        if self.kind in IVF_KINDS and nlist is None:
+            nlist = max(1, min(int(4 * math.sqrt(num_docs)), num_docs // 39))
+        if self.kind in PQ_KINDS and m is None:
+            m = max(d for d in range(1, max(1, dim // 8) + 1) if dim % d == 0)
+        if train is None and self.kind in IVF_KINDS + PQ_KINDS:
+            train = max(40 * (nlist or 1), 40 * 2**self.nbits)
+        if train is not None:
+            train = min(train, num_docs)
+        return DenseIndexConfig(**{**self.to_dict(), "nlist": nlist, "m": m, "train_size": train})
+
+
+def _require_faiss() -> Any:
+    try:
+        import faiss
+    except ImportError:  # pragma: no cover - depends on the installation
+        raise BraidError("the dense index needs faiss; install it with: pip install 'braid[dense]'") from None
+    return faiss
+
+
+def _check_vectors(x: Any, name: str, dim: int | None = None) -> np.ndarray:
+    x = np.asarray(x) if not isinstance(x, np.ndarray) else x
+    if x.ndim != 2:
+        raise OptionError(name, f"array of shape {x.shape}", "a 2-d array (n, dim)")
+    if dim is not None and x.shape[1] != dim:
+        raise OptionError(name, f"dimension {x.shape[1]}", f"the index holds {dim}-d vectors")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise OptionError(name, f"dtype {x.dtype}", "float32 (or another float dtype)")
+    return x
+
+
+def _new_index(cfg: DenseIndexConfig, dim: int) -> Any:
+    faiss = _require_faiss()
+    metric = faiss.METRIC_INNER_PRODUCT if cfg.metric == "ip" else faiss.METRIC_L2
+    fp16 = cfg.store_dtype == "float16"
+    if cfg.kind == "flat":
+        if fp16:
+            return faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, metric)
+        return faiss.IndexFlatIP(dim) if metric == faiss.METRIC_INNER_PRODUCT else faiss.IndexFlatL2(dim)
+    if cfg.kind == "hnsw":
+        if fp16:
+            index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_fp16, cfg.hnsw_m, metric)
+        else:
+            index = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, metric)
+        index.hnsw.efConstruction = cfg.ef_construction
+        return index
+    if cfg.kind in IVF_KINDS:
+        quantizer = faiss.IndexFlatIP(dim) if metric == faiss.METRIC_INNER_PRODUCT else faiss.IndexFlatL2(dim)
+        if cfg.kind == "ivf":
+            if fp16:
+                index = faiss.IndexIVFScalarQuantizer(quantizer, dim, cfg.nlist, faiss.ScalarQuantizer.QT_fp16, metric)
+            else:
+                index = faiss.IndexIVFFlat(quantizer, dim, cfg.nlist, metric)
+        else:
+            index = faiss.IndexIVFPQ(quantizer, dim, cfg.nlist, cfg.m, cfg.nbits, metric)
+        index.own_fields = True
+        quantizer.this.disown()  # the IVF index owns (and frees) its quantizer
+        index.cp.seed = cfg.seed
+        if cfg.kind == "ivfpq":
+            index.pq.cp.seed = cfg.seed
+        return index
+    if cfg.kind == "pq":
+        index = faiss.IndexPQ(dim, cfg.m, cfg.nbits, metric)
+        index.pq.cp.seed = cfg.seed
+        return index
+    # opq: rotation learnt to balance the sub-spaces (Ge et al., "Optimized Product Quantization", 2013)
+    opq = faiss.OPQMatrix(dim, cfg.m)
+    pq = faiss.IndexPQ(dim, cfg.m, cfg.nbits, metric)
+    pq.pq.cp.seed = cfg.seed
+    index = faiss.IndexPreTransform(opq, pq)
+    index.own_fields = True
+    opq.this.disown()
+    pq.this.disown()
+    return index
+
+
+def _gpu_plan(cfg: DenseIndexConfig) -> tuple[bool, str | None]:
+    """Whether to train/add on a GPU, and a note when one is present but cannot be used."""
+    faiss = _require_faiss()
+    n_gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    if n_gpus <= 0 or not hasattr(faiss, "StandardGpuResources"):
+        return False, None
+    if cfg.kind == "hnsw":
+        return False, "HNSW is built on the CPU (FAISS has no GPU HNSW)"
+    if cfg.store_dtype == "float16" and cfg.kind == "flat":
+        return False, "flat float16 (scalar quantizer) is built on the CPU (no FAISS-GPU equivalent)"
+    if cfg.kind in PQ_KINDS:
+        if cfg.nbits != 8:
+            return False, f"FAISS-GPU PQ needs 8 bits per sub-quantizer (nbits={cfg.nbits}); built on the CPU"
+        if cfg.m not in GPU_PQ_CODE_BYTES:
+            return False, f"FAISS-GPU PQ supports codes of {', '.join(map(str, GPU_PQ_CODE_BYTES))} bytes (m={cfg.m}); built on the CPU"
+    return True, None
+
+
+class DenseIndex:
+    """A FAISS index whose row ids are the docnos 0..num_docs-1 of the vectors given at build.
+
+    Build with :meth:`build`, open with :meth:`load`. ``info`` (returned by :meth:`save`) records
+    num_docs, dim, the resolved config and how it was built.
+    """
+
+    def __init__(self, index: Any, config: DenseIndexConfig, num_docs: int, dim: int, info: dict | None = None):
+        self.index = index
+        self.config = config
+        self.num_docs = int(num_docs)
+        self.dim = int(dim)
+        self.info = dict(info or {})
+
+    # -- build ---------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, vectors: np.ndarray, config: DenseIndexConfig | None = None, threads: int | None = None) -> "DenseIndex":
+        """Train (on a seeded sample) and fill an index from ``vectors``: float (num_docs, dim), any layout.
+
+        Trains and adds on a GPU when FAISS sees one and the config allows it (with a fallback to
+        the CPU and a note in ``info["notes"]`` otherwise).
+        """
+        config = config or DenseIndexConfig()
+        vectors = _check_vectors(vectors, "vectors")
+        n, dim = vectors.shape
+        if n == 0:
+            raise OptionError("vectors", "0 rows", "at least one vector")
+        cfg = config.resolved(n, dim)
+        faiss = _require_faiss()
+        notes: list[str] = []
+        with _omp_threads(threads):
+            index = _new_index(cfg, dim)
+            use_gpu, note = _gpu_plan(cfg)
+            if note:
+                notes.append(note)
+            built_on = "cpu"
+            if use_gpu:
+                try:
+                    res = faiss.StandardGpuResources()
+                    gpu_index = faiss.index_cpu_to_gpu(res, 0, index)
+                    cls._train_and_add(gpu_index, vectors, cfg)
+                    index = faiss.index_gpu_to_cpu(gpu_index)
+                    built_on = "gpu"
+                except Exception as exc:  # noqa: BLE001 - any GPU failure: build on the CPU instead
+                    notes.append(f"GPU build failed ({type(exc).__name__}: {exc}); built on the CPU")
+                    index = _new_index(cfg, dim)
+            if built_on == "cpu":
+                cls._train_and_add(index, vectors, cfg)
+        for note in notes:
+            warnings.warn(note, stacklevel=2)
+        if index.ntotal != n:
+            raise BraidError(f"internal error: FAISS index holds {index.ntotal} vectors after adding {n}")
+        info = {
+            "num_docs": n,
+            "dim": dim,
+            "config": cfg.to_dict(),
+            "requested_config": config.to_dict(),
+            "built_on": built_on,
+            "notes": notes,
+            "file": INDEX_FILE,
+        }
+        return cls(index, cfg, n, dim, info)
+
+    @staticmethod
+    def _train_and_add(index: Any, vectors: np.ndarray, cfg: DenseIndexConfig) -> None:
+        n = vectors.shape[0]
+        if not index.is_trained:
+            rng = np.random.default_rng(cfg.seed)
+            size = cfg.train_size or n
+            rows = np.sort(rng.choice(n, size=size, replace=False)) if size < n else np.arange(n)
+            sample = np.ascontiguousarray(vectors[rows], dtype=np.float32)
+            index.train(sample)
+        for start in range(0, n, ADD_BATCH):
+            index.add(np.ascontiguousarray(vectors[start : start + ADD_BATCH], dtype=np.float32))
+
+    # -- search --------------------------------------------------------------------------------
+    def search(
+        self,
+        query_vectors: np.ndarray,
+        k: int,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        threads: int | None = None,
+    ) -> Hits:
+        """Top-``k`` documents of each query: ``query_vectors`` float32 (n_queries, dim) -> Hits (n_queries, k).
+
+        ``nprobe``: IVF lists visited (ivf, ivfpq; FAISS default 1 otherwise); ``ef_search``: HNSW
+        beam (default max(16, k)); both are ignored by kinds they do not apply to. ``threads``: OpenMP
+        threads for this call. Scores: inner product (``ip``) or negated squared distance (``l2``).
+        """
+        if not _is_int(k) or k < 1:
+            raise OptionError("k", k, "an integer >= 1")
+        for name, v in (("nprobe", nprobe), ("ef_search", ef_search), ("threads", threads)):
+            if v is not None and (not _is_int(v) or v < 1):
+                raise OptionError(name, v, "None or an integer >= 1")
+        q = _check_vectors(query_vectors, "query_vectors", self.dim)
+        q = np.ascontiguousarray(q, dtype=np.float32)
+        if q.shape[0] == 0 or self.num_docs == 0:
+            return Hits.empty(q.shape[0], k)
+        faiss = _require_faiss()
+        fetch = min(self.num_docs, k + TIE_MARGIN)
+        params = None
+        if self.config.kind in IVF_KINDS and nprobe is not None:
+            params = faiss.SearchParametersIVF(nprobe=int(min(nprobe, self.config.nlist or nprobe)))
+        elif self.config.kind == "hnsw":
+            params = faiss.SearchParametersHNSW(efSearch=int(ef_search if ef_search is not None else max(16, fetch)))
+        with _omp_threads(threads):
+            if params is not None:
+                dist, labels = self.index.search(q, fetch, params=params)
+            else:
+                dist, labels = self.index.search(q, fetch)
+        scores = dist.astype(np.float32, copy=False)
+        if self.config.metric == "l2":
+            scores = -scores
+        labels = labels.astype(np.int64, copy=False)
+        pad = labels < 0
+        scores = np.where(pad, np.float32(-np.inf), scores)
+        # (-score, docno) within each row; padding (-inf) last
+        order = np.lexsort((np.where(pad, np.iinfo(np.int64).max, labels), -scores), axis=-1)[:, :k]
+        docnos = np.take_along_axis(labels, order, axis=1)
+        scores = np.take_along_axis(scores, order, axis=1)
+        out = Hits.empty(q.shape[0], k)
+        out.docnos[:, : docnos.shape[1]] = np.where(docnos < 0, -1, docnos)
+        out.scores[:, : scores.shape[1]] = scores
+        return out
+
+    # -- vectors back --------------------------------------------------------------------------
+    def reconstruct(self, docnos: np.ndarray) -> np.ndarray:
+        """Stored vectors of ``docnos`` (int (n,)) -> float32 (n, dim); exact for flat/hnsw/ivf, decoded for PQ kinds."""
+        docnos = np.asarray(docnos)
+        if docnos.ndim != 1 or not np.issubdtype(docnos.dtype, np.integer):
+            raise OptionError("docnos", f"array {docnos.dtype} {docnos.shape}", "a 1-d integer array")
+        if len(docnos) and (docnos.min() < 0 or docnos.max() >= self.num_docs):
+            raise OptionError("docnos", "out of range", f"docnos in 0..{self.num_docs - 1}")
+        if len(docnos) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        faiss = _require_faiss()
+        if self.config.kind in IVF_KINDS:
+            ivf = faiss.extract_index_ivf(self.index)
+            if not getattr(self, "_direct_map", False):
+                ivf.make_direct_map()
+                self._direct_map = True
+        try:
+            return np.ascontiguousarray(self.index.reconstruct_batch(docnos.astype(np.int64)), dtype=np.float32)
+        except RuntimeError as exc:
+            raise BraidError(f"this {self.config.kind} index cannot return its vectors ({exc})") from None
+
+    def bytes_per_vector(self) -> float:
+        """Approximate index memory per document: vector codes, plus ids (IVF) or graph links (HNSW level 0)."""
+        c = self.config
+        if c.kind in ("flat", "hnsw", "ivf"):
+            code = self.dim * (2 if c.store_dtype == "float16" else 4)
+        else:
+            code = math.ceil(c.m * c.nbits / 8)
+        if c.kind in IVF_KINDS:
+            code += 8  # the id stored next to each code in its inverted list
+        if c.kind == "hnsw":
+            code += 2 * c.hnsw_m * 4  # level-0 neighbour list (upper levels add ~1/M more)
+        return float(code)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> dict:
+        """Write ``directory/dense.faiss`` (atomically) and return the info dict to keep in the manifest."""
+        faiss = _require_faiss()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{INDEX_FILE}.", suffix=".tmp", dir=directory)
+        os.close(fd)
+        try:
+            faiss.write_index(self.index, tmp)
+            os.replace(tmp, directory / INDEX_FILE)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        info = {**self.info, "num_docs": self.num_docs, "dim": self.dim, "config": self.config.to_dict(), "file": INDEX_FILE}
+        info["bytes_per_vector"] = self.bytes_per_vector()
+        return info
+
+    @classmethod
+    def load(cls, directory: str | Path, info: dict, mmap: bool = True) -> "DenseIndex":
+        """Open a saved index; ``info`` is what :meth:`save` returned. IndexFormatError on any mismatch.
+
+        ``mmap``: map the file instead of reading it (FAISS ``IO_FLAG_MMAP``) where the index
+        type supports it; otherwise it is read into memory.
+        """
+        faiss = _require_faiss()
+        directory = Path(directory)
+        if not isinstance(info, dict):
+            raise IndexFormatError(f"{directory}: dense index info must be a dict, got {type(info).__name__}")
+        try:
+            num_docs = int(info["num_docs"])
+            dim = int(info["dim"])
+            config = DenseIndexConfig.from_dict(info["config"])
+        except (KeyError, TypeError, ValueError, OptionError) as exc:
+            raise IndexFormatError(f"{directory}: dense index info is incomplete or invalid ({exc})") from None
+        path = directory / str(info.get("file", INDEX_FILE))
+        if not path.is_file():
+            raise IndexFormatError(f"{directory}: dense index file {path.name} is missing")
+        index = None
+        if mmap:
+            try:
+                index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+            except RuntimeError:
+                index = None  # this index type cannot be mapped: read it
+        if index is None:
+            try:
+                index = faiss.read_index(str(path))
+            except RuntimeError as exc:
+                raise IndexFormatError(f"{path}: not a readable FAISS index ({str(exc).strip().splitlines()[-1]})") from None
+        if index.ntotal != num_docs:
+            raise IndexFormatError(f"{path}: holds {index.ntotal} vectors but the index has {num_docs} documents")
+        if index.d != dim:
+            raise IndexFormatError(f"{path}: holds {index.d}-d vectors but the manifest says {dim}")
+        return cls(index, config, num_docs, dim, info)
+
+
+class _omp_threads:
+    """Set FAISS's OpenMP thread count for a block (None: leave it)."""
+
+    def __init__(self, threads: int | None):
+        self.threads = threads
+        self.old = None
+
+    def __enter__(self) -> None:
+        if self.threads is not None:
+            faiss = _require_faiss()
+            self.old = faiss.omp_get_max_threads()
+            faiss.omp_set_num_threads(int(self.threads))
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.old is not None:
+            _require_faiss().omp_set_num_threads(self.old)

@@ -1,0 +1,558 @@
+"""Encoders: SPLADE pooling, inference-free queries, IDF tables, dense pooling, model resolution.
+
+Mechanics run on a tiny randomly initialised BERT built here; numbers are checked against the
+real models in /work/shared/models and the pre-encoded scifact vectors when they are present.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import numpy as np
+import pytest
+
+from braid.data.errors import BraidError, DataError, OptionError
+from braid.encoders import resolve as R
+from braid.encoders.base import RuntimeOptions, length_sorted_batches
+from braid.encoders.sparse import (
+    IdfTable,
+    SparseEncoder,
+    SparseEncoderConfig,
+    compute_idf,
+    dequantize_u8,
+    prune_top_k,
+    quantize_u8,
+)
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+SHARED = Path("/work/shared")
+SPLADE = SHARED / "models" / "splade-tiny"
+MINILM = SHARED / "models" / "all-MiniLM-L6-v2"
+VECTORS = SHARED / "vectors" / "scifact"
+SCIFACT = SHARED / "data" / "scifact"
+
+WORDS = (
+    "the a of and is on in apple banana cherry fruit red green yellow sweet sour tree grows "
+    "ripe seed leaf cell protein gene cancer study"
+).split()
+TEXTS = [
+    "the apple is red",
+    "a banana is yellow and sweet",
+    "cherry",
+    "the green apple grows on a tree and the red cherry grows on a tree",
+    "sour fruit",
+    "gene protein cell cancer study of the seed",
+    "leaf",
+]
+
+
+def make_tiny_bert(root: Path, *, mlm: bool = True, st_pooling: str | None = None, normalize: bool = False, seed: int = 0) -> Path:
+    """A 2-layer, 32-wide random BERT with a WordPiece vocabulary of WORDS, saved to ``root``."""
+    from transformers import BertConfig, BertForMaskedLM, BertModel, BertTokenizer
+
+    root.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS + ["##s", "##ed", "##ing"]
+    tok = BertTokenizer(vocab={t: i for i, t in enumerate(vocab)})
+    tok.save_pretrained(root)
+    cfg = BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )
+    torch.manual_seed(seed)
+    model = BertForMaskedLM(cfg) if mlm else BertModel(cfg)
+    if mlm:
+        # a random MLM bias around 0 gives few positive logits; shift it so vectors have some terms
+        with torch.no_grad():
+            model.cls.predictions.decoder.bias.add_(0.5)
+    model.save_pretrained(root)
+    if st_pooling is not None:
+        modules = [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        ]
+        if normalize:
+            modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+            (root / "2_Normalize").mkdir(exist_ok=True)
+        (root / "modules.json").write_text(json.dumps(modules))
+        (root / "1_Pooling").mkdir(exist_ok=True)
+        keys = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "max": "pooling_mode_max_tokens",
+                "lasttoken": "pooling_mode_lasttoken", "mean_sqrt_len": "pooling_mode_mean_sqrt_len_tokens"}
+        pool_cfg = {"word_embedding_dimension": 32, **{v: (k == st_pooling) for k, v in keys.items()}}
+        (root / "1_Pooling" / "config.json").write_text(json.dumps(pool_cfg))
+        (root / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 48, "do_lower_case": False}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_mlm(tmp_path_factory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-mlm") / "tiny-splade")
+
+
+def splade_reference(model_dir: Path, texts: list[str], max_length: int = 256) -> np.ndarray:
+    """SPLADE by the book, one text at a time (no padding): max_i log(1 + relu(logits_i)), float32 (n, V)."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForMaskedLM.from_pretrained(model_dir).eval()
+    out = []
+    with torch.no_grad():
+        for t in texts:
+            enc = tok(t, truncation=True, max_length=max_length, return_tensors="pt")
+            logits = model(**enc).logits[0]
+            out.append(torch.log1p(torch.relu(logits)).amax(dim=0).numpy())
+    return np.stack(out)
+
+
+def dense_rows(vecs) -> np.ndarray:
+    import scipy.sparse as sp
+
+    return sp.csr_matrix((vecs.data, vecs.indices, vecs.indptr), shape=(len(vecs.indptr) - 1, vecs.vocab_size)).toarray()
+
+
+# ---------------------------------------------------------------------------------------------
+# mechanics without a model
+# ---------------------------------------------------------------------------------------------
+def test_length_sorted_batches_cover_all_positions_longest_first():
+    lengths = [3, 9, 1, 9, 4, 2, 7]
+    batches = length_sorted_batches(lengths, 3)
+    assert [b.tolist() for b in batches] == [[1, 3, 6], [4, 0, 5], [2]]
+
+
+def test_runtime_options_validate():
+    with pytest.raises(OptionError, match="batch_size"):
+        RuntimeOptions(batch_size=0)
+    with pytest.raises(OptionError, match="device"):
+        RuntimeOptions(device="tpu")
+    with pytest.raises(OptionError, match="precision"):
+        RuntimeOptions(precision="int8")
+    assert RuntimeOptions.from_dict(RuntimeOptions(max_length=64).to_dict()) == RuntimeOptions(max_length=64)
+
+
+def test_sparse_config_round_trip_and_validation():
+    cfg = SparseEncoderConfig(top_k=5, quantization_step=0.1, query_mode="idf")
+    assert SparseEncoderConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(OptionError, match="top_k"):
+        SparseEncoderConfig(top_k=0)
+    with pytest.raises(OptionError, match="query_mode"):
+        SparseEncoderConfig(query_mode="bm25")
+    with pytest.raises(OptionError, match="quantization_step"):
+        SparseEncoderConfig(quantization_step=-1.0)
+    with pytest.raises(OptionError, match="unknown|known keys"):
+        SparseEncoderConfig.from_dict({"modle": "x"})
+
+
+def test_prune_top_k_hand_worked():
+    indptr = np.array([0, 4, 4, 6], dtype=np.int64)
+    indices = np.array([1, 3, 5, 8, 2, 7], dtype=np.int32)
+    data = np.array([0.5, 2.0, 0.5, 1.0, 3.0, 1.0], dtype=np.float32)
+    p, i, d = prune_top_k(indptr, indices, data, 2)
+    # row 0 keeps 3 (2.0) and 8 (1.0); row 1 empty; row 2 keeps both
+    assert p.tolist() == [0, 2, 2, 4]
+    assert i.tolist() == [3, 8, 2, 7]
+    assert d.tolist() == [2.0, 1.0, 3.0, 1.0]
+    p, i, d = prune_top_k(indptr, indices, data, 3)  # tie at 0.5 goes to the smaller term id (1)
+    assert i[:3].tolist() == [1, 3, 8]
+
+
+def test_quantize_u8_round_trip():
+    data = np.array([0.0, 0.1, 1.0, 2.55], dtype=np.float32)
+    codes, scale = quantize_u8(data)
+    assert codes.dtype == np.uint8 and codes.tolist() == [0, 10, 100, 255]
+    assert math.isclose(scale, 0.01, rel_tol=1e-6)
+    np.testing.assert_allclose(dequantize_u8(codes, scale), data, atol=scale / 2)
+
+
+def test_importing_modules_loads_no_heavy_dependency():
+    code = (
+        "import sys, braid, braid.encoders, braid.encoders.sparse, braid.encoders.dense, braid.encoders.resolve, "
+        "braid.index.dense, braid.retrieval.vectorcache\n"
+        "heavy = [m for m in ('torch', 'transformers', 'faiss') if m in sys.modules]\n"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# model resolution
+# ---------------------------------------------------------------------------------------------
+def test_resolve_errors_name_the_argument(tmp_path, monkeypatch):
+    monkeypatch.delenv(R.MODEL_PATH_ENV, raising=False)
+    with pytest.raises(BraidError, match=r"model='\./nope'.*no such model folder"):
+        R.resolve_model("./nope")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(BraidError, match="not a Hugging Face model folder"):
+        R.resolve_model(str(empty), argument="--sparse-model")
+    with pytest.raises(BraidError, match="--sparse-model"):
+        R.resolve_model(str(empty), argument="--sparse-model")
+    f = tmp_path / "weights.bin"
+    f.write_bytes(b"x")
+    with pytest.raises(BraidError, match="is a file"):
+        R.resolve_model(str(f))
+    with pytest.raises(BraidError, match="not a valid hub id"):
+        R.resolve_model("not a model")
+    with pytest.raises(BraidError):
+        R.resolve_model("")
+
+
+def test_resolve_search_path_by_last_component(tiny_mlm, tmp_path, monkeypatch):
+    monkeypatch.setenv(R.MODEL_PATH_ENV, f"{tmp_path / 'missing'}:{tiny_mlm.parent}")
+    ref = R.resolve_model("someone/tiny-splade")
+    assert ref.source == "search_path" and ref.local_dir == tiny_mlm.resolve()
+    assert ref.file("config.json") is not None and ref.file("idf.json") is None
+
+
+def test_resolve_hub_id_offline_error_lists_what_was_tried(tmp_path, monkeypatch):
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv(R.MODEL_PATH_ENV, str(tmp_path / "models"))
+    with pytest.raises(BraidError) as err:
+        R.resolve_model("acme/no-such-model", argument="--dense-model")
+    msg = str(err.value)
+    assert "--dense-model='acme/no-such-model'" in msg
+    assert str(tmp_path / "models") in msg and "BRAID_MODEL_PATH" in msg
+    assert "HF_HUB_OFFLINE" in msg
+    monkeypatch.delenv(R.MODEL_PATH_ENV)
+    with pytest.raises(BraidError, match="BRAID_MODEL_PATH is not set"):
+        R.resolve_model("acme/no-such-model")
+
+
+def test_hub_id_loads_from_a_local_hugging_face_cache(tiny_mlm, tmp_path, monkeypatch):
+    """The hub path, offline: an id whose files sit in the HF cache layout resolves and encodes."""
+    import shutil
+
+    import huggingface_hub.constants as hc
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf-cache" / "models--acme--tiny-hub"
+    snap = repo / "snapshots" / commit
+    shutil.copytree(tiny_mlm, snap)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.delenv(R.MODEL_PATH_ENV, raising=False)
+    ref = R.resolve_model("acme/tiny-hub")
+    assert ref.source == "hub" and ref.local_dir is None and ref.location == "acme/tiny-hub"
+    assert ref.file("tokenizer_config.json") is not None
+    assert ref.file("idf.json") is None
+    got = SparseEncoder("acme/tiny-hub", device="cpu").encode(TEXTS[:3])
+    want = SparseEncoder(str(tiny_mlm), device="cpu").encode(TEXTS[:3])
+    np.testing.assert_array_equal(got.indptr, want.indptr)
+    np.testing.assert_array_equal(got.indices, want.indices)
+    np.testing.assert_allclose(got.data, want.data, rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# sparse encoder on the tiny model
+# ---------------------------------------------------------------------------------------------
+def test_splade_pooling_matches_per_text_reference(tiny_mlm):
+    enc = SparseEncoder(str(tiny_mlm), batch_size=3, device="cpu")
+    vecs = enc.encode(TEXTS)
+    assert vecs.vocab_size == enc.vocab_size == len(enc.vocabulary)
+    assert vecs.indptr.dtype == np.int64 and vecs.indices.dtype == np.int32 and vecs.data.dtype == np.float32
+    assert (vecs.data > 0).all()
+    want = splade_reference(tiny_mlm, TEXTS)
+    assert (want > 0).sum() > 3 * len(TEXTS)  # the test model produces real vectors
+    np.testing.assert_allclose(dense_rows(vecs), want, atol=2e-6)
+
+
+def test_packed_and_plain_heads_agree_and_batching_does_not_matter(tiny_mlm):
+    from braid.encoders.sparse import _PackedSpladeHead
+
+    a = SparseEncoder(str(tiny_mlm), batch_size=2, device="cpu")
+    ref = dense_rows(a.encode(TEXTS))
+    assert isinstance(a._head, _PackedSpladeHead)  # the fast path is the one in use
+    b = SparseEncoder(str(tiny_mlm), batch_size=32, device="cpu")
+    old = _PackedSpladeHead.TOKENS_PER_STEP
+    try:
+        _PackedSpladeHead.TOKENS_PER_STEP = 5  # many small projection steps
+        np.testing.assert_allclose(dense_rows(b.encode(TEXTS)), ref, atol=2e-6)
+    finally:
+        _PackedSpladeHead.TOKENS_PER_STEP = old
+    c = SparseEncoder(str(tiny_mlm), batch_size=4, device="cpu")
+    from braid.encoders.sparse import _plain_splade_head
+
+    c._head = _plain_splade_head
+    np.testing.assert_allclose(dense_rows(c.encode(TEXTS)), ref, atol=2e-6)
+    single = np.vstack([dense_rows(a.encode([t])) for t in TEXTS])
+    np.testing.assert_allclose(single, ref, atol=2e-6)
+
+
+def test_top_k_and_quantization_options(tiny_mlm):
+    full = dense_rows(SparseEncoder(str(tiny_mlm), device="cpu").encode(TEXTS))
+    pruned = dense_rows(SparseEncoder(str(tiny_mlm), device="cpu", top_k=3).encode(TEXTS))
+    for row_full, row in zip(full, pruned):
+        nz = np.flatnonzero(row_full)
+        keep = nz[np.lexsort((nz, -row_full[nz]))][:3]
+        expect = np.zeros_like(row_full)
+        expect[keep] = row_full[keep]
+        np.testing.assert_array_equal(row, expect)
+    step = 0.05
+    q = dense_rows(SparseEncoder(str(tiny_mlm), device="cpu", quantization_step=step).encode(TEXTS))
+    expect = (np.round(full.astype(np.float64) / step) * step).astype(np.float32)
+    np.testing.assert_allclose(q, expect, atol=1e-7)
+    codes = q[q > 0] / step
+    np.testing.assert_allclose(codes, np.round(codes), atol=1e-4)
+
+
+def test_sparse_encode_rejects_bad_input(tiny_mlm):
+    enc = SparseEncoder(str(tiny_mlm), device="cpu")
+    with pytest.raises(OptionError, match="texts"):
+        enc.encode("just one string")
+    with pytest.raises(OptionError, match="texts"):
+        enc.encode(["ok", 3])
+    with pytest.raises(OptionError, match="kind"):
+        enc.encode(["ok"], kind="passage")
+    empty = enc.encode([])
+    assert len(empty.indptr) == 1 and len(empty.indices) == 0
+
+
+def test_inference_free_queries_from_idf_json(tiny_mlm, tmp_path):
+    import shutil
+
+    folder = tmp_path / "with-idf"
+    shutil.copytree(tiny_mlm, folder)
+    (folder / "idf.json").write_text(json.dumps({"apple": 2.5, "red": 1.25, "the": 0.5, "[CLS]": 9.0, "no-such-token": 3.0}))
+    enc = SparseEncoder(str(folder), query_mode="idf", device="cpu")
+    vocab = enc.backbone.tokenizer.get_vocab()
+    q = enc.encode(["the red apple , the RED apple", "banana"], kind="query")
+    assert q.indptr.tolist() == [0, 3, 3]  # banana has no idf.json weight: empty query
+    got = dict(zip(q.indices.tolist(), q.data.tolist()))
+    assert got == {vocab["apple"]: 2.5, vocab["red"]: 1.25, vocab["the"]: 0.5}
+    assert enc._model is None if hasattr(enc, "_model") else enc.backbone._model is None  # no forward pass
+    assert enc.describe("query")["pooling"] == "inference-free-idf"
+    # documents still go through the model
+    assert len(enc.encode(["the red apple"], kind="document").indices) > 0
+
+
+def test_inference_free_without_table_says_how_to_get_one(tiny_mlm):
+    enc = SparseEncoder(str(tiny_mlm), query_mode="idf", device="cpu")
+    with pytest.raises(BraidError, match="compute_idf"):
+        enc.encode(["apple"], kind="query")
+
+
+def test_compute_idf_hand_worked_and_saved_as_npy(tiny_mlm, tmp_path):
+    enc = SparseEncoder(str(tiny_mlm), device="cpu", query_mode="idf")
+    docs = ["apple apple red", "apple green", "banana"]
+    table = compute_idf(docs, enc, batch_size=2)
+    vocab = enc.backbone.tokenizer.get_vocab()
+    n = 3
+
+    def idf(df):
+        return math.log(1 + (n - df + 0.5) / (df + 0.5))
+
+    assert table.num_docs == 3 and table.weights.dtype == np.float32 and len(table.weights) == enc.vocab_size
+    assert math.isclose(table.weights[vocab["apple"]], idf(2), rel_tol=1e-6)
+    assert math.isclose(table.weights[vocab["red"]], idf(1), rel_tol=1e-6)
+    assert math.isclose(table.weights[vocab["cherry"]], idf(0), rel_tol=1e-6)
+    assert table.weights[vocab["[CLS]"]] == 0 and table.weights[vocab["[PAD]"]] == 0
+
+    path = tmp_path / "idf" / "idf.npy"
+    table.save(path)
+    assert json.loads(path.with_suffix(".json").read_text())["num_docs"] == 3
+    back = IdfTable.load(path)
+    np.testing.assert_array_equal(back.weights, table.weights)
+    enc.set_idf(path)
+    q = enc.encode(["red apple apple"], kind="query")
+    assert dict(zip(q.indices.tolist(), q.data.tolist())) == pytest.approx(
+        {vocab["apple"]: idf(2), vocab["red"]: idf(1)}, rel=1e-6
+    )
+    with pytest.raises(OptionError, match=".npy"):
+        table.save(tmp_path / "idf.pkl")
+    path.with_suffix(".json").write_text("{broken")
+    with pytest.raises(DataError, match="corrupted"):
+        IdfTable.load(path)
+    with pytest.raises(DataError, match="not found"):
+        IdfTable.load(tmp_path / "nothing.npy")
+
+
+def test_vocabulary_maps_ids_to_tokens(tiny_mlm):
+    enc = SparseEncoder(str(tiny_mlm), device="cpu")
+    vocab = enc.vocabulary
+    assert vocab[0] == "[PAD]" and vocab[5] == WORDS[0]
+    v = enc.encode(["cherry"])
+    assert "cherry" in {vocab[i] for i in v.indices} or len(v.indices) > 0
+
+
+def test_bf16_autocast_runs_close_to_fp32(tiny_mlm):
+    ref = dense_rows(SparseEncoder(str(tiny_mlm), device="cpu").encode(TEXTS[:3]))
+    got = dense_rows(SparseEncoder(str(tiny_mlm), device="cpu", precision="bf16").encode(TEXTS[:3]))
+    np.testing.assert_allclose(got, ref, atol=0.1)
+
+
+# ---------------------------------------------------------------------------------------------
+# dense encoder on the tiny model
+# ---------------------------------------------------------------------------------------------
+def hidden_reference(model_dir: Path, texts: list[str], max_length: int) -> list[np.ndarray]:
+    from transformers import AutoModel, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModel.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        return [model(**tok(t, truncation=True, max_length=max_length, return_tensors="pt")).last_hidden_state[0].numpy() for t in texts]
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean", "max", "lasttoken", "mean_sqrt_len"])
+def test_dense_pooling_read_from_sentence_transformers_files(tmp_path, pooling):
+    from braid.encoders.dense import DenseEncoder
+
+    folder = make_tiny_bert(tmp_path / f"st-{pooling}", mlm=False, st_pooling=pooling, normalize=(pooling == "mean"))
+    enc = DenseEncoder(str(folder), batch_size=3, device="cpu")
+    assert enc.config.pooling == pooling and enc.config.max_length == 48 and enc.dim == 32
+    got = enc.encode(TEXTS)
+    assert got.dtype == np.float32 and got.flags.c_contiguous and got.shape == (len(TEXTS), 32)
+    hs = hidden_reference(folder, TEXTS, 48)
+    ops = {
+        "cls": lambda h: h[0],
+        "mean": lambda h: h.mean(0),
+        "max": lambda h: h.max(0),
+        "lasttoken": lambda h: h[-1],
+        "mean_sqrt_len": lambda h: h.sum(0) / math.sqrt(len(h)),
+    }
+    want = np.stack([ops[pooling](h) for h in hs])
+    if pooling == "mean":
+        want /= np.linalg.norm(want, axis=1, keepdims=True)
+        np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(got, want, atol=2e-5)
+
+
+def test_dense_matches_sentence_transformers_on_tiny_model(tmp_path):
+    st = pytest.importorskip("sentence_transformers")
+    from braid.encoders.dense import DenseEncoder
+
+    folder = make_tiny_bert(tmp_path / "st-ref", mlm=False, st_pooling="mean", normalize=True)
+    want = st.SentenceTransformer(str(folder), device="cpu").encode(TEXTS, batch_size=2, convert_to_numpy=True)
+    got = DenseEncoder(str(folder), batch_size=3, device="cpu").encode(TEXTS)
+    cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+    assert cos.min() > 0.9999
+
+
+def test_dense_plain_hf_model_falls_back_to_mean_without_normalisation(tmp_path):
+    from braid.encoders.dense import DenseEncoder
+
+    folder = make_tiny_bert(tmp_path / "plain", mlm=False)
+    enc = DenseEncoder(str(folder), device="cpu", max_length=32)
+    assert enc.config.pooling == "mean" and enc.config.normalize is False and enc.pipeline.source == "transformers"
+    want = np.stack([h.mean(0) for h in hidden_reference(folder, TEXTS[:3], 32)])
+    np.testing.assert_allclose(enc.encode(TEXTS[:3]), want, atol=2e-5)
+
+
+def test_dense_prompts_and_prefixes(tmp_path):
+    from braid.encoders.dense import DenseEncoder
+
+    folder = make_tiny_bert(tmp_path / "prompted", mlm=False, st_pooling="mean", normalize=True)
+    (folder / "config_sentence_transformers.json").write_text(json.dumps({"prompts": {"query": "sweet fruit ", "document": ""}}))
+    enc = DenseEncoder(str(folder), device="cpu")
+    assert enc.config.query_prefix == "sweet fruit "
+    np.testing.assert_allclose(enc.encode(["apple"], "query"), enc.encode(["sweet fruit apple"], "document"), atol=1e-6)
+    enc2 = DenseEncoder(str(folder), device="cpu", query_prefix="", document_prefix="red ")
+    np.testing.assert_allclose(enc2.encode(["apple"], "document"), enc.encode(["red apple"], "document"), atol=1e-6)
+    assert enc2.describe("document")["document_prefix"] == "red "
+
+
+def test_dense_refuses_unsupported_pipeline_modules(tmp_path):
+    from braid.encoders.dense import DenseEncoder
+
+    folder = make_tiny_bert(tmp_path / "with-dense", mlm=False, st_pooling="mean")
+    modules = json.loads((folder / "modules.json").read_text())
+    modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+    (folder / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(BraidError, match="Dense"):
+        DenseEncoder(str(folder), device="cpu")
+
+
+# ---------------------------------------------------------------------------------------------
+# the real models (skipped when /work/shared is absent)
+# ---------------------------------------------------------------------------------------------
+def _scifact_slice(rows: list[int]) -> list[str]:
+    from braid.data.corpus import iter_corpus
+
+    ids = json.loads((VECTORS / "ids.json").read_text())["doc_ids"]
+    wanted = {ids[r]: r for r in rows}
+    found = {}
+    for d in iter_corpus(SCIFACT / "corpus.jsonl"):
+        if d.doc_id in wanted:
+            found[d.doc_id] = d.title + " " + d.text
+    return [found[ids[r]] for r in rows]
+
+
+def _shortest_rows(k: int) -> list[int]:
+    import scipy.sparse as sp
+
+    m = sp.load_npz(VECTORS / "splade-tiny-docs.npz")
+    nnz = np.diff(m.indptr)
+    return sorted(np.argsort(nnz, kind="stable")[:k].tolist())
+
+
+needs_real = pytest.mark.skipif(not (SPLADE.is_dir() and MINILM.is_dir() and VECTORS.is_dir()), reason="shared models/vectors absent")
+
+
+@needs_real
+@pytest.mark.slow
+def test_splade_tiny_matches_pre_encoded_scifact_documents():
+    import scipy.sparse as sp
+
+    rows = _shortest_rows(6) + [0]
+    texts = _scifact_slice(rows)
+    ref = sp.load_npz(VECTORS / "splade-tiny-docs.npz").tocsr()[rows].toarray()
+    got = dense_rows(SparseEncoder(str(SPLADE), batch_size=16, max_length=256, device="cpu").encode(texts))
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+    assert ((got > 1e-3) == (ref > 1e-3)).all()
+
+
+@needs_real
+@pytest.mark.slow
+def test_splade_tiny_queries_and_inference_free_mode():
+    import scipy.sparse as sp
+
+    from braid.data.queries import read_queries
+
+    query_ids = json.loads((VECTORS / "ids.json").read_text())["query_ids"]
+    queries = read_queries(SCIFACT / "queries.jsonl")
+    rows = [0, 1, 2, 3]
+    texts = [queries[query_ids[r]] for r in rows]
+    ref = sp.load_npz(VECTORS / "splade-tiny-queries.npz").tocsr()[rows].toarray()
+    enc = SparseEncoder(str(SPLADE), device="cpu")
+    np.testing.assert_allclose(dense_rows(enc.encode(texts, "query")), ref, atol=1e-4)
+
+    docs = _scifact_slice(list(range(20)))
+    enc_free = SparseEncoder(str(SPLADE), device="cpu", query_mode="idf")
+    enc_free.set_idf(compute_idf(docs, enc_free))
+    q = enc_free.encode(texts, "query")
+    tok = enc_free.backbone.tokenizer
+    for i, t in enumerate(texts):
+        ids = sorted(set(tok(t, add_special_tokens=False)["input_ids"]))
+        w = enc_free.idf.weights[ids]
+        lo, hi = q.indptr[i], q.indptr[i + 1]
+        assert q.indices[lo:hi].tolist() == [x for x, wx in zip(ids, w) if wx > 0]
+        np.testing.assert_allclose(q.data[lo:hi], w[w > 0])
+    assert enc_free.backbone._model is None  # never loaded for queries
+
+
+@needs_real
+@pytest.mark.slow
+def test_minilm_matches_sentence_transformers_vectors():
+    from braid.encoders.dense import DenseEncoder
+
+    rows = _shortest_rows(5) + [1]
+    texts = _scifact_slice(rows)
+    ref = np.load(VECTORS / "minilm-docs.npy", mmap_mode="r")[rows]
+    enc = DenseEncoder(str(MINILM), batch_size=16, device="cpu")
+    assert enc.config.max_length == 256 and enc.config.pooling == "mean" and enc.config.normalize
+    got = enc.encode(texts)
+    cos = (got * ref).sum(1)
+    assert cos.min() > 0.9999, cos
