@@ -503,8 +503,12 @@ def create_app(
 
     warmed = set(catalog.names) if warm else set()
     first_use = threading.Lock()
+    serial = _serial_lock_if_needed(config.max_concurrency)
 
     def run(texts, k, name, engine, **kwargs):
+        if serial is not None:
+            with serial:
+                return searcher.batch_search(texts, k=k, retriever=engine, **kwargs)
         # The Searcher's caches are not safe for concurrent first loads: without warm-up, the first
         # search of each retriever or pipeline runs alone.
         if name in warmed:
@@ -623,6 +627,31 @@ def create_app(
 
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     return app
+
+
+def _serial_lock_if_needed(max_concurrency: int) -> "threading.Lock | None":
+    """A lock that serialises searches when Numba's parallel kernels ran on its ``workqueue``
+    threading layer, which aborts the process when two threads launch parallel kernels at once
+    (the ``omp`` and ``tbb`` layers are thread-safe)."""
+    import sys
+
+    if max_concurrency <= 1 or "numba" not in sys.modules:
+        return None
+    try:
+        layer = sys.modules["numba"].threading_layer()
+    except (ValueError, AttributeError):  # no parallel kernel has run yet
+        import os
+
+        layer = os.environ.get("NUMBA_THREADING_LAYER", "default")
+        if layer == "default":
+            try:
+                from numba.np.ufunc import omppool  # noqa: F401
+            except ImportError:
+                layer = "workqueue"
+    if layer == "workqueue":
+        log.warning("Numba uses its workqueue threading layer (not thread-safe): searches run one at a time; install tbb or use OpenMP")
+        return threading.Lock()
+    return None
 
 
 class _BadRequest(Exception):

@@ -1,0 +1,322 @@
+"""Load test of ``braid serve`` from a second process on loopback, bounded in time and requests.
+
+    nice -n 10 .venv/bin/python scripts/bench_serve.py --index /tmp/serve-bench/scifact \
+        --dataset /work/shared/data/scifact --target bm25 --target hybrid \
+        --concurrency 1,8,64 --duration 10 --json /tmp/serve-bench/serve.json
+
+What it does:
+
+1. builds ``--index`` from ``--dataset`` with ``--build-retrievers`` (library call) if it does not exist;
+2. starts ``python -m braid.cli.serve INDEX`` on 127.0.0.1 (a free port) with the given service
+   limits, and waits for ``GET /health``;
+3. for each target (a retriever or pipeline name) and each concurrency: one short warm-up, then
+   ``POST /search`` ({"query", "k", "retriever"}) cycling through the dataset's test queries
+   (queries.jsonl restricted to qrels/test.tsv ids) from N concurrent clients, for ``--duration``
+   seconds or ``--max-requests`` requests, whichever comes first; then ``GET /health`` must answer
+   (a server that crashed fails the run);
+4. prints one markdown row per run: requests/s (answered 200), p50/p99 latency of the 200s,
+   and counts of 503, 504, other statuses and socket errors; ``--json`` keeps them all.
+
+The load generator is ``wrk`` (C, one connection per client, a Lua script cycling the bodies and
+counting statuses) when it is installed and ``--client wrk``/``auto``; otherwise an asyncio httpx
+client (``--client httpx``), which spends more CPU per request on this side. Load generator and
+server share the same machine: on a 2-core box they compete for the cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------- data and index
+def test_queries(dataset: Path, split: str = "test") -> list[str]:
+    """Texts of the queries judged in ``qrels/<split>.tsv``, in queries.jsonl order."""
+    judged = set()
+    with open(dataset / "qrels" / f"{split}.tsv", encoding="utf-8") as fh:
+        next(fh)
+        for line in fh:
+            if line.strip():
+                judged.add(line.split("\t", 1)[0])
+    out = []
+    with open(dataset / "queries.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            q = json.loads(line)
+            if q["_id"] in judged:
+                out.append(q["text"])
+    return out
+
+
+def ensure_index(index: Path, dataset: Path, retrievers: str) -> None:
+    if (index / "manifest.json").exists():
+        return
+    from braid.retrieval.build import BuildOptions, build_index
+
+    names = tuple(r.strip() for r in retrievers.split(",") if r.strip())
+    click.echo(f"building {index} from {dataset} ({', '.join(names)})", err=True)
+    build_index(dataset, index, BuildOptions(retrievers=names, progress=False), log=lambda m: click.echo(m, err=True))
+
+
+# ---------------------------------------------------------------------- server
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``braid serve`` in a subprocess on 127.0.0.1."""
+
+    def __init__(self, index: Path, args: list[str], log_path: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        cmd = [sys.executable, "-m", "braid.cli.serve", str(index), "--port", str(self.port), "--log-level", "warning", *args]
+        self.cmd = cmd
+        self._log = open(log_path, "w")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO)
+        deadline = time.monotonic() + 300
+        while not self.healthy():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise click.ClickException(f"server did not start; log: {log_path}\n" + log_path.read_text()[-3000:])
+            time.sleep(0.2)
+
+    def healthy(self) -> bool:
+        import httpx
+
+        try:
+            return httpx.get(self.url + "/health", timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def get(self, path: str) -> dict:
+        import httpx
+
+        return httpx.get(self.url + path, timeout=10).json()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+# ---------------------------------------------------------------------- load generators
+def bodies(queries: list[str], k: int, target: str) -> list[str]:
+    return [json.dumps({"query": q, "k": k, "retriever": target}, ensure_ascii=False) for q in queries]
+
+
+WRK_LUA = r"""
+local bodies = {BODIES}
+local i = 0
+c200, c503, c504, cother = 0, 0, 0, 0
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) i = math.random(#bodies) end
+function request()
+  i = i %% #bodies + 1
+  return wrk.format("POST", "/search", {["Content-Type"] = "application/json"}, bodies[i])
+end
+function response(status, headers, body)
+  if status == 200 then c200 = c200 + 1
+  elseif status == 503 then c503 = c503 + 1
+  elseif status == 504 then c504 = c504 + 1
+  else cother = cother + 1 end
+end
+function done(summary, latency, requests)
+  local t = {c200 = 0, c503 = 0, c504 = 0, cother = 0}
+  for _, th in ipairs(threads) do
+    for k, _ in pairs(t) do t[k] = t[k] + th:get(k) end
+  end
+  local e = summary.errors
+  io.write(string.format('WRKJSON {"requests": %%d, "duration_us": %%d, "p50_us": %%d, "p99_us": %%d, "max_us": %%d, ' ..
+    '"s200": %%d, "s503": %%d, "s504": %%d, "sother": %%d, "connect": %%d, "read": %%d, "write": %%d, "timeout": %%d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), latency.max,
+    t.c200, t.c503, t.c504, t.cother, e.connect, e.read, e.write, e.timeout))
+end
+"""
+
+
+def run_wrk(url: str, body_list: list[str], concurrency: int, duration: float, timeout_s: float) -> dict:
+    """One wrk run. wrk's latency percentiles cover every answered request (200s and 503s alike)."""
+    lua_bodies = ",\n".join("[==[" + b + "]==]" for b in body_list)
+    script = WRK_LUA.replace("%%", "%").replace("{BODIES}", "{" + lua_bodies + "}")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        fh.write(script)
+        path = fh.name
+    try:
+        threads = min(2, concurrency)
+        cmd = ["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{max(1, round(duration))}s", "--timeout", f"{max(1, round(timeout_s))}s", "-s", path, url + "/search"]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + timeout_s + 60)
+    finally:
+        os.unlink(path)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
+    if line is None:
+        raise click.ClickException("wrk failed:\n" + out.stdout + out.stderr)
+    r = json.loads(line[len("WRKJSON ") :])
+    secs = r["duration_us"] / 1e6
+    return {
+        "client": "wrk",
+        "wall_s": round(secs, 2),
+        "requests": r["requests"],
+        "ok": r["s200"],
+        "rps": round(r["s200"] / secs, 1),
+        "p50_ms": round(r["p50_us"] / 1000, 2),
+        "p99_ms": round(r["p99_us"] / 1000, 2),
+        "max_ms": round(r["max_us"] / 1000, 2),
+        "latency_of": "all answered requests",
+        "s503": r["s503"],
+        "s504": r["s504"],
+        "other_status": r["sother"],
+        "socket_errors": r["connect"] + r["read"] + r["write"] + r["timeout"],
+    }
+
+
+async def _httpx_load(url: str, body_list: list[str], concurrency: int, duration: float, max_requests: int, timeout_s: float) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    errors = 0
+    sent = 0
+    stop_at = time.perf_counter() + duration
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    headers = {"content-type": "application/json"}
+    encoded = [b.encode("utf-8") for b in body_list]
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout_s) as client:
+
+        async def worker(w: int) -> None:
+            nonlocal sent, errors
+            i = w * 7919
+            while time.perf_counter() < stop_at and sent < max_requests:
+                sent += 1
+                i += 1
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post("/search", content=encoded[i % len(encoded)], headers=headers)
+                except httpx.TransportError:
+                    errors += 1
+                    continue
+                dt = time.perf_counter() - t0
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                if r.status_code == 200:
+                    latencies.append(dt)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+        wall = time.perf_counter() - t0
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return round(latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] * 1000, 2) if latencies else float("nan")
+
+    return {
+        "client": "httpx",
+        "wall_s": round(wall, 2),
+        "requests": sum(statuses.values()),
+        "ok": statuses.get(200, 0),
+        "rps": round(statuses.get(200, 0) / wall, 1),
+        "p50_ms": pct(50),
+        "p99_ms": pct(99),
+        "max_ms": round(latencies[-1] * 1000, 2) if latencies else float("nan"),
+        "latency_of": "200 answers",
+        "s503": statuses.get(503, 0),
+        "s504": statuses.get(504, 0),
+        "other_status": sum(v for s, v in statuses.items() if s not in (200, 503, 504)),
+        "socket_errors": errors,
+    }
+
+
+def run_load(client: str, url: str, body_list: list[str], concurrency: int, duration: float, max_requests: int, timeout_s: float) -> dict:
+    if client == "wrk":
+        return run_wrk(url, body_list, concurrency, duration, timeout_s)
+    return asyncio.run(_httpx_load(url, body_list, concurrency, duration, max_requests, timeout_s))
+
+
+# ---------------------------------------------------------------------- main
+@click.command()
+@click.option("--index", type=click.Path(path_type=Path), required=True, help="Index directory (built from --dataset if missing).")
+@click.option("--dataset", type=click.Path(path_type=Path), default=Path("/work/shared/data/scifact"), show_default=True)
+@click.option("--build-retrievers", default="bm25", show_default=True, help="Components to build when the index is missing.")
+@click.option("--target", "targets", multiple=True, default=["bm25"], show_default=True, help="Retriever or pipeline to load (repeatable).")
+@click.option("--concurrency", default="1,8,64", show_default=True, help="Concurrent clients, comma-separated.")
+@click.option("--duration", default=10.0, show_default=True, help="Seconds per run.")
+@click.option("--max-requests", default=200_000, show_default=True, help="Request cap per run (httpx client).")
+@click.option("-k", "k", default=10, show_default=True)
+@click.option("--client", type=click.Choice(["auto", "wrk", "httpx"]), default="auto", show_default=True)
+@click.option("--server-args", default="--max-concurrency 2 --queue-size 32 --timeout 10", show_default=True, help="Extra `braid serve` options.")
+@click.option("--request-timeout", default=30.0, show_default=True, help="Client-side timeout per request (s).")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None)
+@click.option("--log", "log_path", type=click.Path(path_type=Path), default=Path(tempfile.gettempdir()) / "bench_serve.server.log", show_default=True)
+def main(index, dataset, build_retrievers, targets, concurrency, duration, max_requests, k, client, server_args, request_timeout, json_out, log_path):
+    """Load-test `braid serve` on INDEX from this (second) process."""
+    if client == "auto":
+        client = "wrk" if shutil.which("wrk") else "httpx"
+    ensure_index(index, dataset, build_retrievers)
+    queries = test_queries(dataset)
+    levels = [int(c) for c in concurrency.split(",") if c.strip()]
+    server = Server(index, server_args.split(), log_path)
+    rows = []
+    try:
+        info = server.get("/info")
+        served = set(info["retrievers"]) | set(info["pipelines"])
+        for target in targets:
+            if target not in served:
+                raise click.ClickException(f"{target!r} is not served (served: {', '.join(sorted(served))}; unavailable: {info['unavailable']})")
+            body_list = bodies(queries, k, target)
+            run_load(client, server.url, body_list[:20], 1, 2.0, 50, request_timeout)  # warm-up
+            for c in levels:
+                r = run_load(client, server.url, body_list, c, duration, max_requests, request_timeout)
+                r.update(target=target, concurrency=c, alive_after=server.healthy())
+                rows.append(r)
+                click.echo(
+                    f"| {target} | {c} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['ok']} | {r['s503']} | {r['s504']} | "
+                    f"{r['other_status']} | {r['socket_errors']} | {'yes' if r['alive_after'] else 'NO'} |"
+                )
+                if not r["alive_after"]:
+                    raise click.ClickException(f"the server stopped answering after {target} at {c} clients; log: {log_path}")
+        health = server.get("/health")
+        pipelines = {name: [s["name"] for s in p["retriever"]] for name, p in info["pipelines"].items()}
+    finally:
+        code = server.stop()
+    meta = {
+        "index": str(index),
+        "num_docs": info["num_docs"],
+        "components": sorted(info["manifest"]["components"]),
+        "pipelines": pipelines,
+        "server_cmd": " ".join(server.cmd),
+        "server_exit": code,
+        "server_health_at_end": health,
+        "client": client,
+        "duration_s": duration,
+        "k": k,
+        "queries": len(queries),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+    }
+    click.echo(json.dumps(meta, indent=1), err=True)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps({"meta": meta, "runs": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
