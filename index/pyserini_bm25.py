@@ -51,6 +51,7 @@ _INDEX_FLAGS = ("-storePositions", "-storeDocvectors", "-storeRaw", "-optimize")
 
 _JVM_LOCK = threading.Lock()
 _JVM_STARTED = False
+_JUL_LOGGERS: list = []  # java.util.logging holds loggers weakly; keep the ones we configured alive
 
 
 class PyseriniUnavailable(BraidError, ImportError):
@@ -113,6 +114,8 @@ def start_jvm() -> None:
             if major >= 24 and not any(o.startswith("--sun-misc-unsafe-memory-access") for o in options):
                 # Lucene's MMapDirectory still calls sun.misc.Unsafe::invokeCleaner; Java 24+ warns on stderr.
                 options.append("--sun-misc-unsafe-memory-access=allow")
+            if not any(o.startswith("-Dslf4j.internal.verbosity") for o in options):
+                options.append("-Dslf4j.internal.verbosity=WARN")  # no "SLF4J(I): Connected with provider" line
             jnius_config.set_options(*options)
             previous = os.environ.get("JAVA_HOME")
             os.environ["JAVA_HOME"] = str(home)
@@ -139,11 +142,18 @@ def start_jvm() -> None:
 
 
 def _quiet_logging(jnius, level: str) -> None:
-    """Set Anserini's log4j2 level (INFO prints a line per setting and per progress step)."""
+    """Set Anserini's log4j2 level (INFO prints a line per setting and per progress step).
+
+    Also keeps Lucene's java.util.logging notice about newer Java versions (MMapDirectory) off stderr.
+    """
     try:
         configurator = jnius.autoclass("org.apache.logging.log4j.core.config.Configurator")
         levels = jnius.autoclass("org.apache.logging.log4j.Level")
         configurator.setLevel("io.anserini", levels.toLevel(level))
+        if not _JUL_LOGGERS:
+            jul = jnius.autoclass("java.util.logging.Logger").getLogger("org.apache.lucene.store")
+            jul.setLevel(jnius.autoclass("java.util.logging.Level").SEVERE)
+            _JUL_LOGGERS.append(jul)
     except Exception:  # logging is cosmetic; a jar without log4j2 core just stays verbose
         pass
 
