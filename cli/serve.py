@@ -46,10 +46,12 @@ def _positive(ctx, param, value):
 @click.option("--max-connections", default=1024, show_default=True, type=int, callback=_positive, help="Open connections + tasks before uvicorn itself answers 503 (a backstop behind the search queue).")
 @click.option("--graceful-timeout", default=15.0, show_default=True, type=float, callback=_positive, help="On SIGTERM/SIGINT: seconds to let running requests finish.")
 @click.option("--no-warm", is_flag=True, help="Skip the warm-up query per retriever and pipeline at start (models then load on the first request that needs them).")
+@click.option("--http", "http_impl", default="auto", show_default=True, type=click.Choice(["auto", "h11", "httptools"]), help="uvicorn HTTP parser (auto: httptools when installed).")
+@click.option("--loop", "loop_impl", default="auto", show_default=True, type=click.Choice(["auto", "asyncio", "uvloop"]), help="uvicorn event loop (auto: uvloop when installed).")
 @click.option("--access-log/--no-access-log", default=False, show_default=True, help="Log every request.")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @_fail_cleanly
-def serve_cmd(index_dir, host, port, pipelines, default, max_concurrency, queue_size, timeout_s, max_k, max_batch, max_body_bytes, max_connections, graceful_timeout, no_warm, access_log, log_level):
+def serve_cmd(index_dir, host, port, pipelines, default, max_concurrency, queue_size, timeout_s, max_k, max_batch, max_body_bytes, max_connections, graceful_timeout, no_warm, http_impl, loop_impl, access_log, log_level):
     """Serve INDEX_DIR over HTTP: POST /search, POST /batch_search, GET /health, GET /info, /docs."""
     import logging
 
@@ -87,6 +89,8 @@ def serve_cmd(index_dir, host, port, pipelines, default, max_concurrency, queue_
         limit_concurrency=max_connections,
         timeout_graceful_shutdown=graceful_timeout,
         lifespan="on",
+        http=http_impl,
+        loop=loop_impl,
     )
     server = uvicorn.Server(config)
     # uvicorn handles SIGINT/SIGTERM: stop accepting, let running requests finish (up to
