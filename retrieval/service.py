@@ -251,6 +251,12 @@ class Admission:
     def in_flight(self) -> int:
         return self._in_flight
 
+    def full(self) -> bool:
+        return self._in_flight >= self.config.capacity
+
+    def overloaded_message(self) -> str:
+        return f"overloaded: {self.config.capacity} searches are already running or queued; retry later"
+
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=self.config.max_concurrency, thread_name_prefix="braid-search")
@@ -293,21 +299,33 @@ class Admission:
 
 # ---------------------------------------------------------------------- body size limit
 class BodyLimit:
-    """ASGI middleware: 413 for a request body over ``max_bytes`` (declared or streamed), before
-    the app parses it; 400 for a malformed Content-Length."""
+    """ASGI middleware in front of the app: 413 for a request body over ``max_bytes`` (declared or
+    streamed) and 400 for a malformed Content-Length, before the app parses anything; and, when
+    ``admission`` is full, 503 for a search request before its body is even read (shedding load
+    costs the event loop as little as possible)."""
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app, max_bytes: int, admission: "Admission | None" = None, shed_paths: Sequence[str] = ("/search", "/batch_search")):
         self.app = app
         self.max_bytes = max_bytes
+        self.admission = admission
+        self.shed_paths = frozenset(shed_paths)
 
-    async def _reply(self, send, status: int, message: str) -> None:
+    async def _reply(self, send, status: int, message: str, headers: Sequence[tuple[bytes, bytes]] = (), close: bool = True) -> None:
         body = json.dumps({"detail": message}).encode()
-        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+        head = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
+        if close:
+            head.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": head})
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        admission = self.admission
+        if admission is not None and scope.get("path") in self.shed_paths and admission.full():
+            admission.rejected += 1
+            # The unread body is drained by the server before the connection is reused.
+            return await self._reply(send, 503, admission.overloaded_message(), [(b"retry-after", str(admission.config.retry_after_s).encode())], close=False)
         declared = None
         for key, value in scope.get("headers", ()):
             if key == b"content-length":
@@ -543,7 +561,7 @@ def create_app(
             body = await admission.run(fn)
         except Overloaded:
             return JSONResponse(
-                {"detail": f"overloaded: {config.capacity} searches are already running or queued; retry later"},
+                {"detail": admission.overloaded_message()},
                 status_code=503,
                 headers={"Retry-After": str(config.retry_after_s)},
             )
@@ -625,7 +643,7 @@ def create_app(
             "version": __version__,
         }
 
-    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes, admission=admission)
     return app
 
 

@@ -49,13 +49,13 @@ LIMITS = dict(max_k=50, max_batch=4, max_body_bytes=4096, max_query_chars=200)
 class LiveServer:
     """uvicorn serving ``app`` in a thread on 127.0.0.1 (ephemeral port)."""
 
-    def __init__(self, app):
+    def __init__(self, app, http: str = "auto"):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         self.app = app
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=20))
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=20, http=http))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 30
@@ -122,9 +122,9 @@ def library(index_dir) -> Searcher:
     return Searcher(index_dir)
 
 
-def _gated(index_dir, **limits):
+def _gated(index_dir, http: str = "auto", **limits):
     searcher = GatedSearcher(index_dir)
-    return searcher, LiveServer(create_app(index_dir, searcher=searcher, **limits))
+    return searcher, LiveServer(create_app(index_dir, searcher=searcher, **limits), http=http)
 
 
 def _wait(predicate, what: str, limit: float = 20.0) -> None:
@@ -364,8 +364,11 @@ def _post_in_thread(url: str, body: dict, out: list):
     return t
 
 
-def test_overload_gets_503_not_a_queue_without_bound(index_dir, library):
-    searcher, server = _gated(index_dir, max_concurrency=1, queue_size=1, timeout_s=60)
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_overload_gets_503_not_a_queue_without_bound(index_dir, library, http):
+    if http == "httptools":
+        pytest.importorskip("httptools")
+    searcher, server = _gated(index_dir, http=http, max_concurrency=1, queue_size=1, timeout_s=60)
     try:
         answers: list = []
         threads = [_post_in_thread(server.url, {"query": "block", "k": 2}, answers) for _ in range(2)]
@@ -378,6 +381,9 @@ def test_overload_gets_503_not_a_queue_without_bound(index_dir, library):
             with BraidClient(server.url) as client, pytest.raises(ServiceError) as err:
                 client.search("cats")
             assert err.value.status == 503 and err.value.retry_after == 1.0
+            # Shed before its body is read; the connection stays usable.
+            res = c.post("/batch_search", json={"queries": ["cats " * 100] * 4})
+            assert res.status_code == 503 and "overloaded" in res.json()["detail"]
             # Health and info are never queued behind searches.
             assert c.get("/info").status_code == 200
             searcher.gate.set()
@@ -388,7 +394,7 @@ def test_overload_gets_503_not_a_queue_without_bound(index_dir, library):
             res = c.post("/search", json={"query": "cats", "k": 2})
             assert res.status_code == 200
             assert _same(_pairs(res.json()["hits"]), _expected(library, "cats", 2))
-            assert c.get("/health").json()["rejected"] == 2
+            assert c.get("/health").json()["rejected"] == 3
     finally:
         searcher.gate.set()
         server.stop()
