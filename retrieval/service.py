@@ -569,6 +569,9 @@ def create_app(
             return JSONResponse({"detail": f"the search did not finish within the server's timeout of {config.timeout_s:g} s"}, status_code=504)
         except BraidError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=400)
+        except Exception as exc:  # noqa: BLE001 - a bug, not a bad request: log it, answer JSON
+            log.exception("search failed")
+            return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
         return Response(body, media_type="application/json")
 
     # ------------------------------------------------------------ app

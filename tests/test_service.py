@@ -70,7 +70,8 @@ class LiveServer:
 
 
 class GatedSearcher(Searcher):
-    """A Searcher whose searches of queries starting with ``"block"`` wait until ``gate`` is set."""
+    """A Searcher whose searches of queries starting with ``"block"`` wait until ``gate`` is set,
+    and whose search of ``"explode"`` fails as a bug would."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -78,6 +79,8 @@ class GatedSearcher(Searcher):
         self.entered = threading.Semaphore(0)
 
     def batch_search(self, queries, *args, **kwargs):
+        if "explode" in list(queries):
+            raise RuntimeError("a bug in a retriever")
         if any(q.startswith("block") for q in queries):
             self.entered.release()
             self.gate.wait(60)
@@ -416,6 +419,18 @@ def test_timeout_gets_504_and_a_running_search_keeps_its_slot(index_dir):
             assert c.get("/health").json()["timed_out"] == 2
     finally:
         searcher.gate.set()
+        server.stop()
+
+
+def test_a_bug_is_a_json_500_and_the_server_keeps_serving(index_dir):
+    searcher, server = _gated(index_dir)
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            res = c.post("/search", json={"query": "explode"})
+            assert res.status_code == 500 and res.json()["detail"] == "internal error: RuntimeError"
+            assert c.post("/search", json={"query": "cats"}).status_code == 200
+            assert c.get("/health").json()["in_flight"] == 0
+    finally:
         server.stop()
 
 
