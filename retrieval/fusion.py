@@ -211,6 +211,8 @@ def _combine(parts: list[tuple[np.ndarray, np.ndarray]], base: np.ndarray, mode:
     for r, (d, v) in enumerate(parts):
         docnos[r, :, : d.shape[1]] = d
         values[r, :, : v.shape[1]] = v
+    if depth and int(docnos.max()) >= 2**32:
+        raise DataError(f"docno {int(docnos.max())} is too large: fusion supports docnos below 2**32")
     kernel = K.fuse_contributions if n >= _PARALLEL_MIN_QUERIES else K.fuse_contributions_serial
     out_docnos, out_scores, duplicates = kernel(docnos, values, base, mode, k)
     if duplicates.any():

@@ -5,12 +5,14 @@
 Each list draws its ``depth`` candidates from a per-query pool of ``1.5 * depth`` documents, so the
 lists overlap the way first-stage retrievers do. Reports the best and median of ``--repeat`` timed
 calls (after one warm-up call that compiles the kernel) as milliseconds per query, for the batch call
-and for one-query calls (online use). Prints a markdown table.
+and for one-query calls (online use); also the process CPU time per query (all threads), which a
+loaded machine inflates less than wall time. Prints a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -33,13 +35,32 @@ def synthetic_runs(n_queries: int, n_lists: int, depth: int, num_docs: int, seed
     return runs
 
 
-def timed(fn, repeat: int) -> list[float]:
+def timed(fn, repeat: int) -> tuple[list[float], list[float]]:
+    """Wall-clock and process CPU seconds (all threads) of ``repeat`` calls after one warm-up call."""
     fn()  # warm-up: numba compiles (or loads its cache) here
-    out = []
+    wall, cpu = [], []
     for _ in range(repeat):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
-        out.append(time.perf_counter() - t)
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return wall, cpu
+
+
+def numpy_linear(runs, k: int):
+    """Reference point: min-max linear fusion written as plain numpy per query (no kernel)."""
+    out = []
+    for q in range(runs[0].n_queries):
+        docnos, scores = [], []
+        for h in runs:
+            d, s = h.row(q)
+            s = s.astype(np.float64)
+            docnos.append(d)
+            scores.append((s - s.min()) / max(s.max() - s.min(), 1e-9))
+        uniq, inv = np.unique(np.concatenate(docnos), return_inverse=True)
+        fused = np.bincount(inv, weights=np.concatenate(scores))
+        order = np.lexsort((uniq, -fused))[:k]
+        out.append((uniq[order], fused[order]))
     return out
 
 
@@ -54,6 +75,7 @@ def main() -> None:
     ap.add_argument("--single", type=int, default=200, help="one-query calls timed per method")
     ap.add_argument("--threads", type=int, default=0, help="numba threads (0: numba's default)")
     ap.add_argument("--methods", default="linear,combmnz,rrf")
+    ap.add_argument("--numpy-reference", action="store_true", help="also time a plain-numpy per-query linear fusion")
     args = ap.parse_args()
 
     import numba
@@ -69,10 +91,15 @@ def main() -> None:
         f"numba threads={numba.get_num_threads()}, {platform.processor() or platform.machine()}"
     )
     print()
-    print("| method | batch: best ms/query | batch: median ms/query | one query per call: median ms |")
-    print("|---|---|---|---|")
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print()
+    print(
+        "| method | batch wall: best ms/query | batch wall: median ms/query | batch CPU: median ms/query "
+        "| one query per call: median wall ms |"
+    )
+    print("|---|---|---|---|---|")
     for method in args.methods.split(","):
-        batch = timed(lambda: fuse(runs, method, args.k), args.repeat)
+        batch, cpu = timed(lambda: fuse(runs, method, args.k), args.repeat)
         singles = []
         n = min(args.single, args.queries)
         rows = [[Hits(h.docnos[i : i + 1], h.scores[i : i + 1]) for h in runs] for i in range(n)]
@@ -84,7 +111,14 @@ def main() -> None:
         q = args.queries
         print(
             f"| {method} | {1e3 * min(batch) / q:.3f} | {1e3 * statistics.median(batch) / q:.3f} | "
-            f"{1e3 * statistics.median(singles):.3f} |"
+            f"{1e3 * statistics.median(cpu) / q:.3f} | {1e3 * statistics.median(singles):.3f} |"
+        )
+    if args.numpy_reference:
+        wall, cpu = timed(lambda: numpy_linear(runs, args.k), max(1, args.repeat // 2))
+        q = args.queries
+        print(
+            f"| numpy per query (linear, reference) | {1e3 * min(wall) / q:.3f} | {1e3 * statistics.median(wall) / q:.3f} "
+            f"| {1e3 * statistics.median(cpu) / q:.3f} | - |"
         )
 
 
