@@ -348,6 +348,9 @@ class PipelineRunner:
                         np.asarray(scores, dtype=np.float64),
                         fb_terms=int(cfg.get("fb_terms", 10)),
                         original_query_weight=float(cfg.get("original_weight", 0.5)),
+                        fb_docs=fb_docs,
+                        doc_freqs=lexical.doc_freq,
+                        num_docs=lexical.num_docs,
                     )
                 )
             return retriever.search_terms(expanded, k=depth, threads=threads, exclude=exclude)
