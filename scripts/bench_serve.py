@@ -4,6 +4,9 @@
         --dataset /work/shared/data/scifact --target bm25 --target hybrid \
         --concurrency 1,8,64 --duration 10 --json /tmp/serve-bench/serve.json
 
+(add ``--build-retrievers bm25,sparse,dense`` with ``--sparse-vectors``/``--dense-vectors`` and the
+models to build a hybrid index from pre-encoded vectors; see docs/benchmarks/serve.md)
+
 What it does:
 
 1. builds ``--index`` from ``--dataset`` with ``--build-retrievers`` (library call) if it does not exist;
@@ -61,14 +64,44 @@ def test_queries(dataset: Path, split: str = "test") -> list[str]:
     return out
 
 
-def ensure_index(index: Path, dataset: Path, retrievers: str) -> None:
+def ensure_index(index: Path, dataset: Path, retrievers: str, sparse_vectors: Path | None, sparse_model: str | None, dense_vectors: Path | None, dense_model: str | None) -> None:
+    """Build ``index`` from ``dataset`` unless it exists.
+
+    ``dense_vectors``: a float32 (num_docs, dim) ``.npy`` of document embeddings in corpus order
+    (e.g. /work/shared/vectors/scifact/minilm-docs.npy), put into a flat FAISS component with
+    ``dense_model`` recorded as the query encoder, instead of encoding the corpus here (which takes
+    tens of minutes on a shared 2-core machine). ``sparse_vectors`` goes through the library's own
+    ``--sparse-vectors`` path.
+    """
     if (index / "manifest.json").exists():
         return
     from braid.retrieval.build import BuildOptions, build_index
 
-    names = tuple(r.strip() for r in retrievers.split(",") if r.strip())
+    names = tuple(r.strip() for r in retrievers.split(",") if r.strip() and not (r.strip() == "dense" and dense_vectors))
     click.echo(f"building {index} from {dataset} ({', '.join(names)})", err=True)
-    build_index(dataset, index, BuildOptions(retrievers=names, progress=False), log=lambda m: click.echo(m, err=True))
+    options = BuildOptions(retrievers=names, progress=False, sparse_vectors=sparse_vectors, sparse_model=sparse_model, dense_model=dense_model)
+    build_index(dataset, index, options, log=lambda m: click.echo(m, err=True))
+    if dense_vectors is not None:
+        add_dense_from_vectors(index, dense_vectors, dense_model)
+
+
+def add_dense_from_vectors(index: Path, path: Path, model: str | None) -> None:
+    import numpy as np
+
+    from braid.encoders.dense import DenseEncoder
+    from braid.encoders.resolve import DEFAULT_DENSE_MODEL
+    from braid.index.dense import DenseIndex, DenseIndexConfig
+    from braid.index.manifest import adding_component, read_manifest, write_manifest
+
+    vectors = np.load(path, allow_pickle=False)
+    encoder = DenseEncoder(model or DEFAULT_DENSE_MODEL, max_length=256)
+    if vectors.ndim != 2 or vectors.shape[1] != encoder.dim or vectors.shape[0] != read_manifest(index)["num_docs"]:
+        raise click.ClickException(f"{path}: shape {vectors.shape} does not fit {index} and {encoder.name} (dim {encoder.dim})")
+    with adding_component(index, "dense", {}) as tmp:
+        info = DenseIndex.build(np.ascontiguousarray(vectors, dtype=np.float32), DenseIndexConfig()).save(tmp)
+    manifest = read_manifest(index)
+    manifest["components"]["dense"] = {"index": info, "encoder": {**encoder.describe("document"), "model": encoder.name, "vectors": str(path)}}
+    write_manifest(index, manifest)
 
 
 # ---------------------------------------------------------------------- server
@@ -257,6 +290,10 @@ def run_load(client: str, url: str, body_list: list[str], concurrency: int, dura
 @click.option("--index", type=click.Path(path_type=Path), required=True, help="Index directory (built from --dataset if missing).")
 @click.option("--dataset", type=click.Path(path_type=Path), default=Path("/work/shared/data/scifact"), show_default=True)
 @click.option("--build-retrievers", default="bm25", show_default=True, help="Components to build when the index is missing.")
+@click.option("--sparse-vectors", type=click.Path(path_type=Path, exists=True), default=None, help="Pre-encoded sparse document vectors for the build.")
+@click.option("--sparse-model", default=None, help="SPLADE model (query encoder) for the build.")
+@click.option("--dense-vectors", type=click.Path(path_type=Path, exists=True), default=None, help="Pre-encoded dense document vectors (.npy, corpus order) for the build.")
+@click.option("--dense-model", default=None, help="Bi-encoder (query encoder) for the build.")
 @click.option("--target", "targets", multiple=True, default=["bm25"], show_default=True, help="Retriever or pipeline to load (repeatable).")
 @click.option("--concurrency", default="1,8,64", show_default=True, help="Concurrent clients, comma-separated.")
 @click.option("--duration", default=10.0, show_default=True, help="Seconds per run.")
@@ -267,11 +304,11 @@ def run_load(client: str, url: str, body_list: list[str], concurrency: int, dura
 @click.option("--request-timeout", default=30.0, show_default=True, help="Client-side timeout per request (s).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None)
 @click.option("--log", "log_path", type=click.Path(path_type=Path), default=Path(tempfile.gettempdir()) / "bench_serve.server.log", show_default=True)
-def main(index, dataset, build_retrievers, targets, concurrency, duration, max_requests, k, client, server_args, request_timeout, json_out, log_path):
+def main(index, dataset, build_retrievers, sparse_vectors, sparse_model, dense_vectors, dense_model, targets, concurrency, duration, max_requests, k, client, server_args, request_timeout, json_out, log_path):
     """Load-test `braid serve` on INDEX from this (second) process."""
     if client == "auto":
         client = "wrk" if shutil.which("wrk") else "httpx"
-    ensure_index(index, dataset, build_retrievers)
+    ensure_index(index, dataset, build_retrievers, sparse_vectors, sparse_model, dense_vectors, dense_model)
     queries = test_queries(dataset)
     levels = [int(c) for c in concurrency.split(",") if c.strip()]
     server = Server(index, server_args.split(), log_path)
