@@ -17,6 +17,8 @@ request beyond that gets 503 at once with ``Retry-After`` (shedding load instead
 without bound), and one that is not answered within ``timeout_s`` of its admission gets 504 (a
 search still queued then is dropped; one already running finishes in its thread and keeps its
 slot until it does, so a stuck backend shows up as 503s, not as a growing pile of threads).
+Retrievers that are not known to be thread-safe (the learned ones) are used by one thread at a
+time per index component (``/info`` lists them under ``serialized``).
 
 Files. The server reads only its index directory: pipelines are loaded once at start (the
 built-in ones, ``INDEX_DIR/pipelines/*.toml`` and files given to ``create_app``), and a request
@@ -220,6 +222,51 @@ def load_catalog(searcher, pipeline_files: Sequence[str | Path] = (), default: s
     if default not in served:
         raise OptionError("--default", default, "one of the served retrievers and pipelines: " + ", ".join(served))
     return Catalog(retrievers=retrievers, pipelines=pipelines, sources=sources, default=default, unavailable=unavailable, aliases=aliases)
+
+
+# ---------------------------------------------------------------------- thread safety of retrievers
+# Retrievers whose search may run in several threads at once: tantivy's and Lucene's searchers are
+# made for it. The learned ones are not (an encoder may patch its model during a forward pass), so
+# each of their components is used by one thread at a time; different components still overlap.
+THREAD_SAFE_RETRIEVERS = frozenset({"bm25", "pyserini"})
+
+
+class _Serialized:
+    """Proxy to a retriever whose method calls hold ``lock`` (attributes pass through)."""
+
+    def __init__(self, inner, lock: threading.RLock):
+        self._inner = inner
+        self._lock = lock
+
+    def __getattr__(self, name):
+        attr = getattr(self._inner, name)
+        if not callable(attr) or name.startswith("__"):
+            return attr
+
+        def locked(*args, **kwargs):
+            with self._lock:
+                return attr(*args, **kwargs)
+
+        return locked
+
+
+def serialize_unsafe_retrievers(searcher, names: Sequence[str]) -> dict[str, str]:
+    """Wrap ``searcher``'s loaded retrievers not in THREAD_SAFE_RETRIEVERS so that calls into one
+    index component never overlap; returns ``{retriever: component lock}``."""
+    from braid.retrieval.retrievers import RETRIEVERS
+
+    locks: dict[str, threading.RLock] = {}
+    out = {}
+    for name in names:
+        if name in THREAD_SAFE_RETRIEVERS or name not in searcher._retrievers:
+            continue
+        component = RETRIEVERS[name][0]
+        lock = locks.setdefault(component, threading.RLock())
+        inner = searcher._retrievers[name]
+        if not isinstance(inner, _Serialized):
+            searcher._retrievers[name] = _Serialized(inner, lock)
+        out[name] = component
+    return out
 
 
 # ---------------------------------------------------------------------- admission control
@@ -435,6 +482,7 @@ def create_app(
     if searcher is None:
         searcher = Searcher(index_dir)
     catalog = load_catalog(searcher, pipelines, default=default, warm=warm)
+    serialized = serialize_unsafe_retrievers(searcher, catalog.retrievers)
     admission = Admission(config)
 
     # ------------------------------------------------------------ request and response schemas
@@ -642,6 +690,7 @@ def create_app(
             "pipelines": {name: {"source": catalog.sources[name], **p.to_dict()} for name, p in catalog.pipelines.items()},
             "default": catalog.default,
             "unavailable": catalog.unavailable,
+            "serialized": serialized,
             "limits": config.to_dict(),
             "version": __version__,
         }

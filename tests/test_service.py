@@ -487,6 +487,45 @@ def test_schema_fuzz_finds_no_server_error(live):
     assert any(s == 200 for _, s in seen) and any(400 <= s < 500 for _, s in seen), seen
 
 
+def test_learned_retrievers_are_serialised_per_component():
+    from types import SimpleNamespace
+
+    from braid.retrieval.service import serialize_unsafe_retrievers
+
+    class Fake:
+        name = "fake"
+        index = object()
+
+        def __init__(self):
+            self.lock_free_elsewhere = []
+
+        def search(self, queries, k):
+            # Another thread must not be able to take this component's lock while we run.
+            probe = []
+            t = threading.Thread(target=lambda: probe.append(self.lock.acquire(blocking=False)))
+            t.start()
+            t.join()
+            if probe[0]:
+                self.lock.release()
+            self.lock_free_elsewhere.append(probe[0])
+            return len(queries) * k
+
+    retrievers = {"bm25": Fake(), "sparse": Fake(), "sparse-if": Fake(), "dense": Fake()}
+    raw = dict(retrievers)
+    searcher = SimpleNamespace(_retrievers=retrievers)
+    assert serialize_unsafe_retrievers(searcher, list(raw)) == {"sparse": "sparse", "sparse-if": "sparse", "dense": "dense"}
+    assert searcher._retrievers["bm25"] is raw["bm25"]
+    wrapped = searcher._retrievers
+    assert wrapped["sparse"]._lock is wrapped["sparse-if"]._lock and wrapped["sparse"]._lock is not wrapped["dense"]._lock
+    for name in ("sparse", "sparse-if", "dense"):
+        raw[name].lock = wrapped[name]._lock
+        assert wrapped[name].search(["a", "b"], 3) == 6 and wrapped[name].name == "fake" and wrapped[name].index is raw[name].index
+        assert raw[name].lock_free_elsewhere == [False]
+    # Wrapping twice does not nest.
+    serialize_unsafe_retrievers(searcher, list(raw))
+    assert searcher._retrievers["dense"]._inner is raw["dense"]
+
+
 # ---------------------------------------------------------------------- construction, CLI, imports
 def test_service_config_validates():
     assert ServiceConfig.from_dict(ServiceConfig(queue_size=0).to_dict()) == ServiceConfig(queue_size=0)
