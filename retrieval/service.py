@@ -16,7 +16,8 @@ never blocks the loop. At most ``max_concurrency + queue_size`` searches are adm
 request beyond that gets 503 at once with ``Retry-After`` (shedding load instead of queueing
 without bound), and one that is not answered within ``timeout_s`` of its admission gets 504 (a
 search still queued then is dropped; one already running finishes in its thread and keeps its
-slot until it does, so a stuck backend shows up as 503s, not as a growing pile of threads).
+slot until it does, so a stuck backend shows up as 503s, not as a growing pile of threads). A
+queued search whose client disconnects is dropped too.
 Retrievers that are not known to be thread-safe (the learned ones) are used by one thread at a
 time per index component (``/info`` lists them under ``serialized``).
 
@@ -38,7 +39,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from braid.data.errors import BraidError, OptionError
 
@@ -278,6 +279,10 @@ class SearchTimeout(Exception):
     """A search was not answered within ``timeout_s``."""
 
 
+class ClientGone(Exception):
+    """The client disconnected before its search was answered."""
+
+
 class Admission:
     """Runs blocking search work in a bounded pool; sheds load beyond ``capacity``.
 
@@ -292,6 +297,7 @@ class Admission:
         self.served = 0
         self.rejected = 0
         self.timed_out = 0
+        self.abandoned = 0
         self._executor: ThreadPoolExecutor | None = None
 
     @property
@@ -313,8 +319,12 @@ class Admission:
         with self._lock:
             self._in_flight -= 1
 
-    async def run(self, fn: Callable[[], Any]) -> Any:
-        """``fn()`` in a worker thread; Overloaded when full, SearchTimeout after ``timeout_s``."""
+    async def run(self, fn: Callable[[], Any], gone: Callable[[], Awaitable[None]] | None = None) -> Any:
+        """``fn()`` in a worker thread; Overloaded when full, SearchTimeout after ``timeout_s``.
+
+        ``gone``: an awaitable factory that returns when the client has disconnected; the search is
+        then dropped if it has not started (ClientGone), so abandoned requests do not hold the queue.
+        """
         import asyncio
 
         with self._lock:
@@ -329,12 +339,29 @@ class Admission:
                 self._in_flight -= 1
             raise
         fut.add_done_callback(self._release)
-        try:
-            # Cancelling the wrapper (on timeout) cancels ``fut`` if it has not started yet.
-            result = await asyncio.wait_for(asyncio.wrap_future(fut), self.config.timeout_s)
-        except asyncio.TimeoutError:
-            self.timed_out += 1
-            raise SearchTimeout() from None
+        # Cancelling the wrapper cancels ``fut`` if it has not started yet; a running search
+        # finishes in its thread (and keeps its slot until then).
+        work = asyncio.wrap_future(fut)
+        if gone is None:
+            try:
+                result = await asyncio.wait_for(work, self.config.timeout_s)
+            except asyncio.TimeoutError:
+                self.timed_out += 1
+                raise SearchTimeout() from None
+        else:
+            watcher = asyncio.ensure_future(gone())
+            try:
+                done, _ = await asyncio.wait({work, watcher}, timeout=self.config.timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                watcher.cancel()
+            if work not in done:
+                work.cancel()
+                if watcher in done:
+                    self.abandoned += 1
+                    raise ClientGone()
+                self.timed_out += 1
+                raise SearchTimeout()
+            result = work.result()
         self.served += 1
         return result
 
@@ -604,15 +631,26 @@ def create_app(
         body = {"results": results, "retriever": name, "took_ms": round((time.perf_counter() - t0) * 1000, 3)}
         return json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
 
-    async def answer(fn) -> Response:
+    def disconnect_watch(request: Request):
+        async def gone() -> None:
+            while True:
+                message = await request.receive()
+                if message["type"] == "http.disconnect":
+                    return
+
+        return gone
+
+    async def answer(fn, request: Request) -> Response:
         try:
-            body = await admission.run(fn)
+            body = await admission.run(fn, disconnect_watch(request))
         except Overloaded:
             return JSONResponse(
                 {"detail": admission.overloaded_message()},
                 status_code=503,
                 headers={"Retry-After": str(config.retry_after_s)},
             )
+        except ClientGone:
+            return Response(status_code=499)  # nobody reads it (nginx's "client closed request")
         except SearchTimeout:
             return JSONResponse({"detail": f"the search did not finish within the server's timeout of {config.timeout_s:g} s"}, status_code=504)
         except BraidError as exc:
@@ -657,16 +695,16 @@ def create_app(
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.post("/search", response_model=SearchResponse, responses=errors, summary="Search one query")
-    async def search(req: SearchRequest):
+    async def search(req: SearchRequest, request: Request):
         name, engine = pick(req)
         knobs = knobs_of(req)
-        return await answer(lambda: do_search(req, name, engine, knobs))
+        return await answer(lambda: do_search(req, name, engine, knobs), request)
 
     @app.post("/batch_search", response_model=BatchResponse, responses=errors, summary="Search several queries")
-    async def batch_search(req: BatchRequest):
+    async def batch_search(req: BatchRequest, request: Request):
         name, engine = pick(req)
         knobs = knobs_of(req)
-        return await answer(lambda: do_batch(req, name, engine, knobs))
+        return await answer(lambda: do_batch(req, name, engine, knobs), request)
 
     @app.get("/health", summary="Liveness and load")
     async def health():
@@ -678,6 +716,7 @@ def create_app(
             "served": admission.served,
             "rejected": admission.rejected,
             "timed_out": admission.timed_out,
+            "abandoned": admission.abandoned,
         }
 
     @app.get("/info", summary="The index and what this server serves")

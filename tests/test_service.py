@@ -422,6 +422,29 @@ def test_timeout_gets_504_and_a_running_search_keeps_its_slot(index_dir):
         server.stop()
 
 
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_a_queued_search_whose_client_left_is_dropped(index_dir, http):
+    if http == "httptools":
+        pytest.importorskip("httptools")
+    searcher, server = _gated(index_dir, http=http, max_concurrency=1, queue_size=4, timeout_s=60)
+    try:
+        answers: list = []
+        t = _post_in_thread(server.url, {"query": "block cats"}, answers)
+        assert searcher.entered.acquire(timeout=20)
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            with pytest.raises(httpx.ReadTimeout), httpx.Client(base_url=server.url, timeout=0.5) as impatient:
+                impatient.post("/search", json={"query": "cats"})
+            _wait(lambda: c.get("/health").json()["abandoned"] == 1, "the abandoned search to be dropped")
+            assert c.get("/health").json()["in_flight"] == 1  # only the running one
+            searcher.gate.set()
+            t.join(30)
+            assert [a.status_code for a in answers] == [200]
+            _wait(lambda: c.get("/health").json()["in_flight"] == 0, "slots to free")
+    finally:
+        searcher.gate.set()
+        server.stop()
+
+
 def test_a_bug_is_a_json_500_and_the_server_keeps_serving(index_dir):
     searcher, server = _gated(index_dir)
     try:
