@@ -26,6 +26,7 @@ import os
 import platform
 import shutil
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -112,13 +113,15 @@ def table(rows: list[dict]) -> str:
         return ""
     keys = list(rows[0])
 
-    def fmt(v) -> str:
+    def fmt(v, key: str) -> str:
         if isinstance(v, float):
-            return f"{v:.4f}" if abs(v) < 1 else f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
+            if "@" in key:  # metrics and their ratios to the anchor
+                return f"{v:.4f}"
+            return f"{v:.3f}" if abs(v) < 1 else f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
         return f"{v:,}" if isinstance(v, int) else str(v)
 
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(fmt(r[k]) for k in keys) + " |" for r in rows]
+    lines += ["| " + " | ".join(fmt(r[k], k) for k in keys) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -184,7 +187,7 @@ def main() -> None:
                 index, seconds, cpu = build(name, directory, sdocs, threads=n_threads)
                 build_rows.append({"corpus": args.scale, "backend": name, "threads": n_threads, "docs": len(sdocs), "build_s": seconds,
                                    "docs_per_s": len(sdocs) / seconds, "cpu_s": cpu, "index_MB": dir_bytes(directory) / 1e6})
-                print(table(build_rows[-1:]).splitlines()[-1], flush=True)
+                print("built:", table(build_rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
                 last[name] = index
         out["scale_query_throughput"] = throughput(last, squeries, args.scale, args.repeat, ks=(10,))
         print(f"\n## {args.scale} query throughput (queries/s)\n\n" + table(out["scale_query_throughput"]))
