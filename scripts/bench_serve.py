@@ -17,8 +17,9 @@ What it does:
    (queries.jsonl restricted to qrels/test.tsv ids) from N concurrent clients, for ``--duration``
    seconds or ``--max-requests`` requests, whichever comes first; then ``GET /health`` must answer
    (a server that crashed fails the run);
-4. prints one markdown row per run: requests/s (answered 200), p50/p99 latency of the 200s,
-   and counts of 503, 504, other statuses and socket errors; ``--json`` keeps them all.
+4. prints one markdown row per run: target, clients, requests/s (answered 200), p50/p99 latency
+   (ms), counts of 200, 503, 504, other statuses and socket errors, whether the server still
+   answered, and the machine's 1-minute load average before-after; ``--json`` keeps them all.
 
 The load generator is ``wrk`` (C, one connection per client, a Lua script cycling the bodies and
 counting statuses) when it is installed and ``--client wrk``/``auto``; otherwise an asyncio httpx
@@ -135,6 +136,12 @@ class Server:
             return httpx.get(self.url + "/health", timeout=5).status_code == 200
         except httpx.TransportError:
             return False
+
+    def drain(self, limit: float = 120.0) -> None:
+        """Wait until no search of an earlier run is in flight, so runs do not overlap."""
+        deadline = time.monotonic() + limit
+        while self.get("/health")["in_flight"] and time.monotonic() < deadline:
+            time.sleep(0.2)
 
     def get(self, path: str) -> dict:
         import httpx
@@ -322,12 +329,14 @@ def main(index, dataset, build_retrievers, sparse_vectors, sparse_model, dense_v
             body_list = bodies(queries, k, target)
             run_load(client, server.url, body_list[:20], 1, 2.0, 50, request_timeout)  # warm-up
             for c in levels:
+                server.drain()
+                load_before = os.getloadavg()[0]
                 r = run_load(client, server.url, body_list, c, duration, max_requests, request_timeout)
-                r.update(target=target, concurrency=c, alive_after=server.healthy())
+                r.update(target=target, concurrency=c, alive_after=server.healthy(), loadavg_1min=[round(load_before, 1), round(os.getloadavg()[0], 1)])
                 rows.append(r)
                 click.echo(
                     f"| {target} | {c} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['ok']} | {r['s503']} | {r['s504']} | "
-                    f"{r['other_status']} | {r['socket_errors']} | {'yes' if r['alive_after'] else 'NO'} |"
+                    f"{r['other_status']} | {r['socket_errors']} | {'yes' if r['alive_after'] else 'NO'} | {r['loadavg_1min'][0]}-{r['loadavg_1min'][1]} |"
                 )
                 if not r["alive_after"]:
                     raise click.ClickException(f"the server stopped answering after {target} at {c} clients; log: {log_path}")
