@@ -229,5 +229,24 @@ def tune_cmd(dataset, output, split, report_split, metric, depth, index_root, no
     click.echo(json.dumps(report))
 
 
+def _register_subcommands() -> None:
+    """Commands that live in their own modules (each still a thin shell over the library)."""
+    from braid.cli.serve import serve_cmd
+
+    main.add_command(serve_cmd)
+    for module, names in (("braid.cli.train", ("train",)), ("braid.cli.scale", ("shard", "milvus"))):
+        try:
+            mod = __import__(module, fromlist=list(names))
+        except ImportError:
+            continue
+        for name in names:
+            cmd = getattr(mod, name, None) or getattr(mod, f"{name}_cmd", None) or getattr(mod, f"{name}_group", None)
+            if isinstance(cmd, click.Command):
+                main.add_command(cmd, name=name)
+
+
+_register_subcommands()
+
+
 if __name__ == "__main__":
     main()
