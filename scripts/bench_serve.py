@@ -19,7 +19,8 @@ What it does:
    (a server that crashed fails the run);
 4. prints one markdown row per run: target, clients, requests/s (answered 200), p50/p99 latency
    (ms), counts of 200, 503, 504, other statuses and socket errors, whether the server still
-   answered, and the machine's 1-minute load average before-after; ``--json`` keeps them all.
+   answered, the server's CPU time per answered request (ms; steadier than requests/s on a
+   shared machine) and the machine's 1-minute load average before-after; ``--json`` keeps them all.
 
 The load generator is ``wrk`` (C, one connection per client, a Lua script cycling the bodies and
 counting statuses) when it is installed and ``--client wrk``/``auto``; otherwise an asyncio httpx
@@ -136,6 +137,14 @@ class Server:
             return httpx.get(self.url + "/health", timeout=5).status_code == 200
         except httpx.TransportError:
             return False
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far (Linux /proc), NaN elsewhere."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def drain(self, limit: float = 120.0) -> None:
         """Wait until no search of an earlier run is in flight, so runs do not overlap."""
@@ -331,12 +340,23 @@ def main(index, dataset, build_retrievers, sparse_vectors, sparse_model, dense_v
             for c in levels:
                 server.drain()
                 load_before = os.getloadavg()[0]
+                cpu_before = server.cpu_seconds()
                 r = run_load(client, server.url, body_list, c, duration, max_requests, request_timeout)
-                r.update(target=target, concurrency=c, alive_after=server.healthy(), loadavg_1min=[round(load_before, 1), round(os.getloadavg()[0], 1)])
+                cpu = server.cpu_seconds() - cpu_before
+                answered = r["ok"] + r["s503"] + r["s504"] + r["other_status"]
+                r.update(
+                    target=target,
+                    concurrency=c,
+                    alive_after=server.healthy(),
+                    loadavg_1min=[round(load_before, 1), round(os.getloadavg()[0], 1)],
+                    server_cpu_s=round(cpu, 2),
+                    server_cpu_ms_per_answer=round(1000 * cpu / answered, 3) if answered else None,
+                )
                 rows.append(r)
                 click.echo(
                     f"| {target} | {c} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['ok']} | {r['s503']} | {r['s504']} | "
-                    f"{r['other_status']} | {r['socket_errors']} | {'yes' if r['alive_after'] else 'NO'} | {r['loadavg_1min'][0]}-{r['loadavg_1min'][1]} |"
+                    f"{r['other_status']} | {r['socket_errors']} | {'yes' if r['alive_after'] else 'NO'} | {r['server_cpu_ms_per_answer']} | "
+                    f"{r['loadavg_1min'][0]}-{r['loadavg_1min'][1]} |"
                 )
                 if not r["alive_after"]:
                     raise click.ClickException(f"the server stopped answering after {target} at {c} clients; log: {log_path}")
