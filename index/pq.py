@@ -76,8 +76,9 @@ def _parts(index: Any) -> tuple[str, Any, Any, Any]:
         if index.chain.size() != 1:
             raise OptionError("index", f"IndexPreTransform with {index.chain.size()} transforms", "one OPQ transform before PQ")
         transform = faiss.downcast_VectorTransform(index.chain.at(0))
-        if not isinstance(transform, faiss.OPQMatrix):
-            raise OptionError("index", type(transform).__name__, "an OPQMatrix transform before PQ")
+        # an OPQMatrix reads back from a file as its parent LinearTransform
+        if not isinstance(transform, faiss.LinearTransform) or transform.d_in != transform.d_out:
+            raise OptionError("index", type(transform).__name__, "an OPQ rotation (OPQMatrix) before PQ")
         index = faiss.downcast_index(index.index)
     if isinstance(index, faiss.IndexIVFPQ):
         if transform is not None:
