@@ -255,6 +255,105 @@ def test_hub_id_loads_from_a_local_hugging_face_cache(tiny_mlm, tmp_path, monkey
     np.testing.assert_allclose(got.data, want.data, rtol=1e-6)
 
 
+def test_hub_id_downloads_through_hf_endpoint_from_a_local_server(tiny_mlm, tmp_path, monkeypatch):
+    """The online hub path without the internet: HF_ENDPOINT points at an http.server on 127.0.0.1."""
+    import hashlib
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import huggingface_hub.constants as hc
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    requests: list[str] = []
+
+    class Hub(BaseHTTPRequestHandler):
+        def log_message(self, *args):  # keep pytest output clean
+            pass
+
+        def _json(self, obj, with_body: bool) -> None:
+            data = json.dumps(obj).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("X-Repo-Commit", commit)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if with_body:
+                self.wfile.write(data)
+
+        def _answer(self, with_body: bool) -> None:
+            requests.append(self.path)
+            parts = self.path.split("?")[0].strip("/").split("/")
+            files = sorted(str(p.relative_to(tiny_mlm)) for p in tiny_mlm.rglob("*") if p.is_file())
+            if parts[:4] == ["api", "models", "acme", "tiny-http"] and (len(parts) == 4 or parts[4] == "revision"):
+                return self._json({"id": "acme/tiny-http", "sha": commit, "siblings": [{"rfilename": f} for f in files]}, with_body)
+            if parts[:6] == ["api", "models", "acme", "tiny-http", "tree", "main"] and len(parts) == 6:
+                return self._json([{"type": "file", "path": f, "size": (tiny_mlm / f).stat().st_size} for f in files], with_body)
+            if parts[:3] == ["acme", "tiny-http", "resolve"] and len(parts) >= 5:
+                f = tiny_mlm / "/".join(parts[4:])
+                if f.is_file():
+                    data = f.read_bytes()
+                    self.send_response(200)
+                    self.send_header("X-Repo-Commit", commit)
+                    self.send_header("ETag", f'"{hashlib.sha1(data).hexdigest()}"')
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    if with_body:
+                        self.wfile.write(data)
+                    return
+                self.send_response(404)
+                self.send_header("X-Repo-Commit", commit)
+                self.send_header("X-Error-Code", "EntryNotFound")
+            elif parts[:4] == ["api", "models", "acme", "tiny-http"]:
+                self.send_response(404)
+                self.send_header("X-Error-Code", "EntryNotFound")
+            else:
+                self.send_response(404)
+                self.send_header("X-Error-Code", "RepoNotFound")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_HEAD(self):
+            self._answer(False)
+
+        def do_GET(self):
+            self._answer(True)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        monkeypatch.setattr(hc, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(hc, "ENDPOINT", endpoint)
+        monkeypatch.setattr(hc, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+        import huggingface_hub.hf_api as hf_api
+
+        # shared HfApi objects captured the real endpoint when made: point them here too
+        monkeypatch.setattr(hf_api.api, "endpoint", endpoint)
+        try:
+            import transformers.utils.hub as tf_hub
+
+            if hasattr(tf_hub, "_hf_api"):
+                monkeypatch.setattr(tf_hub, "_hf_api", None)  # rebuilt on demand with the patched endpoint
+        except ImportError:  # pragma: no cover - older transformers
+            pass
+        monkeypatch.delenv(R.MODEL_PATH_ENV, raising=False)
+        ref = R.resolve_model("acme/tiny-http")
+        assert ref.source == "hub"
+        got = SparseEncoder("acme/tiny-http", device="cpu").encode(TEXTS[:2])
+        want = SparseEncoder(str(tiny_mlm), device="cpu").encode(TEXTS[:2])
+        np.testing.assert_array_equal(got.indices, want.indices)
+        np.testing.assert_allclose(got.data, want.data, rtol=1e-6)
+        assert any(p.endswith("/model.safetensors") for p in requests)
+        with pytest.raises(BraidError, match="acme/missing.*could not be fetched"):
+            R.resolve_model("acme/missing")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # ---------------------------------------------------------------------------------------------
 # sparse encoder on the tiny model
 # ---------------------------------------------------------------------------------------------
