@@ -49,21 +49,68 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # ---------------------------------------------------------------------- data and index
-def test_queries(dataset: Path, split: str = "test") -> list[str]:
-    """Texts of the queries judged in ``qrels/<split>.tsv``, in queries.jsonl order."""
-    judged = set()
+def read_qrels(dataset: Path, split: str = "test") -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
     with open(dataset / "qrels" / f"{split}.tsv", encoding="utf-8") as fh:
         next(fh)
         for line in fh:
             if line.strip():
-                judged.add(line.split("\t", 1)[0])
-    out = []
+                qid, doc_id, score = line.rstrip("\n").split("\t")
+                qrels.setdefault(qid, {})[doc_id] = int(score)
+    return qrels
+
+
+def judged_queries(dataset: Path, split: str = "test") -> dict[str, str]:
+    """``{query_id: text}`` of the queries judged in ``qrels/<split>.tsv``, in queries.jsonl order."""
+    judged = read_qrels(dataset, split)
+    out = {}
     with open(dataset / "queries.jsonl", encoding="utf-8") as fh:
         for line in fh:
             q = json.loads(line)
             if q["_id"] in judged:
-                out.append(q["text"])
+                out[q["_id"]] = q["text"]
     return out
+
+
+def test_queries(dataset: Path, split: str = "test") -> list[str]:
+    """Texts of the queries judged in ``qrels/<split>.tsv``, in queries.jsonl order."""
+    return list(judged_queries(dataset, split).values())
+
+
+# Published nDCG@10 on scifact (../shared/ANCHORS.md) for the retrievers that have one.
+ANCHORS = {"bm25": ("BM25 flat, Pyserini", 0.6789), "dense": ("all-MiniLM-L6-v2, MTEB", 0.6451)}
+
+
+def served_quality(url: str, dataset: Path, targets: list[str], k: int = 100, batch: int = 50) -> list[dict]:
+    """nDCG@10 and Recall@100 of each target over the API (BraidClient.batch_search, BEIR conventions)."""
+    from braid.retrieval.client import BraidClient
+    from braid.retrieval.evaluate import evaluate
+
+    qrels = read_qrels(dataset)
+    queries = judged_queries(dataset)
+    ids = list(queries)
+    rows = []
+    with BraidClient(url, timeout=600) as client:
+        for target in targets:
+            run: dict[str, dict[str, float]] = {}
+            t0 = time.perf_counter()
+            for i in range(0, len(ids), batch):
+                chunk = {q: queries[q] for q in ids[i : i + batch]}
+                for qid, hits in client.batch_search(chunk, k=k, retriever=target).items():
+                    run[qid] = {h["id"]: h["score"] for h in hits}
+            mean, _ = evaluate(run, qrels, ["ndcg@10", "recall@100"])
+            anchor = ANCHORS.get(target)
+            rows.append({
+                "target": target,
+                "ndcg@10": round(mean["ndcg@10"], 4),
+                "recall@100": round(mean["recall@100"], 4),
+                "anchor": anchor[0] if anchor else None,
+                "ratio_to_anchor": round(mean["ndcg@10"] / anchor[1], 3) if anchor else None,
+                "seconds": round(time.perf_counter() - t0, 1),
+            })
+            r = rows[-1]
+            click.echo(f"| {target} | {r['ndcg@10']} | {r['recall@100']} | {r['anchor'] or '-'} | {r['ratio_to_anchor'] or '-'} |")
+    return rows
 
 
 def ensure_index(index: Path, dataset: Path, retrievers: str, sparse_vectors: Path | None, sparse_model: str | None, dense_vectors: Path | None, dense_model: str | None) -> None:
@@ -318,9 +365,10 @@ def run_load(client: str, url: str, body_list: list[str], concurrency: int, dura
 @click.option("--client", type=click.Choice(["auto", "wrk", "httpx"]), default="auto", show_default=True)
 @click.option("--server-args", default="--max-concurrency 2 --queue-size 32 --timeout 10", show_default=True, help="Extra `braid serve` options.")
 @click.option("--request-timeout", default=30.0, show_default=True, help="Client-side timeout per request (s).")
+@click.option("--quality", "quality_targets", default="", help="Comma-separated retrievers/pipelines whose nDCG@10 to measure through the API first (sanity check of the served index).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None)
 @click.option("--log", "log_path", type=click.Path(path_type=Path), default=Path(tempfile.gettempdir()) / "bench_serve.server.log", show_default=True)
-def main(index, dataset, build_retrievers, sparse_vectors, sparse_model, dense_vectors, dense_model, targets, concurrency, duration, max_requests, k, client, server_args, request_timeout, json_out, log_path):
+def main(index, dataset, build_retrievers, sparse_vectors, sparse_model, dense_vectors, dense_model, targets, concurrency, duration, max_requests, k, client, server_args, request_timeout, quality_targets, json_out, log_path):
     """Load-test `braid serve` on INDEX from this (second) process."""
     if client == "auto":
         client = "wrk" if shutil.which("wrk") else "httpx"
@@ -329,8 +377,11 @@ def main(index, dataset, build_retrievers, sparse_vectors, sparse_model, dense_v
     levels = [int(c) for c in concurrency.split(",") if c.strip()]
     server = Server(index, server_args.split(), log_path)
     rows = []
+    quality = []
     try:
         info = server.get("/info")
+        if quality_targets:
+            quality = served_quality(server.url, dataset, [t.strip() for t in quality_targets.split(",") if t.strip()])
         served = set(info["retrievers"]) | set(info["pipelines"])
         for target in targets:
             if target not in served:
@@ -381,7 +432,7 @@ def main(index, dataset, build_retrievers, sparse_vectors, sparse_model, dense_v
     click.echo(json.dumps(meta, indent=1), err=True)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps({"meta": meta, "runs": rows}, indent=1))
+        json_out.write_text(json.dumps({"meta": meta, "quality": quality, "runs": rows}, indent=1))
 
 
 if __name__ == "__main__":
