@@ -128,10 +128,10 @@ def dequantize_u8(codes: np.ndarray, scale: float) -> np.ndarray:
 
 
 def _compact(indptr, indices, data, keep):
-    counts = np.add.reduceat(keep.astype(np.int64), indptr[:-1]) if len(keep) else np.zeros(len(indptr) - 1, np.int64)
-    # reduceat on an empty row returns the element at that position: fix empty rows.
-    counts[np.diff(indptr) == 0] = 0
-    new_ptr = np.zeros(len(indptr), dtype=np.int64)
+    n = len(indptr) - 1
+    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
+    counts = np.bincount(rows[keep], minlength=n)
+    new_ptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=new_ptr[1:])
     return new_ptr, indices[keep], data[keep]
 

@@ -161,6 +161,13 @@ def test_prune_top_k_hand_worked():
     assert d.tolist() == [2.0, 1.0, 3.0, 1.0]
     p, i, d = prune_top_k(indptr, indices, data, 3)  # tie at 0.5 goes to the smaller term id (1)
     assert i[:3].tolist() == [1, 3, 8]
+    # trailing empty rows, and quantization dropping entries that round to 0
+    from braid.encoders.sparse import quantize_weights
+
+    p, i, d = quantize_weights(np.array([0, 3, 3, 3], np.int64), np.array([1, 2, 3], np.int32),
+                               np.array([0.04, 0.26, 0.5], np.float32), 0.1)
+    assert p.tolist() == [0, 2, 2, 2] and i.tolist() == [2, 3]
+    np.testing.assert_allclose(d, [0.3, 0.5])
 
 
 def test_quantize_u8_round_trip():
