@@ -549,6 +549,54 @@ def test_learned_retrievers_are_serialised_per_component():
     assert searcher._retrievers["dense"]._inner is raw["dense"]
 
 
+@pytest.mark.slow
+def test_hybrid_under_concurrent_requests_matches_the_library(tmp_path):
+    """bm25 + sparse + dense with the real models: 24 concurrent requests over 4 threads give, for
+    every retriever and the hybrid pipelines, exactly the hits of sequential library calls."""
+    models = Path(os.environ.get("BRAID_MODEL_PATH", "/nonexistent"))
+    if not (models / "splade-tiny").is_dir() or not (models / "all-MiniLM-L6-v2").is_dir():
+        pytest.skip("shared models not found")
+    root = tmp_path / "hy"
+    root.mkdir()
+    corpus = root / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in DOCS), encoding="utf-8")
+    options = BuildOptions(
+        retrievers=("bm25", "sparse", "dense"),
+        sparse_model=str(models / "splade-tiny"),
+        dense_model=str(models / "all-MiniLM-L6-v2"),
+        progress=False,
+    )
+    build_index(corpus, root / "index", options, log=lambda m: None)
+    searcher = Searcher(root / "index")
+    names = ["bm25", "sparse", "dense", "hybrid", "hybrid-rrf"]
+    expected = {(n, q): _pairs(searcher.search(q, k=5, retriever=n)) for n in names for q in QUERIES[:4]}
+    server = LiveServer(create_app(root / "index", searcher=searcher, max_concurrency=4, queue_size=64, timeout_s=120))
+    try:
+        info = httpx.get(server.url + "/info").json()
+        assert set(names) <= set(info["retrievers"]) | set(info["pipelines"])
+        assert {"sparse", "dense"} <= set(info["serialized"])
+        jobs = [(n, q) for n in names for q in QUERIES[:4]][:24]
+        got: dict = {}
+
+        def worker(part):
+            with httpx.Client(base_url=server.url, timeout=120) as c:
+                for n, q in part:
+                    res = c.post("/search", json={"query": q, "k": 5, "retriever": n})
+                    got[(n, q)] = (res.status_code, _pairs(res.json().get("hits", [])))
+
+        threads = [threading.Thread(target=worker, args=(jobs[i::4],)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        assert len(got) == len(jobs)
+        for key in jobs:
+            status, pairs = got[key]
+            assert status == 200 and _same(pairs, expected[key]), (key, got[key], expected[key])
+    finally:
+        server.stop()
+
+
 # ---------------------------------------------------------------------- construction, CLI, imports
 def test_service_config_validates():
     assert ServiceConfig.from_dict(ServiceConfig(queue_size=0).to_dict()) == ServiceConfig(queue_size=0)
