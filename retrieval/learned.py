@@ -22,8 +22,8 @@ from braid.index.hits import Hits
 from braid.retrieval.retrievers import drop_excluded
 
 # Query-time defaults of the blocked index, chosen on scifact/dictionary (docs/BENCHMARKS.md):
-# accuracy@10 above 0.99 against exact search at a fraction of its cost.
-SPARSE_QUERY_CUT = 40
+# accuracy@10 0.997 against exact search on scifact (scripts/bench_sparse.py; docs/BENCHMARKS.md).
+SPARSE_QUERY_CUT = 20
 SPARSE_HEAP_FACTOR = 0.9
 
 
@@ -147,7 +147,14 @@ def build_sparse_component(tmp: Path, out_dir: Path, reader, doc_ids, options, p
         idf_source = "corpus"
     else:
         idf_source = "idf.json"
-    info["encoder"] = {**encoder.describe("document"), "model": encoder.name, "idf": True, "idf_source": idf_source, **source}
+    info["encoder"] = {
+        **encoder.describe("document"),
+        "model": encoder.name,
+        "model_dir": _local_dir(encoder),
+        "idf": True,
+        "idf_source": idf_source,
+        **source,
+    }
     _install_vectors(tmp, out_dir, "sparse")
     return info
 
@@ -161,7 +168,10 @@ def build_dense_component(tmp: Path, out_dir: Path, reader, doc_ids, options, pr
     (tmp / "dense").mkdir(exist_ok=True)
     config = DenseIndexConfig.from_dict(options.dense_index) if options.dense_index else DenseIndexConfig()
     index = DenseIndex.build(np.asarray(vectors, dtype=np.float32), config)
-    info = {"index": index.save(tmp / "dense"), "encoder": {**encoder.describe("document"), "model": encoder.name}}
+    info = {
+        "index": index.save(tmp / "dense"),
+        "encoder": {**encoder.describe("document"), "model": encoder.name, "model_dir": _local_dir(encoder)},
+    }
     _install_vectors(tmp, out_dir, "dense")
     return info
 
@@ -178,6 +188,20 @@ def dense_encoder_from_options(options):
         device=options.device,
         **kwargs,
     )
+
+
+def _local_dir(encoder) -> str | None:
+    local = encoder.backbone.ref.local_dir
+    return str(Path(local).resolve()) if local is not None else None
+
+
+def model_for_queries(enc: dict) -> str:
+    """The model to encode queries with: the folder the index was built with when it is still there
+    (same weights, no hub round trip), else the recorded name (resolved as usual)."""
+    local = enc.get("model_dir")
+    if local and Path(local).is_dir():
+        return local
+    return enc["model"]
 
 
 # ---------------------------------------------------------------------- retrievers
@@ -201,7 +225,7 @@ class SparseRetriever:
         idf_path = searcher.index_dir / "sparse" / "idf.npy"
         kwargs = dict(max_length=int(enc.get("max_length", 256)), query_top_k=enc.get("query_top_k"))
         encoder = SparseEncoder(
-            enc["model"],
+            model_for_queries(enc),
             query_mode=mode,
             idf=idf_path if (mode == "idf" and idf_path.exists()) else None,
             **kwargs,
@@ -265,7 +289,7 @@ class DenseRetriever:
 
         enc = searcher.components["dense"]["encoder"]
         kwargs = {k: enc[k] for k in ("query_prefix", "document_prefix") if enc.get(k) is not None}
-        encoder = DenseEncoder(enc["model"], max_length=int(enc.get("max_length", 256)), **kwargs)
+        encoder = DenseEncoder(model_for_queries(enc), max_length=int(enc.get("max_length", 256)), **kwargs)
         path = searcher.index_dir / "vectors" / "dense" / "vectors.npy"
         vectors = np.load(path, mmap_mode="r", allow_pickle=False) if path.exists() else None
         return cls(index=searcher.component("dense"), encoder=encoder, vectors=vectors)
