@@ -52,6 +52,7 @@ from braid.retrieval.sharded import (
 )
 
 EXECUTORS = ("ray", "local")
+_READ_CPUS = 0.25  # CPU reserved by each Ray Data read / parse task
 SHARD_COMPONENTS = ("bm25", "sparse", "dense")
 _SRC = "shard-src"
 
@@ -243,30 +244,32 @@ def global_idf(dfs: list[np.ndarray], num_docs: int, options: BuildOptions):
 # Step 3: encoding on Ray Data
 # --------------------------------------------------------------------------------------------------
 class _EncodeActor:
-    """A Ray Data actor: loads one encoder once, then turns batches of texts into vector columns."""
+    """A Ray Data actor: loads the encoders once, then turns batches of texts into vector columns."""
 
-    def __init__(self, kind: str, options: BuildOptions, threads: int, device: str):
+    def __init__(self, kinds: list[str], options: BuildOptions, threads: int, device: str):
         import torch
 
         from braid.retrieval.learned import dense_encoder_from_options, sparse_encoder_from_options
 
         torch.set_num_threads(max(1, threads))
         opts = replace(options, device=device)
-        self.kind = kind
-        self.encoder = sparse_encoder_from_options(opts) if kind == "sparse" else dense_encoder_from_options(opts)
+        self.encoders = {k: (sparse_encoder_from_options(opts) if k == "sparse" else dense_encoder_from_options(opts)) for k in kinds}
 
     def __call__(self, batch):
         import pyarrow as pa
 
         texts = [str(t) for t in batch.column("contents").to_pylist()]
-        if self.kind == "sparse":
-            indptr, indices, data = self.encoder.encode_csr(texts, "document")
-            offsets = pa.array(np.asarray(indptr, dtype=np.int32))
-            batch = batch.append_column("sparse_indices", pa.ListArray.from_arrays(offsets, pa.array(indices, type=pa.int32())))
-            return batch.append_column("sparse_weights", pa.ListArray.from_arrays(offsets, pa.array(data, type=pa.float32())))
-        vectors = np.ascontiguousarray(self.encoder.encode(texts, "document"), dtype=np.float32)
-        flat = pa.array(vectors.reshape(-1), type=pa.float32())
-        return batch.append_column("dense", pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]))
+        for kind, encoder in self.encoders.items():
+            if kind == "sparse":
+                indptr, indices, data = encoder.encode_csr(texts, "document")
+                offsets = pa.array(np.asarray(indptr, dtype=np.int32))
+                batch = batch.append_column("sparse_indices", pa.ListArray.from_arrays(offsets, pa.array(indices, type=pa.int32())))
+                batch = batch.append_column("sparse_weights", pa.ListArray.from_arrays(offsets, pa.array(data, type=pa.float32())))
+            else:
+                vectors = np.ascontiguousarray(encoder.encode(texts, "document"), dtype=np.float32)
+                flat = pa.array(vectors.reshape(-1), type=pa.float32())
+                batch = batch.append_column("dense", pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]))
+        return batch
 
 
 def _parse_lines(batch):
@@ -288,10 +291,11 @@ def _parse_lines(batch):
 def ray_encode(shard_files: list[Path], kinds: list[str], options: BuildOptions, sharding: ShardingConfig, out_dir: Path, log=print) -> dict:
     """Encode the documents of ``shard_files`` with Ray Data into Parquet files under ``out_dir``.
 
-    One ``map_batches`` stage per kind (``"sparse"``, ``"dense"``), each over its own actor pool
-    (:class:`_EncodeActor`). Columns written: ``docno`` int64, ``sparse_indices`` list<int32>,
-    ``sparse_weights`` list<float32>, ``dense`` fixed_size_list<float32>[dim]. Returns
-    ``{"seconds": wall time, "num_docs": rows written, "actors": pool size, "gpus_per_actor": ...}``.
+    One ``map_batches`` stage over an actor pool (:class:`_EncodeActor`, holding the encoder of every
+    kind in ``kinds``: one model load per actor, one pass over the texts). Columns written: ``docno``
+    int64, ``sparse_indices`` list<int32>, ``sparse_weights`` list<float32>, ``dense``
+    fixed_size_list<float32>[dim]. Returns ``{"seconds": wall time, "num_docs": rows written,
+    "actors": pool size, "gpus_per_actor", "cpus_per_actor"}``.
     """
     ray = connect_ray(sharding.ray_address, sharding.num_cpus)
     import ray.data
@@ -299,28 +303,37 @@ def ray_encode(shard_files: list[Path], kinds: list[str], options: BuildOptions,
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = bool(options.progress)
     resources = ray.cluster_resources()
-    gpus = float(resources.get("GPU", 0.0))
+    cpus, gpus = float(resources.get("CPU", 1.0)), float(resources.get("GPU", 0.0))
     gpus_per_actor = sharding.gpus_per_actor if sharding.gpus_per_actor is not None else (1.0 if gpus > 0 else 0.0)
     if sharding.encode_actors is not None:
         actors = sharding.encode_actors
     elif gpus_per_actor > 0:
         actors = max(1, int(gpus // gpus_per_actor))
-    else:
-        actors = max(1, int(float(resources.get("CPU", 1.0)) // sharding.cpus_per_actor))
+    else:  # leave room for the read tasks
+        actors = max(1, int((cpus - _READ_CPUS) // sharding.cpus_per_actor))
+    if sharding.ray_address in (None, "local"):
+        # A pool larger than this machine is never scheduled and the job waits forever: refuse it.
+        if actors * sharding.cpus_per_actor > cpus - _READ_CPUS + 1e-9 or actors * gpus_per_actor > gpus + 1e-9:
+            raise OptionError(
+                "--encode-actors",
+                actors,
+                f"{actors} actors x {sharding.cpus_per_actor} CPU / {gpus_per_actor} GPU do not fit this Ray "
+                f"({cpus:g} CPUs, {gpus:g} GPUs, {_READ_CPUS} CPU kept for reading)",
+            )
     device = "cuda" if gpus_per_actor > 0 else options.device
     threads = max(1, int(sharding.cpus_per_actor))
     t0 = time.perf_counter()
-    ds = ray.data.read_text([str(f) for f in shard_files]).map_batches(_parse_lines, batch_format="pyarrow")
-    for kind in kinds:
-        ds = ds.map_batches(
-            _EncodeActor,
-            fn_constructor_kwargs={"kind": kind, "options": options, "threads": threads, "device": device},
-            batch_size=sharding.encode_batch_size,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            num_cpus=sharding.cpus_per_actor,
-            num_gpus=gpus_per_actor,
-        )
+    ds = ray.data.read_text([str(f) for f in shard_files], ray_remote_args={"num_cpus": _READ_CPUS})
+    ds = ds.map_batches(_parse_lines, batch_format="pyarrow", num_cpus=_READ_CPUS)
+    ds = ds.map_batches(
+        _EncodeActor,
+        fn_constructor_kwargs={"kinds": list(kinds), "options": options, "threads": threads, "device": device},
+        batch_size=sharding.encode_batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=sharding.cpus_per_actor,
+        num_gpus=gpus_per_actor,
+    )
     ds = ds.drop_columns(["contents"])
     ds.write_parquet(str(out_dir))
     seconds = time.perf_counter() - t0

@@ -77,7 +77,7 @@ def synthetic_corpus(root: Path, n_docs: int = 120, seed: int = 7) -> tuple[Path
         for d in docs:
             fh.write(json.dumps(d) + "\n")
     queries = {f"q{j}": " ".join(rng.choice(content) for _ in range(rng.randint(1, 4))) for j in range(24)}
-    for i in (5, 50, 100):  # BEIR self-hits: a query whose id is a document id
+    for i in (5, n_docs // 2, n_docs - 20):  # BEIR self-hits: a query whose id is a document id
         queries[f"d{i}"] = docs[i]["text"]
     with open(root / "queries.jsonl", "w") as fh:
         for qid, text in queries.items():
