@@ -74,13 +74,14 @@ def build_options(fn):
     fn = click.option("--sparse-model", default=None, help="SPLADE model: folder or hub id (default rasyosef/splade-tiny).")(fn)
     fn = click.option("--sparse-vectors", type=click.Path(path_type=Path), default=None, help="Pre-encoded document vectors (JSONL {id, vector} or .npz) instead of a model.")(fn)
     fn = click.option("--dense-model", default=None, help="Bi-encoder: folder or hub id (default sentence-transformers/all-MiniLM-L6-v2).")(fn)
+    fn = click.option("--dense-vectors", type=click.Path(path_type=Path), default=None, help="Pre-encoded document embeddings (.npy, corpus order) instead of encoding.")(fn)
     fn = click.option("--dense-index", default="flat", show_default=True, help="FAISS index type: flat, hnsw, ivf, ivfpq, pq, opq.")(fn)
     fn = click.option("--batch-size", type=int, default=32, show_default=True, help="Encoding batch size.")(fn)
     fn = click.option("--device", default="auto", show_default=True, help="Encoding device: auto, cpu, cuda.")(fn)
     return fn
 
 
-def _make_build_options(retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_index, batch_size, device, quiet):
+def _make_build_options(retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_vectors, dense_index, batch_size, device, quiet):
     from braid.retrieval.build import BuildOptions
 
     names = tuple(r.strip() for r in retrievers.split(",") if r.strip())
@@ -93,6 +94,7 @@ def _make_build_options(retrievers, overwrite, skip_bad, allow_empty, sparse_mod
         sparse_model=sparse_model,
         sparse_vectors=sparse_vectors,
         dense_model=dense_model,
+        dense_vectors=dense_vectors,
         dense_index={"kind": dense_index},
         batch_size=batch_size,
         device=device,
@@ -111,11 +113,11 @@ def main() -> None:
 @build_options
 @quiet_option
 @_fail_cleanly
-def index_cmd(source, out, retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_index, batch_size, device, quiet):
+def index_cmd(source, out, retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_vectors, dense_index, batch_size, device, quiet):
     """Index SOURCE (a BEIR dataset folder or a corpus JSONL[.gz] file) into --out."""
     from braid.retrieval.build import build_index
 
-    options = _make_build_options(retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_index, batch_size, device, quiet)
+    options = _make_build_options(retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_vectors, dense_index, batch_size, device, quiet)
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     manifest = build_index(source, out, options, log=log)
     if not quiet:
@@ -164,13 +166,13 @@ def search_cmd(index_dir, query, k, retriever, pipeline, query_cut, heap_factor,
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object {dataset: {metric: value}} on stdout.")
 @quiet_option
 @_fail_cleanly
-def eval_cmd(datasets, index_root, split, k, metrics, keep_self_hits, runs_dir, threads, rebuild, retriever, pipeline, query_cut, heap_factor, nprobe, ef_search, retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_index, batch_size, device, as_json, quiet):
+def eval_cmd(datasets, index_root, split, k, metrics, keep_self_hits, runs_dir, threads, rebuild, retriever, pipeline, query_cut, heap_factor, nprobe, ef_search, retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_vectors, dense_index, batch_size, device, as_json, quiet):
     """Evaluate on one or more BEIR-layout DATASETS (building or reusing their indexes)."""
     from braid.retrieval.evaluate import check_metrics, format_table
     from braid.retrieval.experiment import evaluate_datasets
 
     metric_names = check_metrics(m for m in metrics.split(",") if m.strip())
-    options = _make_build_options(retrievers, overwrite or rebuild, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_index, batch_size, device, quiet)
+    options = _make_build_options(retrievers, overwrite or rebuild, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_vectors, dense_index, batch_size, device, quiet)
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     results = evaluate_datasets(
         datasets,
@@ -208,7 +210,7 @@ def eval_cmd(datasets, index_root, split, k, metrics, keep_self_hits, runs_dir, 
 @build_options
 @quiet_option
 @_fail_cleanly
-def tune_cmd(dataset, output, split, report_split, metric, depth, index_root, no_prf, no_rescore, retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_index, batch_size, device, quiet):
+def tune_cmd(dataset, output, split, report_split, metric, depth, index_root, no_prf, no_rescore, retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_vectors, dense_index, batch_size, device, quiet):
     """Tune fusion / PRF / rescoring on DATASET's --split and write the pipeline to --output."""
     from braid.data.beir import BeirDataset
     from braid.retrieval.experiment import ensure_index
@@ -220,7 +222,7 @@ def tune_cmd(dataset, output, split, report_split, metric, depth, index_root, no
 
         raise OptionError("--split", split, f"it is the split to report (--report-split {report_split}); tune on train or dev")
     ds = BeirDataset(dataset)
-    options = _make_build_options(retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_index, batch_size, device, quiet)
+    options = _make_build_options(retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_vectors, dense_index, batch_size, device, quiet)
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     ensure_index(ds, Path(index_root) / ds.name, set(options.retrievers), options, False, log)
     searcher = Searcher(Path(index_root) / ds.name)

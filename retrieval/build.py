@@ -42,6 +42,7 @@ class BuildOptions:
     sparse_encoder: dict = field(default_factory=dict)
     # dense
     dense_model: str | None = None
+    dense_vectors: Path | None = None
     dense_index: dict = field(default_factory=dict)
     dense_encoder: dict = field(default_factory=dict)
     # encoding mechanics
@@ -58,6 +59,8 @@ class BuildOptions:
             raise OptionError("--retrievers", "", "at least one retriever")
         if self.sparse_vectors is not None and "sparse" not in self.retrievers:
             self.retrievers = tuple(self.retrievers) + ("sparse",)
+        if self.dense_vectors is not None and "dense" not in self.retrievers:
+            self.retrievers = tuple(self.retrievers) + ("dense",)
         for name in ("batch_size", "max_length", "chunk_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:

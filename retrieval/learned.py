@@ -164,7 +164,13 @@ def build_dense_component(tmp: Path, out_dir: Path, reader, doc_ids, options, pr
     from braid.index.dense import DenseIndex, DenseIndexConfig
 
     encoder = dense_encoder_from_options(options)
-    vectors = _encode_cached("dense", encoder, reader, doc_ids, tmp, out_dir, options, previous_vectors, log)
+    if options.dense_vectors is not None:
+        vectors = _dense_vectors_from_file(options.dense_vectors, len(doc_ids), encoder)
+        target = tmp / "vectors" / "dense"
+        target.mkdir(parents=True, exist_ok=True)
+        np.save(target / "vectors.npy", vectors, allow_pickle=False)
+    else:
+        vectors = _encode_cached("dense", encoder, reader, doc_ids, tmp, out_dir, options, previous_vectors, log)
     (tmp / "dense").mkdir(exist_ok=True)
     config = DenseIndexConfig.from_dict(options.dense_index) if options.dense_index else DenseIndexConfig()
     index = DenseIndex.build(np.asarray(vectors, dtype=np.float32), config)
@@ -174,6 +180,25 @@ def build_dense_component(tmp: Path, out_dir: Path, reader, doc_ids, options, pr
     }
     _install_vectors(tmp, out_dir, "dense")
     return info
+
+
+def _dense_vectors_from_file(path: Path, num_docs: int, encoder) -> np.ndarray:
+    """Pre-encoded document embeddings: a float32 ``.npy`` of shape (num_docs, dim) in corpus order."""
+    path = Path(path)
+    if path.suffix != ".npy":
+        raise DataError("--dense-vectors takes a .npy array (num_docs, dim) in corpus order", path)
+    try:
+        vectors = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read the array ({exc})", path) from None
+    if vectors.ndim != 2 or vectors.shape[0] != num_docs:
+        raise DataError(f"shape {vectors.shape}; expected ({num_docs}, dim) for the {num_docs} corpus documents", path)
+    if vectors.shape[1] != encoder.dim:
+        raise DataError(f"dimension {vectors.shape[1]} does not match the query encoder's {encoder.dim}", path)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if not np.isfinite(vectors).all():
+        raise DataError("non-finite values in the vectors", path)
+    return vectors
 
 
 def dense_encoder_from_options(options):
