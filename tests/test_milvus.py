@@ -169,3 +169,25 @@ def test_bad_options_are_refused(setup):
         MilvusLoadConfig(dense_index="DISKANN_X")
     with pytest.raises(OptionError, match="--milvus-uri"):
         connect(str(setup["root"] / "file.txt"))
+
+
+def test_a_sharded_index_loads_into_one_collection(setup, searchers, tmp_path):
+    from braid.retrieval.build import BuildOptions
+    from braid.retrieval.distributed import ShardingConfig, build_sharded
+    from braid.retrieval.milvus import MilvusLoadConfig, MilvusSearcher, load_index
+
+    manifest = json.loads((setup["index"] / "manifest.json").read_text())
+    enc = {k: manifest["components"][k]["encoder"]["model"] for k in ("sparse", "dense")}
+    options = BuildOptions(retrievers=("sparse", "dense"), progress=False, sparse_model=enc["sparse"], dense_model=enc["dense"], max_length=48, chunk_size=64)
+    sharded = build_sharded(setup["data"], tmp_path / "sharded", options, ShardingConfig(shards=2, executor="local"), log=lambda m: None)
+    assert len(sharded["shards"]) == 2
+    uri = str(tmp_path / "sharded.db")
+    info = load_index(tmp_path / "sharded", uri, MilvusLoadConfig(collection="sharded"), log=lambda m: None)
+    assert info["num_docs"] == 80
+    _, plain = searchers
+    one = MilvusSearcher(uri, "sharded")
+    for retriever in ("sparse", "dense", "hybrid-rrf"):
+        a = plain.batch_search(setup["queries"], k=10, retriever=retriever)
+        b = one.batch_search(setup["queries"], k=10, retriever=retriever)
+        assert np.array_equal(a.hits.docnos, b.hits.docnos), retriever
+        assert a.doc_ids == b.doc_ids

@@ -349,7 +349,9 @@ def test_local_processes_equal_in_process(built):
         for retriever, knobs in (("bm25", {}), ("sparse", {"exact": True}), ("dense", {})):
             a = inproc.batch_search(built["queries"], k=10, retriever=retriever, exclude_self=True, **knobs)
             b = procs.batch_search(built["queries"], k=10, retriever=retriever, exclude_self=True, **knobs)
-            assert np.array_equal(a.hits.docnos, b.hits.docnos) and np.array_equal(a.hits.scores, b.hits.scores)
+            assert np.array_equal(a.hits.docnos, b.hits.docnos)
+            # another process may run numba kernels compiled at another time (its on-disk cache): last-ulp differences
+            assert np.allclose(a.hits.scores, b.hits.scores, rtol=1e-6, atol=0)
         assert procs.documents([0, 119, 40]) == inproc.documents([0, 119, 40])
     inproc.close()
 
