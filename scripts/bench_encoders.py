@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--compare-heads", type=int, default=0, metavar="N",
+                    help="only compare the packed and plain SPLADE heads: N interleaved rounds over the documents")
     args = ap.parse_args(argv)
 
     import itertools
@@ -62,7 +64,29 @@ def main(argv: list[str] | None = None) -> int:
         "max_length": args.max_length,
         "throughput": [],
         "latency": [],
+        "load_average_at_start": [round(x, 1) for x in os.getloadavg()],
     }
+
+    if args.compare_heads:
+        from braid.encoders.sparse import _plain_splade_head
+
+        enc = SparseEncoder(args.splade, max_length=args.max_length, batch_size=32, device="cpu", threads=args.threads)
+        enc.encode(warm)
+        packed = enc._head
+        times = {"packed": [], "plain": []}
+        for _ in range(args.compare_heads):
+            for name, head in (("packed", packed), ("plain", _plain_splade_head)):
+                enc._head = head
+                c0 = time.process_time()
+                enc.encode(docs)
+                times[name].append(time.process_time() - c0)
+        results["heads_cpu_seconds"] = {
+            k: {"docs_per_cpu_s_median": round(len(docs) / float(np.median(v)), 1), "cpu_seconds": [round(x, 2) for x in v]}
+            for k, v in times.items()
+        }
+        results["load_average_at_end"] = [round(x, 1) for x in os.getloadavg()]
+        print(json.dumps(results, indent=2))
+        return 0
 
     def encoders(batch_size: int):
         common = dict(max_length=args.max_length, batch_size=batch_size, device="cpu", threads=args.threads)
@@ -71,10 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     for bs in [int(b) for b in args.batch_sizes.split(",")]:
         for name, enc in encoders(bs).items():
             enc.encode(warm, "document")
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             enc.encode(docs, "document")
-            dt = time.perf_counter() - t0
-            row = {"encoder": name, "batch_size": bs, "seconds": round(dt, 2), "docs_per_s": round(len(docs) / dt, 1)}
+            dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+            row = {"encoder": name, "batch_size": bs, "seconds": round(dt, 2), "docs_per_s": round(len(docs) / dt, 1),
+                   "cpu_seconds": round(cpu, 2), "docs_per_cpu_s": round(len(docs) / cpu, 1)}
             results["throughput"].append(row)
             print(row, file=sys.stderr, flush=True)
 
@@ -89,20 +114,24 @@ def main(argv: list[str] | None = None) -> int:
         for q in queries[:5]:
             enc.encode([q], "query")
         times = []
+        c0 = time.process_time()
         for q in queries:
             t0 = time.perf_counter()
             enc.encode([q], "query")
             times.append(time.perf_counter() - t0)
+        cpu_us = (time.process_time() - c0) / len(queries) * 1e6
         times_us = np.array(times) * 1e6
         row = {
             "mode": name,
             "mean_us": round(float(times_us.mean()), 1),
             "median_us": round(float(np.median(times_us)), 1),
             "p95_us": round(float(np.percentile(times_us, 95)), 1),
+            "cpu_us_per_query": round(cpu_us, 1),
         }
         results["latency"].append(row)
         print(row, file=sys.stderr, flush=True)
     results["idf_table_seconds"] = round(idf_seconds, 1)
+    results["load_average_at_end"] = [round(x, 1) for x in os.getloadavg()]
     results["mean_query_tokens"] = round(statistics.mean(len(splade.backbone.tokenizer(q)["input_ids"]) for q in queries), 1)
     results["mean_doc_tokens"] = round(
         statistics.mean(len(ids) for ids in splade.backbone.tokenize(docs)["input_ids"]), 1
