@@ -25,6 +25,7 @@ from braid.retrieval.retrievers import drop_excluded
 # accuracy@10 0.997 against exact search on scifact (scripts/bench_sparse.py; docs/BENCHMARKS.md).
 SPARSE_QUERY_CUT = 20
 SPARSE_HEAP_FACTOR = 0.9
+_QUERY_CACHE_SIZE = 100_000
 
 
 def _encode_dir(out_dir: Path, kind: str) -> Path:
@@ -259,7 +260,27 @@ class SparseRetriever:
         return cls(index=index, encoder=encoder, exact_encoder=None, name=name)
 
     def encode_queries(self, queries: Sequence[str]):
-        return self.encoder.encode_queries(list(queries))
+        """Query vectors (SparseVectors), memoised per text: PRF, rescoring and tuning encode the same queries again."""
+        from braid.index.sparse.vectors import SparseVectors
+
+        cache = self.__dict__.setdefault("_query_cache", {})
+        todo = list(dict.fromkeys(q for q in queries if q not in cache))
+        if todo:
+            fresh = self.encoder.encode_queries(todo)
+            if len(cache) + len(todo) > _QUERY_CACHE_SIZE:
+                cache.clear()
+            for i, q in enumerate(todo):
+                idx, w = fresh.row(i)
+                cache[q] = (np.array(idx, dtype=np.int32), np.array(w, dtype=np.float32))
+            vocab_size = fresh.vocab_size
+        else:
+            vocab_size = self.encoder.vocab_size
+        rows = [cache[q] for q in queries]
+        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        indptr[1:] = np.cumsum([len(r[0]) for r in rows])
+        indices = np.concatenate([r[0] for r in rows]) if rows else np.empty(0, np.int32)
+        data = np.concatenate([r[1] for r in rows]) if rows else np.empty(0, np.float32)
+        return SparseVectors(indptr, indices.astype(np.int32), data.astype(np.float32), vocab_size)
 
     def search(self, queries: Sequence[str], k: int, threads: int = 1, exclude=None, **knobs) -> Hits:
         return self.search_vectors(self.encode_queries(queries), k=k, threads=threads, exclude=exclude, **knobs)
@@ -283,7 +304,10 @@ class SparseRetriever:
 
             cfg = self.encoder.config
             self.exact_encoder = SparseEncoder(cfg.model, max_length=cfg.max_length, query_mode="model")
-        qvecs = self.exact_encoder.encode_queries(list(queries))
+        if self.encoder.config.query_mode == "model":
+            qvecs = self.encode_queries(queries)
+        else:
+            qvecs = self.exact_encoder.encode_queries(list(queries))
         out = np.full(docnos.shape, -np.inf, dtype=np.float32)
         for i in range(docnos.shape[0]):
             valid = docnos[i] >= 0
@@ -320,7 +344,18 @@ class DenseRetriever:
         return cls(index=searcher.component("dense"), encoder=encoder, vectors=vectors)
 
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
-        return np.ascontiguousarray(self.encoder.encode_queries(list(queries)), dtype=np.float32)
+        """Query embeddings float32 (n, dim), memoised per text (PRF, rescoring and tuning re-encode the same queries)."""
+        cache = self.__dict__.setdefault("_query_cache", {})
+        todo = list(dict.fromkeys(q for q in queries if q not in cache))
+        if todo:
+            fresh = np.asarray(self.encoder.encode_queries(todo), dtype=np.float32)
+            if len(cache) + len(todo) > _QUERY_CACHE_SIZE:
+                cache.clear()
+            for q, v in zip(todo, fresh):
+                cache[q] = v
+        if not queries:
+            return np.zeros((0, self.encoder.dim), dtype=np.float32)
+        return np.ascontiguousarray(np.stack([cache[q] for q in queries]), dtype=np.float32)
 
     def search(self, queries: Sequence[str], k: int, threads: int = 1, exclude=None, **knobs) -> Hits:
         return self.search_vectors(self.encode_queries(queries), k=k, threads=threads, exclude=exclude, **knobs)
