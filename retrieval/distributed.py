@@ -323,7 +323,7 @@ def ray_encode(shard_files: list[Path], kinds: list[str], options: BuildOptions,
     device = "cuda" if gpus_per_actor > 0 else options.device
     threads = max(1, int(sharding.cpus_per_actor))
     t0 = time.perf_counter()
-    ds = ray.data.read_text([str(f) for f in shard_files], ray_remote_args={"num_cpus": _READ_CPUS})
+    ds = ray.data.read_text([str(f) for f in shard_files], num_cpus=_READ_CPUS)
     ds = ds.map_batches(_parse_lines, batch_format="pyarrow", num_cpus=_READ_CPUS)
     ds = ds.map_batches(
         _EncodeActor,
