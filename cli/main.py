@@ -131,12 +131,14 @@ def index_cmd(source, out, retrievers, overwrite, skip_bad, allow_empty, sparse_
 @retriever_options
 @click.option("--fields/--no-fields", default=True, show_default=True, help="Show stored title and text.")
 @click.option("--json", "as_json", is_flag=True, help="Print the hits as one JSON object.")
+@click.option("--ray-address", default=None, help="Sharded index: search its shards with Ray actors on this cluster.")
 @_fail_cleanly
-def search_cmd(index_dir, query, k, retriever, pipeline, query_cut, heap_factor, nprobe, ef_search, fields, as_json):
+def search_cmd(index_dir, query, k, retriever, pipeline, query_cut, heap_factor, nprobe, ef_search, fields, as_json, ray_address):
     """Search INDEX_DIR for QUERY."""
-    from braid.retrieval.searcher import Searcher
+    from braid.retrieval.sharded import open_searcher
 
-    searcher = Searcher(index_dir, retriever=retriever, pipeline=pipeline)
+    # A directory with sharded.json opens as a ShardedSearcher (local worker processes, or Ray actors).
+    searcher = open_searcher(index_dir, retriever=retriever, pipeline=pipeline, ray_address=ray_address)
     hits = searcher.search(query, k=k, fields=fields, **_knobs(query_cut, heap_factor, nprobe, ef_search))
     if as_json:
         engine = searcher._resolve(None)
