@@ -180,6 +180,18 @@ def test_resumed_training_equals_uninterrupted(world, tmp_path):
         jpq.train_jpq(world["model"], index.index, world["data"], jpq.JPQConfig(**{**FAST, "lr": 1e-4}), checkpoint_dir=tmp_path / "a")
 
 
+def test_centroids_only_leaves_the_encoder_alone(world):
+    index = _pq_index(world)
+    config = jpq.JPQConfig(epochs=2, **{**FAST, "lr": 0.0})
+    qm = jpq.load_query_model(world["model"], config.max_length, "cpu")
+    before = {k: v.clone() for k, v in qm.tower.backbone.state_dict().items()}
+    loss_before = jpq.ranking_loss(qm, pqmod.get_codebooks(index.index), index.index, world["data"], config)
+    result = jpq.train_jpq(qm, index.index, world["data"], config)
+    for k, v in result.model.tower.backbone.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    assert jpq.ranking_loss(result.model, result.centroids, index.index, world["data"], config) < loss_before
+
+
 def test_flat_index_is_refused(world):
     flat = DenseIndex.build(world["vectors"], DenseIndexConfig(kind="flat"))
     with pytest.raises(OptionError, match="IndexPQ"):
