@@ -229,10 +229,11 @@ def test_load_refuses_missing_or_corrupt_arrays(tmp_path, random_data):
 def test_config_round_trip_and_validation():
     config = BlockedIndexConfig(n_postings=500, summary_energy=0.5, forward_dtype="float32")
     assert BlockedIndexConfig.from_dict(config.to_dict()) == config
-    assert BlockedIndexConfig().resolve(8_800_000, 8_800_000 * 130, 30522).n_postings == 3500
-    assert BlockedIndexConfig().resolve(1_000_000, 250_000_000, 30522).n_postings == 1000
+    assert BlockedIndexConfig().resolve(5183, 1_300_000, 30522).n_postings == 1000
+    assert BlockedIndexConfig().resolve(1_000_000, 250_000_000, 30522).n_postings == 10_000
     for field, value in [("n_postings", 0), ("centroid_fraction", 0.0), ("summary_energy", 1.5), ("max_fraction", 0.5),
-                         ("doc_cut", 0), ("forward_dtype", "int8"), ("min_cluster_size", -1), ("seed", True)]:  # fmt: skip
+                         ("doc_cut", 0), ("forward_dtype", "int8"), ("min_cluster_size", -1), ("seed", True),
+                         ("max_centroids", 0)]:  # fmt: skip
         with pytest.raises(OptionError, match=field):
             BlockedIndexConfig(**{field: value})
     with pytest.raises(OptionError, match="unknown field"):

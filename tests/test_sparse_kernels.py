@@ -120,7 +120,7 @@ def test_build_lists_one_block_summary_by_hand():
     post_ptr = np.array([0, 3, 3, 3, 3, 3, 3], np.int64)  # only term 0 has a list: docs 0, 1, 2
     post_docs = np.array([0, 1, 2], np.int32)
     cut_t, cut_w = kernels.top_terms(indptr, indices, data, 2)
-    out = kernels.build_lists(0, 6, post_ptr, post_docs, indptr, indices, data, cut_t, cut_w, 6, 0.1, 0, 0.5, 0)
+    out = kernels.build_lists(0, 6, post_ptr, post_docs, indptr, indices, data, cut_t, cut_w, 6, 0.1, 100, 0, 0.5, 0, np.zeros(0, np.uint8))
     list_nblocks, block_sizes, block_min, block_step, list_ncomps, comp_ids, comp_sizes, entry_blocks, entry_codes = out
     # one centroid (int(0.1 * 3) -> 1), one block of the three docs
     assert list_nblocks.tolist() == [1, 0, 0, 0, 0, 0] and block_sizes.tolist() == [3]
@@ -138,13 +138,13 @@ def test_build_lists_dissolves_small_clusters():
     post_docs = np.array([0, 1, 2], np.int32)
     cut_t, cut_w = kernels.top_terms(indptr, indices, data, 2)
     # three centroids (one per doc), but every cluster has <= 3 docs: all dissolved -> one block
-    out = kernels.build_lists(0, 6, post_ptr, post_docs, indptr, indices, data, cut_t, cut_w, 6, 1.0, 3, 1.0, 0)
+    out = kernels.build_lists(0, 6, post_ptr, post_docs, indptr, indices, data, cut_t, cut_w, 6, 1.0, 100, 3, 1.0, 0, np.zeros(0, np.uint8))
     assert out[0].tolist()[0] == 1 and out[1].tolist() == [3]
     # min_cluster_size 0 keeps every non-empty cluster. Inner products of each doc's top-2 terms with
     # the centroids' full vectors: doc0 {0: 4, 1: 1} -> doc0 17, doc1 8, doc2 4; doc1 {2: 3, 0: 2} ->
     # doc1 13; doc2 {4: 1.5, 0: 1} -> doc0 4 > doc2 3.25. Blocks: {doc0, doc2}, {doc1}.
     post_docs = np.array([0, 1, 2], np.int32)
-    out = kernels.build_lists(0, 6, post_ptr, post_docs, indptr, indices, data, cut_t, cut_w, 6, 1.0, 0, 1.0, 0)
+    out = kernels.build_lists(0, 6, post_ptr, post_docs, indptr, indices, data, cut_t, cut_w, 6, 1.0, 100, 0, 1.0, 0, np.zeros(0, np.uint8))
     assert out[0].tolist()[0] == 2 and out[1].tolist() == [2, 1]
     assert post_docs.tolist() == [0, 2, 1]
     # energy 1.0 keeps whole max vectors: {0: 4, 1: 1, 4: 1.5} and {0: 2, 2: 3, 3: 0.5}
@@ -241,6 +241,16 @@ def test_search_skips_blocks_by_summary_estimate(half):
     assert _search(a, [0, 2], [1.0, 1.0], 3, 2, 1.0) == ([2, 1, 3], [4.0, 3.0, 1.5], 4)
     # no summaries (exact traversal): every block of both lists
     assert _search(a, [0, 2], [1.0, 1.0], 2, 9, 1.0, use_summaries=False) == ([2, 1], [4.0, 3.0], 4)
+
+
+def test_search_best_first_across_lists_stops_early():
+    a = _tiny_index()
+    # sort_blocks=3: estimates of both lists in one order: b3 (4.0), b0 (3.0), b1 (2.0).
+    # b3 scores doc2 (4.0) and doc3 (1.5); then b0's 3.0 < 1.0 * 4.0 ends the traversal.
+    assert _search(a, [0, 2], [1.0, 1.0], 1, 2, 1.0, sort_blocks=3) == ([2], [4.0], 2)
+    # heap_factor 0.7: b0 (3.0 >= 2.8) is scored (doc1), then b1 (2.0 < 2.8) stops it
+    assert _search(a, [0, 2], [1.0, 1.0], 1, 2, 0.7, sort_blocks=3) == ([2], [4.0], 3)
+    assert _search(a, [0, 2], [1.0, 1.0], 3, 2, 1.0, sort_blocks=3) == ([2, 1, 3], [4.0, 3.0, 1.5], 4)
 
 
 def test_search_orders_query_terms_by_weight_and_pads():

@@ -21,8 +21,8 @@ name                  dtype       shape    meaning
 ``block_step``        float32     B
 ``sum_list_ptr``      int64       V+1      summary terms of list t: ``sum_comp_ids[...]`` (sorted)
 ``sum_comp_ids``      u16/int32   C
-``sum_comp_ptr``      int64       C+1      entries of one (list, term): ``sum_blocks/sum_codes[...]``
-``sum_blocks``        u16/int32   E        block number within the list
+``sum_comp_ptr``      u32/int64   C+1      entries of one (list, term): ``sum_blocks/sum_codes[...]``
+``sum_blocks``        u8/u16/i32  E        block number within the list (narrowest that fits)
 ``sum_codes``         uint8       E        quantized summary weight
 ``fwd_ptr``           int64       N+1      forward index (all nonzeros, unpruned)
 ``fwd_terms``         u16/int32   Z
@@ -53,8 +53,8 @@ from braid.index.sparse.vectors import SparseVectors
 FORMAT = "braid-blocked-sparse"
 FORMAT_VERSION = 1
 _F16_MAX = 65504.0
-_SEISMIC_N_POSTINGS = 3500  # Seismic's default, tuned on MS MARCO (8.8M passages)
 
+_BLOCK_ORDERS = {"seismic": 1, "best_first": 3}  # kernels.search_query's sort_blocks
 _ARRAYS = (
     "list_ptr",
     "block_ptr",
@@ -79,7 +79,9 @@ class BlockedIndexConfig:
     ``n_postings``: average postings kept per term (global threshold on weights: the
     ``n_postings x vocab_size`` largest entries of the collection); ``None`` scales with the corpus
     (:meth:`resolve`). ``max_fraction``: no list keeps more than ``max_fraction x n_postings``.
-    ``centroid_fraction``: k-means centroids per list as a fraction of its length; ``min_cluster_size``:
+    ``centroid_fraction``: k-means centroids per list as a fraction of its length, at most
+    ``max_centroids`` (None: no cap, as in Seismic; the k-means costs list length x centroids, so
+    without a cap the build grows with the square of the list length); ``min_cluster_size``:
     clusters of at most this many docs are dissolved (Seismic's rule); ``doc_cut``: a doc is assigned
     by its ``doc_cut`` largest terms; ``summary_energy``: fraction of a block summary's L1 mass kept;
     ``forward_dtype``: weights of the forward index (exact scoring); ``seed``: centroid sampling.
@@ -93,6 +95,7 @@ class BlockedIndexConfig:
     doc_cut: int = 15
     forward_dtype: str = "float16"
     seed: int = 0
+    max_centroids: int | None = 256
 
     def __post_init__(self) -> None:
         def _int(name: str, low: int, allow_none: bool = False) -> None:
@@ -120,6 +123,7 @@ class BlockedIndexConfig:
         if self.forward_dtype not in ("float16", "float32"):
             raise OptionError("forward_dtype", self.forward_dtype, "'float16' or 'float32'")
         _int("seed", 0)
+        _int("max_centroids", 1, allow_none=True)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -135,18 +139,18 @@ class BlockedIndexConfig:
         return cls(**d)
 
     def resolve(self, num_docs: int, nnz: int, vocab_size: int) -> "BlockedIndexConfig":
-        """The config with ``n_postings`` fixed for a corpus.
+        """The config with ``n_postings`` fixed for a corpus: 1% of the documents, at least 1000.
 
-        Default: 10% of the average list length (``nnz / vocab_size``), at least 1000 and at most
-        Seismic's 3500. That is Seismic's own setting at MS MARCO scale (~36k postings per term), keeps
-        small corpora (say < 100k docs) unpruned in practice, and bounds the build, whose k-means costs
-        grow with the square of the list length.
+        Why: with splade-tiny vectors (scifact, and the 1M synthetic corpus fitted to it) the top 10
+        of a query are reachable from its 20 heaviest terms' lists only when a list keeps about 1.5%
+        of the collection (``max_fraction x n_postings``): at 1M documents, lists cut at 1,500 / 5,000
+        / 15,000 postings reach 49% / 83% / 99% of the exact top 10 (docs/benchmarks/sparse.md).
+        Seismic's fixed 3500 suits MS MARCO's short passages; here it would cap accuracy near 0.5
+        at 1M. Below 100k documents the floor of 1000 leaves most lists whole.
         """
         if self.n_postings is not None:
             return self
-        avg = nnz / max(vocab_size, 1)
-        n_postings = int(min(_SEISMIC_N_POSTINGS, max(1000, round(0.1 * avg))))
-        return dataclasses.replace(self, n_postings=n_postings)
+        return dataclasses.replace(self, n_postings=int(max(1000, round(num_docs / 100))))
 
 
 @contextlib.contextmanager
@@ -159,6 +163,9 @@ def numba_threads(threads: int | None) -> Iterator[int]:
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
         raise OptionError("threads", threads, "a positive integer or None")
     threads = min(int(threads), numba.config.NUMBA_NUM_THREADS)
+    if threads == previous:
+        yield threads
+        return
     numba.set_num_threads(threads)
     try:
         yield threads
@@ -220,16 +227,17 @@ class BlockedSparseIndex:
         # forward index
         term_dtype = np.uint16 if vocab_size <= 65536 else np.int32
         fwd_ptr = docs.indptr.copy()
-        fwd_terms = docs.indices.astype(term_dtype)
+        fwd_terms = np.empty(docs.nnz, term_dtype)
         if config.forward_dtype == "float16":
             if docs.nnz and float(docs.data.max()) > _F16_MAX:
                 raise DataError(
                     f"documents: weight {float(docs.data.max())} exceeds float16's range; "
                     "use forward_dtype='float32'"
                 )
-            fwd_weights = docs.data.astype(np.float16).view(np.uint16)
+            fwd_weights = np.empty(docs.nnz, np.uint16)  # float16 bits
         else:
-            fwd_weights = docs.data.copy()
+            fwd_weights = np.empty(docs.nnz, np.float32)
+        kernels.narrow_forward(docs.indices, docs.data, fwd_terms, fwd_weights)
         t0 = lap("forward", t0)
 
         # global-threshold pruning, then the per-list cap
@@ -252,15 +260,19 @@ class BlockedSparseIndex:
         # cluster + summarize, in contiguous term ranges of about equal cost over a thread pool
         lengths = np.diff(post_ptr).astype(np.float64)
         avg_nnz = docs.nnz / max(num_docs, 1)
-        cost = lengths * (config.centroid_fraction * lengths + 2.0 * avg_nnz)
+        max_centroids = config.max_centroids or np.iinfo(np.int64).max
+        n_centroids = np.minimum(np.maximum(1, (config.centroid_fraction * lengths).astype(np.int64)), max_centroids)
+        most_blocks = int(n_centroids.max()) if n_centroids.size else 1
+        block_id_like = np.zeros(0, np.uint8 if most_blocks <= 256 else np.uint16 if most_blocks <= 65536 else np.int32)
+        cost = lengths * (n_centroids * 8.0 + 2.0 * avg_nnz)
         threads = numba.get_num_threads()
         ranges = _split_ranges(cost, n_parts=max(1, 8 * threads))
 
         def work(rng: tuple[int, int]):
             return kernels.build_lists(
                 rng[0], rng[1], post_ptr, post_docs, docs.indptr, docs.indices, docs.data,
-                cut_terms, cut_weights, vocab_size, config.centroid_fraction, config.min_cluster_size,
-                config.summary_energy, config.seed,
+                cut_terms, cut_weights, vocab_size, config.centroid_fraction, max_centroids,
+                config.min_cluster_size, config.summary_energy, config.seed, block_id_like,
             )  # fmt: skip
 
         if threads == 1 or len(ranges) == 1:
@@ -281,9 +293,10 @@ class BlockedSparseIndex:
         sum_list_ptr = _ptr(np.concatenate([p[4] for p in parts]))
         sum_comp_ids = np.concatenate([p[5] for p in parts]).astype(term_dtype)
         sum_comp_ptr = _ptr(np.concatenate([p[6] for p in parts]))
+        if int(sum_comp_ptr[-1]) < 2**32:  # 4 bytes per (list, term) pair instead of 8
+            sum_comp_ptr = sum_comp_ptr.astype(np.uint32)
         max_blocks = int(list_nblocks.max()) if list_nblocks.size else 0
-        block_dtype = np.uint16 if max_blocks <= 65536 else np.int32
-        sum_blocks = np.concatenate([p[7] for p in parts]).astype(block_dtype)
+        sum_blocks = np.concatenate([p[7] for p in parts])
         sum_codes = np.concatenate([p[8] for p in parts])
         del parts
         if int(block_ptr[-1]) != post_docs.shape[0]:
@@ -325,6 +338,7 @@ class BlockedSparseIndex:
         heap_factor: float = 0.7,
         exact: bool = False,
         threads: int | None = None,
+        block_order: str = "seismic",
     ) -> Hits:
         """Top-``k`` documents of each query by inner product: :class:`Hits` of shape (n_queries, k).
 
@@ -334,8 +348,13 @@ class BlockedSparseIndex:
         brute-force top-k (:func:`exact_search`; blocked traversal of all query terms without skipping
         when the lists are unpruned, else a scan of the forward index). Only documents with a positive
         score are returned. ``threads``: numba threads for this call (None: ``numba.get_num_threads()``).
+        ``block_order``: ``"seismic"`` visits each list's blocks in turn, the first list's by decreasing
+        estimate (Seismic's order); ``"best_first"`` visits the blocks of all ``query_cut`` lists in one
+        decreasing-estimate order and stops at the first block the heap rule skips.
         """
         k, query_cut, heap_factor = _check_search_args(k, query_cut, heap_factor)
+        if block_order not in _BLOCK_ORDERS:
+            raise OptionError("block_order", block_order, f"one of {sorted(_BLOCK_ORDERS)}")
         self._check_queries(queries)
         nq = queries.n_rows
         out_docs = np.empty((nq, k), np.int64)
@@ -355,7 +374,8 @@ class BlockedSparseIndex:
             if exact:
                 query_cut = self.vocab_size
             n_scored = np.empty(nq, np.int64)
-            self._run(queries, k, query_cut, heap_factor, use_summaries, 1, n_threads, out_docs, out_scores, n_scored)
+            order = _BLOCK_ORDERS[block_order]
+            self._run(queries, k, query_cut, heap_factor, use_summaries, order, n_threads, out_docs, out_scores, n_scored)
         return Hits(out_docs, out_scores)
 
     def _run(self, queries, k, query_cut, heap_factor, use_summaries, sort_blocks, n_threads, out_docs, out_scores, n_scored):
