@@ -15,6 +15,12 @@ throughput: encodes the first --docs scifact documents with splade-tiny and Mini
 
 sizing: bytes per document of every component (scifact indexes), and search cost against shard
 size: BM25 on the dictionary corpus (244k docs), learned sparse and flat dense on synthetic vectors.
+
+fanout: one query per call on the 4-shard scifact index (query vectors cached): the cost of the
+fan-out in-process, through local processes and through Ray actors, against the unsharded index.
+
+ann: flat, HNSW and IVF-PQ at one shard size (--ann-docs) on vectors made near real MiniLM scifact
+vectors: build time, bytes per document, ms per query (one thread), recall@10 against flat.
 """
 
 from __future__ import annotations
@@ -116,13 +122,18 @@ def _compare(a, b, k: int = 10) -> dict:
     documents whose scores are equal up to rounding (ties). ``overlap_top10``: shared docnos / k.
     """
     same = same_scores = overlap = 0
+    max_rel = 0.0
     for i in range(a.hits.n_queries):
         da, db = a.hits.docnos[i, :k], b.hits.docnos[i, :k]
         same += int(np.array_equal(da, db))
+        pos = (da == db) & (da >= 0)
+        if pos.any():
+            sa, sb = a.hits.scores[i, :k][pos].astype(np.float64), b.hits.scores[i, :k][pos].astype(np.float64)
+            max_rel = max(max_rel, float(np.max(np.abs(sa - sb) / np.maximum(np.abs(sa), 1e-30))))
         same_scores += int(np.allclose(a.hits.scores[i, :k], b.hits.scores[i, :k], rtol=1e-5, atol=1e-7))
         overlap += len(set(da.tolist()) & set(db.tolist()))
     n = a.hits.n_queries
-    return {"identical_top10": same / n, "same_scores_top10": same_scores / n, "overlap_top10": overlap / (n * k), "queries": n}
+    return {"identical_top10": same / n, "same_scores_top10": same_scores / n, "overlap_top10": overlap / (n * k), "max_rel_score_diff": max_rel, "queries": n}
 
 
 def cmd_equality(args) -> dict:
@@ -362,9 +373,72 @@ def cmd_sizing(args) -> dict:
     return out
 
 
+def cmd_ann(args) -> dict:
+    """Dense ANN against flat at one shard size: vectors near real MiniLM scifact vectors (a proxy)."""
+    from braid.index.dense import DenseIndex, DenseIndexConfig
+
+    rng = np.random.default_rng(0)
+    base = np.load(VECTORS / "minilm-docs.npy")
+    q = np.ascontiguousarray(np.load(VECTORS / "minilm-queries.npy")[:300])
+    n = args.ann_docs
+    x = base[rng.integers(0, len(base), n)] + rng.normal(0, 0.03, (n, base.shape[1])).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    out: dict = {"machine": _machine(), "docs": n, "queries": len(q), "vectors": "scifact MiniLM document vectors + N(0, 0.03^2) noise, renormalised", "rows": []}
+    flat = DenseIndex.build(x, DenseIndexConfig())
+    truth = flat.search(q, k=10, threads=1).docnos
+    for cfg, knobs in (
+        (DenseIndexConfig(), [{}]),
+        (DenseIndexConfig(kind="hnsw"), [{"ef_search": 32}, {"ef_search": 128}]),
+        (DenseIndexConfig(kind="ivfpq"), [{"nprobe": 16}, {"nprobe": 64}]),
+    ):
+        t0 = time.perf_counter()
+        index = flat if cfg.kind == "flat" else DenseIndex.build(x, cfg)
+        build_s = time.perf_counter() - t0
+        for kn in knobs:
+            index.search(q[:10], k=10, threads=1, **kn)
+            ms = _per_query_ms(lambda: index.search(q, k=10, threads=1, **kn), len(q))
+            got = index.search(q, k=10, threads=1, **kn).docnos
+            recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth, got)]))
+            out["rows"].append({"kind": cfg.kind, **kn, "build_s": build_s, "bytes_per_doc": index.bytes_per_vector(), "ms_per_query_k10": ms, "recall@10_vs_flat": recall})
+    out["machine"]["load_avg_end"] = os.getloadavg()
+    return out
+
+
+def cmd_fanout(args) -> dict:
+    """One query per call on the 4-shard scifact index: the cost of the fan-out per executor."""
+    from braid.data.beir import BeirDataset
+    from braid.retrieval.searcher import Searcher
+    from braid.retrieval.sharded import ShardedSearcher, connect_ray
+
+    work = Path(args.work)
+    queries = list(BeirDataset(SCIFACT).queries("test").values())[:50]
+    out: dict = {"machine": _machine(), "queries": len(queries), "rows": []}
+    connect_ray("local", args.ray_cpus)
+    cache: dict = {}
+    searchers = [("unsharded", _prepare(Searcher(work / "scifact-local"), cache))]
+    for name, kw in (("4 shards, in-process", {"processes": 0}), ("4 shards, 2 local processes", {"processes": 2}), ("4 shards, 4 Ray actors", {"ray_address": "local"})):
+        searchers.append((name, _prepare(ShardedSearcher(work / "scifact-sharded4", **kw), cache)))
+    for retriever in ("bm25", "dense", "sparse-if"):
+        for q in queries:  # encode every query once (cached), so no row times the encoder
+            searchers[0][1].batch_search([q], k=10, retriever=retriever)
+        for name, s in searchers:
+            s.batch_search(queries[:5], k=10, retriever=retriever)  # warm: loads, compiles
+            times = []
+            for q in queries:
+                t0 = time.perf_counter()
+                s.batch_search([q], k=10, retriever=retriever)
+                times.append(time.perf_counter() - t0)
+            out["rows"].append({"retriever": retriever, "searcher": name, "median_ms": 1000 * float(np.median(times)), "p90_ms": 1000 * float(np.percentile(times, 90))})
+    for _, s in searchers:
+        if hasattr(s, "close"):
+            s.close()
+    out["machine"]["load_avg_end"] = os.getloadavg()
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=("equality", "throughput", "sizing"))
+    ap.add_argument("what", choices=("equality", "throughput", "sizing", "ann", "fanout"))
     ap.add_argument("--work", default="/tmp/braid-scale")
     ap.add_argument("--out", default=None, help="Write the JSON result here (also printed).")
     ap.add_argument("--docs", type=int, default=500, help="throughput: documents encoded.")
@@ -372,9 +446,10 @@ def main(argv=None) -> int:
     ap.add_argument("--bm25-sizes", type=int, nargs="*", default=[25_000, 100_000, 243_895])
     ap.add_argument("--sparse-sizes", type=int, nargs="*", default=[25_000, 100_000])
     ap.add_argument("--dense-sizes", type=int, nargs="*", default=[25_000, 100_000, 400_000])
+    ap.add_argument("--ann-docs", type=int, default=200_000, help="ann: vectors in the shard.")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    result = {"equality": cmd_equality, "throughput": cmd_throughput, "sizing": cmd_sizing}[args.what](args)
+    result = {"equality": cmd_equality, "throughput": cmd_throughput, "sizing": cmd_sizing, "ann": cmd_ann, "fanout": cmd_fanout}[args.what](args)
     result["command"] = "scripts/bench_scale.py " + " ".join(sys.argv[1:] if argv is None else argv)
     result["wall_s"] = time.perf_counter() - t0
     text = json.dumps(result, indent=1, default=str)
