@@ -342,9 +342,15 @@ class _ProcessPool:
         for p, msg in batches.items():  # send everything first: the processes work in parallel
             self.conns[p].send(msg)
         results: dict[int, Any] = {}
-        for p, msg in batches.items():
-            for (s, _, _), r in zip(msg, self._receive(self.conns[p])):
-                results[s] = r
+        error = None
+        for p, msg in batches.items():  # read every answer, even after an error, so no pipe keeps a stale one
+            try:
+                for (s, _, _), r in zip(msg, self._receive(self.conns[p])):
+                    results[s] = r
+            except BraidError as exc:
+                error = error or exc
+        if error is not None:
+            raise error
         return [results[s] for s in shards]
 
     def close(self) -> None:

@@ -353,6 +353,13 @@ def test_local_processes_equal_in_process(built):
             # another process may run numba kernels compiled at another time (its on-disk cache): last-ulp differences
             assert np.allclose(a.hits.scores, b.hits.scores, rtol=1e-6, atol=0)
         assert procs.documents([0, 119, 40]) == inproc.documents([0, 119, 40])
+        # a failing worker call raises in the driver and leaves the pool usable
+        from braid.data.errors import BraidError
+
+        with pytest.raises(BraidError, match="docnos"):
+            procs.pool.call("sparse_forward", [(np.array([10**6]),)] * procs.n_shards)
+        again = procs.batch_search(built["queries"], k=10, retriever="bm25")
+        assert np.array_equal(again.hits.docnos, inproc.batch_search(built["queries"], k=10, retriever="bm25").hits.docnos)
     inproc.close()
 
 
