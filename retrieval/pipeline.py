@@ -45,7 +45,7 @@ from braid.data.errors import OptionError
 from braid.index.hits import Hits
 
 FUSION_KEYS = {"method", "norm", "rrf_k", "missing"}
-RETRIEVER_KEYS = {"name", "weight", "depth", "prf", "query_cut", "heap_factor", "nprobe", "ef_search"}
+RETRIEVER_KEYS = {"name", "weight", "depth", "prf", "query_cut", "heap_factor", "exact", "nprobe", "ef_search"}
 PRF_METHODS = {"bm25": {"rm3"}, "pyserini": set(), "sparse": {"rocchio"}, "sparse-if": {"rocchio"}, "dense": {"average", "rocchio"}}
 PRF_KEYS = {"method", "fb_docs", "fb_terms", "original_weight", "alpha", "beta", "source"}
 RESCORE_STAGES = {"sparse", "dense", "cross-encoder"}
@@ -177,7 +177,7 @@ def pipeline_from_dict(d: dict, where: str = "pipeline") -> Pipeline:
                     _number(f"{at}.prf", key, prf[key], nonneg=True)
             if prf.get("source", "fused") not in ("fused", "own"):
                 raise OptionError(f"{at}.prf.source", prf.get("source"), "fused or own")
-        knobs = {key: r[key] for key in ("query_cut", "heap_factor", "nprobe", "ef_search") if key in r}
+        knobs = {key: r[key] for key in ("query_cut", "heap_factor", "exact", "nprobe", "ef_search") if key in r}
         steps.append(RetrieverStep(name=name, weight=weight, depth=depth, prf=prf, knobs=knobs))
     fusion = dict(d.get("fusion", {"method": "linear", "norm": "minmax"}))
     bad = set(fusion) - FUSION_KEYS
@@ -457,5 +457,5 @@ def _interpolate_head(hits: Hits, head: Hits, new_scores: np.ndarray, weight: fl
 
 
 def _knobs_for(name: str, knobs: dict) -> dict:
-    allowed = {"sparse": {"query_cut", "heap_factor"}, "sparse-if": {"query_cut", "heap_factor"}, "dense": {"nprobe", "ef_search"}}
+    allowed = {"sparse": {"query_cut", "heap_factor", "exact"}, "sparse-if": {"query_cut", "heap_factor", "exact"}, "dense": {"nprobe", "ef_search"}}
     return {key: v for key, v in knobs.items() if key in allowed.get(name, set())}
