@@ -79,8 +79,14 @@ def evaluate_datasets(
         qrels = dataset.qrels(split)
         queries = dataset.queries(split)
         index_dir = Path(index_root) / dataset.name
-        ensure_index(dataset, index_dir, components_needed(retriever, pipeline, build), build, rebuild, log)
-        searcher = Searcher(index_dir, retriever=retriever, pipeline=pipeline)
+        from braid.retrieval.sharded import is_sharded_index, open_searcher
+
+        if is_sharded_index(index_dir):
+            # A sharded index (``braid shard``) is searched as it is: exact top-k merge over its shards.
+            searcher = open_searcher(index_dir, retriever=retriever, pipeline=pipeline, processes=0)
+        else:
+            ensure_index(dataset, index_dir, components_needed(retriever, pipeline, build), build, rebuild, log)
+            searcher = Searcher(index_dir, retriever=retriever, pipeline=pipeline)
         engine = searcher._resolve(None)
         recipe = engine.pipeline.to_dict() if hasattr(engine, "pipeline") else {"retriever": engine.name, **knobs}
         qids = list(queries)
