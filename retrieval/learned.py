@@ -336,9 +336,16 @@ class DenseRetriever:
     def open(cls, searcher) -> "DenseRetriever":
         from braid.encoders.dense import DenseEncoder
 
-        enc = searcher.components["dense"]["encoder"]
-        kwargs = {k: enc[k] for k in ("query_prefix", "document_prefix") if enc.get(k) is not None}
-        encoder = DenseEncoder(model_for_queries(enc), max_length=int(enc.get("max_length", 256)), **kwargs)
+        info = searcher.components["dense"]
+        enc = info["encoder"]
+        if isinstance(info.get("jpq"), dict):
+            # A JPQ index searches with its own jointly trained query encoder (issue 6).
+            from braid.retrieval.jpq import open_jpq_query_encoder
+
+            encoder = open_jpq_query_encoder(searcher.index_dir, info, device=searcher.device)
+        else:
+            kwargs = {k: enc[k] for k in ("query_prefix", "document_prefix") if enc.get(k) is not None}
+            encoder = DenseEncoder(model_for_queries(enc), max_length=int(enc.get("max_length", 256)), **kwargs)
         path = searcher.index_dir / "vectors" / "dense" / "vectors.npy"
         vectors = np.load(path, mmap_mode="r", allow_pickle=False) if path.exists() else None
         return cls(index=searcher.component("dense"), encoder=encoder, vectors=vectors)
