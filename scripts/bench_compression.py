@@ -44,6 +44,12 @@ def _parse() -> argparse.Namespace:
         default="full,centroids",
         help="full: encoder + centroids (JPQ); centroids: centroids only, encoder frozen (lr=0): the same query encoder as flat.",
     )
+    p.add_argument(
+        "--holdout",
+        type=int,
+        default=0,
+        help="Tuning mode: evaluate on this many train queries (seeded choice) and train on the others; the test split is not read.",
+    )
     p.add_argument("--threads", type=int, default=1, help="FAISS and torch threads.")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--out", type=Path, default=None)
@@ -112,12 +118,18 @@ def main() -> None:
     ids = json.loads((args.vectors / "ids.json").read_text())
     doc_ids, qpos = ids["doc_ids"], {q: i for i, q in enumerate(ids["query_ids"])}
     ds = BeirDataset(args.dataset)
-    test_qrels = ds.qrels(args.test_split)
     all_queries = ds.queries(None)
+    if args.holdout:
+        train_qrels = ds.qrels(args.train_split)
+        held = set(np.random.default_rng(0).choice(sorted(train_qrels), args.holdout, replace=False).tolist())
+        test_qrels = {q: j for q, j in train_qrels.items() if q in held}
+        train_qrels = {q: j for q, j in train_qrels.items() if q not in held}
+    else:
+        test_qrels = ds.qrels(args.test_split)
+        train_qrels = ds.qrels(args.train_split)
     test_ids = sorted(q for q in test_qrels if q in qpos)
     test_vecs = np.ascontiguousarray(queries[[qpos[q] for q in test_ids]])
     dim = docs.shape[1]
-    train_qrels = ds.qrels(args.train_split)
     # test queries with a relevant document that is also relevant to some training query: JPQ can
     # learn those documents (SciFact claims often cite the same abstracts), so report them apart
     train_docs = {d for judged in train_qrels.values() for d, r in judged.items() if r > 0}
