@@ -636,9 +636,17 @@ def is_jpq(dense_info: Mapping[str, Any] | None) -> bool:
 
 def save_query_encoder(model: QueryModel, directory: Path) -> None:
     """Write the query encoder as a Hugging Face folder with sentence-transformers pooling files (readable by DenseEncoder)."""
+    from transformers.utils import logging as hf_logging
+
     directory.mkdir(parents=True, exist_ok=True)
-    model.tower.backbone.save_pretrained(str(directory))
-    model.tokenizer.save_pretrained(str(directory))
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar under the training's own
+    try:
+        model.tower.backbone.save_pretrained(str(directory))
+        model.tokenizer.save_pretrained(str(directory))
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
