@@ -147,6 +147,20 @@ def test_default_settings_meet_recall_floor(topical_data):
     assert np.all(hits.scores[:, 0] <= ref.scores[:, 0] * (1 + 3e-3))
 
 
+def test_best_first_block_order(topical_data):
+    docs, queries = topical_data
+    index = BlockedSparseIndex.build(docs, BlockedIndexConfig())
+    ref = exact_search(docs, queries, 10)
+    hits = index.search(queries, k=10, query_cut=30, heap_factor=1.0, block_order="best_first")
+    assert _accuracy(hits, ref, 10) >= 0.95
+    # with no skipping (heap_factor 0) both orders score the same documents: identical results
+    a = index.search(queries, k=10, query_cut=5, heap_factor=0.0, block_order="best_first")
+    b = index.search(queries, k=10, query_cut=5, heap_factor=0.0, block_order="seismic")
+    assert np.array_equal(a.docnos, b.docnos)
+    with pytest.raises(OptionError, match="block_order"):
+        index.search(queries, block_order="random")
+
+
 def test_threads_give_identical_results_and_are_restored(topical_data):
     docs, queries = topical_data
     index = BlockedSparseIndex.build(docs, BlockedIndexConfig(n_postings=200))

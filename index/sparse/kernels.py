@@ -822,36 +822,49 @@ def score_doc(d, fwd_ptr, fwd_terms, fwd_weights, dense_q):
 
 
 @njit
-def estimate_blocks(t, q_terms, q_weights, sum_list_ptr, sum_comp_ids, sum_comp_ptr, sum_blocks, sum_codes,
-                    block_min, block_step, b0, nb, est, est_q):  # fmt: skip
+def estimate_blocks(t, q_terms, q_weights, dense_q, sum_list_ptr, sum_comp_ids, sum_comp_ptr, sum_blocks,
+                    sum_codes, block_min, block_step, b0, nb, est, est_q):  # fmt: skip
     """Summary estimates of the ``nb`` blocks of term ``t``'s list (first block ``b0``) into ``est[:nb]``.
 
-    One pass over the query's terms: each is looked up (binary search from the previous position) in
-    the list's sorted summary terms and its (block, code) entries are accumulated as
-    ``sum(q * code)`` and ``sum(q)``, so ``est = step * sum(q * code) + min * sum(q)``.
+    The list's summary terms that are in the query (a scan against the dense query when the list
+    has at most 8x as many summary terms as the query, else binary searches) have their (block, code)
+    entries accumulated as ``sum(q * code)`` and ``sum(q)``: ``est = step * sum(q * code) + min * sum(q)``.
     """
     for i in range(nb):
         est[i] = 0.0
         est_q[i] = 0.0
+    c_lo = sum_list_ptr[t]
     c_hi = sum_list_ptr[t + 1]
-    lo = sum_list_ptr[t]
-    for j in range(q_terms.shape[0]):
-        qt = q_terms[j]
-        hi = c_hi
-        while lo < hi:  # lower bound of qt in the list's sorted summary components
-            mid = (lo + hi) >> 1
-            if sum_comp_ids[mid] < qt:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo >= c_hi:
-            break
-        if sum_comp_ids[lo] == qt:
-            qv = q_weights[j]
-            for e in range(sum_comp_ptr[lo], sum_comp_ptr[lo + 1]):
-                b = sum_blocks[e]
-                est[b] += qv * np.float32(sum_codes[e])
-                est_q[b] += qv
+    nq = q_terms.shape[0]
+    if c_hi - c_lo <= 8 * nq:
+        # short list of summary terms: one sequential pass, looking each up in the dense query
+        # (cheaper than nq binary searches when the index is cold in cache)
+        for c in range(c_lo, c_hi):
+            qv = dense_q[sum_comp_ids[c]]
+            if qv != 0:
+                for e in range(sum_comp_ptr[c], sum_comp_ptr[c + 1]):
+                    b = sum_blocks[e]
+                    est[b] += qv * np.float32(sum_codes[e])
+                    est_q[b] += qv
+    else:
+        lo = c_lo
+        for j in range(nq):
+            qt = q_terms[j]
+            hi = c_hi
+            while lo < hi:  # lower bound of qt in the list's sorted summary components
+                mid = (lo + hi) >> 1
+                if sum_comp_ids[mid] < qt:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo >= c_hi:
+                break
+            if sum_comp_ids[lo] == qt:
+                qv = q_weights[j]
+                for e in range(sum_comp_ptr[lo], sum_comp_ptr[lo + 1]):
+                    b = sum_blocks[e]
+                    est[b] += qv * np.float32(sum_codes[e])
+                    est_q[b] += qv
     for i in range(nb):
         est[i] = est[i] * block_step[b0 + i] + est_q[i] * block_min[b0 + i]
 
@@ -861,23 +874,29 @@ def score_block(b, k, block_ptr, post_docs, fwd_ptr, fwd_terms, fwd_weights, den
                 n_touched, heap_scores, heap_docs, size):  # fmt: skip
     """Score block ``b``'s unvisited docs into the heap; returns ``(size, n_touched)``.
 
-    Software prefetch two docs ahead (their forward-index offsets) and one doc ahead (their rows),
-    so the random reads of a block overlap instead of queuing.
+    Software prefetch three docs ahead (their forward-index offsets) and one doc ahead (every cache
+    line of its row), so the random reads of a block overlap instead of queuing.
     """
     p_end = block_ptr[b + 1]
     p0 = block_ptr[b]
-    if p0 < p_end:
-        prefetch(fwd_ptr, post_docs[p0])
-    if p0 + 1 < p_end:
-        prefetch(fwd_ptr, post_docs[p0 + 1])
+    for p in range(p0, min(p0 + 3, p_end)):
+        prefetch(fwd_ptr, post_docs[p])
+    t_step = 64 // fwd_terms.itemsize
+    w_step = 64 // fwd_weights.itemsize
     for p in range(p0, p_end):
         d = post_docs[p]
-        if p + 2 < p_end:
-            prefetch(fwd_ptr, post_docs[p + 2])
+        if p + 3 < p_end:
+            prefetch(fwd_ptr, post_docs[p + 3])
         if p + 1 < p_end:
-            nxt = fwd_ptr[post_docs[p + 1]]
-            prefetch(fwd_terms, nxt)
-            prefetch(fwd_weights, nxt)
+            # every cache line of the next row, unless that doc was scored already: the hardware
+            # prefetcher needs a few misses per stream before it follows a 0.5 KB row, and at 1M docs
+            # rows come from DRAM (15% less time per query on a 250k-doc index, measured)
+            d1 = post_docs[p + 1]
+            if not (visited[d1 >> 6] & (np.uint64(1) << np.uint64(d1 & 63))):
+                for off in range(fwd_ptr[d1], fwd_ptr[d1 + 1], t_step):
+                    prefetch(fwd_terms, off)
+                for off in range(fwd_ptr[d1], fwd_ptr[d1 + 1], w_step):
+                    prefetch(fwd_weights, off)
         word = d >> 6
         bit = np.uint64(1) << np.uint64(d & 63)
         if visited[word] & bit:
@@ -955,7 +974,7 @@ def search_query(
             nb = list_ptr[t + 1] - b0
             if nb == 0:
                 continue
-            estimate_blocks(t, q_terms, q_weights, sum_list_ptr, sum_comp_ids, sum_comp_ptr, sum_blocks,
+            estimate_blocks(t, q_terms, q_weights, dense_q, sum_list_ptr, sum_comp_ids, sum_comp_ptr, sum_blocks,
                             sum_codes, block_min, block_step, b0, nb, est, est_q)  # fmt: skip
             for i in range(nb):
                 all_est[at + i] = est[i]
@@ -976,8 +995,8 @@ def search_query(
             if nb == 0:
                 continue
             if use_summaries:
-                estimate_blocks(t, q_terms, q_weights, sum_list_ptr, sum_comp_ids, sum_comp_ptr, sum_blocks,
-                                sum_codes, block_min, block_step, b0, nb, est, est_q)  # fmt: skip
+                estimate_blocks(t, q_terms, q_weights, dense_q, sum_list_ptr, sum_comp_ids, sum_comp_ptr,
+                                sum_blocks, sum_codes, block_min, block_step, b0, nb, est, est_q)  # fmt: skip
                 if sort_blocks == 2 or (sort_blocks == 1 and si == 0):
                     order = np.argsort(-est[:nb])
                 else:
