@@ -347,7 +347,9 @@ class DenseRetriever:
             kwargs = {k: enc[k] for k in ("query_prefix", "document_prefix") if enc.get(k) is not None}
             encoder = DenseEncoder(model_for_queries(enc), max_length=int(enc.get("max_length", 256)), **kwargs)
         path = searcher.index_dir / "vectors" / "dense" / "vectors.npy"
-        vectors = np.load(path, mmap_mode="r", allow_pickle=False) if path.exists() else None
+        # A JPQ query encoder was trained against PQ-decoded documents: rescore/PRF with those, not the raw vectors.
+        use_raw = path.exists() and not isinstance(info.get("jpq"), dict)
+        vectors = np.load(path, mmap_mode="r", allow_pickle=False) if use_raw else None
         return cls(index=searcher.component("dense"), encoder=encoder, vectors=vectors)
 
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
