@@ -29,6 +29,7 @@ SYSTEMS = [
     ("hybrid: linear z-score", {"pipeline": str(PIPELINES / "hybrid-zscore.toml")}),
     ("hybrid: RRF k=60", {"pipeline": "hybrid-rrf"}),
     ("hybrid: CombMNZ", {"pipeline": str(PIPELINES / "hybrid-combmnz.toml")}),
+    ("hybrid: z-score, weights tuned on scifact train", {"pipeline": str(PIPELINES / "scifact-tuned.toml")}),
     ("hybrid + PRF (RM3, Rocchio, vector PRF)", {"pipeline": "hybrid-prf"}),
     ("hybrid + SPLADE & dense rescoring", {"pipeline": str(PIPELINES / "hybrid-rescore.toml")}),
     ("sparse-if -> full SPLADE rescoring", {"pipeline": str(PIPELINES / "if-rescore-splade.toml")}),
@@ -46,15 +47,16 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, default=None)
     parser.add_argument("--systems", default=None, help="comma-separated subset of system labels' first words")
     args = parser.parse_args()
+    systems = SYSTEMS if not args.systems else [s for s in SYSTEMS if s[0].split(":")[0].split()[0] in args.systems.split(",") or s[0] in args.systems.split(",")]
     build = BuildOptions(retrievers=("bm25", "sparse", "dense"), allow_empty=True, progress=False)
     table: dict[str, dict[str, dict[str, float]]] = json.loads(args.out.read_text()) if args.out.exists() else {}
-    for label, spec in SYSTEMS:
+    for label, spec in systems:
         t0 = time.perf_counter()
         res = evaluate_datasets(
             args.datasets, index_root=args.index_root, build=build, metrics=METRICS, runs_dir=args.runs_dir,
             log=lambda m: None, **spec,
         )
-        table[label] = res
+        table.setdefault(label, {}).update(res)  # other datasets' figures are kept
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(table, indent=1))
         print(f"{label}: " + "  ".join(f"{d} {v['ndcg@10']:.4f}" for d, v in res.items()) + f"  ({time.perf_counter() - t0:.0f} s)", flush=True)

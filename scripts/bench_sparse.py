@@ -433,6 +433,9 @@ def run(args) -> dict:
             f"{info.get('bytes', 0) / 2**20:.0f} MB")  # fmt: skip
         system.prepare(queries, qids)
         system.one(0, SEISMIC_GRID[0])  # warm up
+    if systems and "bmp" not in args.systems and "brute" not in args.systems:
+        del docs  # the sweep needs only the queries: give the memory back before it
+        gc.collect()
     # interleaved sweep
     for setting in args.grid:
         for system, point in zip(systems, sweep_point(systems, setting, nq, truth)):
@@ -456,7 +459,7 @@ def run(args) -> dict:
                           "bytes_per_doc": round(info["bytes"] / docs.n_rows, 1)}  # fmt: skip
         log(f"bmp: build {t['wall_s']:.1f}s, {info['bytes'] / 2**20:.0f} MB")
         system.prepare(queries, qids)
-        for setting in BMP_GRID:
+        for setting in args.bmp_grid:
             (point,) = sweep_point([system], setting, nq, truth)
             entry.setdefault("sweep", []).append(point)
             log(f"bmp {setting}: acc {point['accuracy']:.4f} median {point['median_us']:.0f}us p99 {point['p99_us']:.0f}us")
@@ -523,7 +526,14 @@ def plot(out: Path, files: list[Path]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    results = [json.loads(Path(f).read_text()) for f in files]
+    results: list[dict] = []
+    for f in files:  # files of the same dataset (e.g. separate runs for bmp) are merged
+        res = json.loads(Path(f).read_text())
+        same = [r for r in results if r["dataset"] == res["dataset"] and r["num_docs"] == res["num_docs"]]
+        if same:
+            same[0]["systems"].update(res["systems"])
+        else:
+            results.append(res)
     fig, axes = plt.subplots(1, len(results), figsize=(6.5 * len(results), 4.8), squeeze=False)
     for ax, res in zip(axes[0], results):
         for name, entry in res["systems"].items():
@@ -570,6 +580,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bmp-bsize", type=int, default=32)
     ap.add_argument("--grid", type=json.loads, default=SEISMIC_GRID,
                     help="query-time settings [[query_cut, heap_factor], ...] for braid and pyseismic-lsr")
+    ap.add_argument("--bmp-grid", type=json.loads, default=BMP_GRID, help="bmp settings [[alpha, beta], ...]")
     ap.add_argument("--block-orders", default="seismic",
                     help="braid's block orders to sweep, comma-separated: seismic, best_first")
     ap.add_argument("--synthetic-dir", type=Path, default=ROOT / ".cache" / "synthetic-1m")

@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--chunk-size", type=int, default=4096)
     ap.add_argument("--skip-queries", action="store_true")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    ap.add_argument("--precision", default="fp32", help="fp32, fp16 or bf16 (GPU)")
     args = ap.parse_args(argv)
 
     import numpy as np
@@ -44,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     ds = BeirDataset(Path(args.dataset))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    opts = dict(max_length=args.max_length, batch_size=args.batch_size, device="cpu", threads=args.threads)
+    opts = dict(max_length=args.max_length, batch_size=args.batch_size, device=args.device, precision=args.precision,
+                threads=args.threads)
     if args.kind == "sparse":
         from braid.encoders.sparse import SparseEncoder
 

@@ -160,8 +160,7 @@ def numba_threads(threads: int | None) -> Iterator[int]:
     if threads is None:
         yield previous
         return
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise OptionError("threads", threads, "a positive integer or None")
+    _check_threads(threads)
     threads = min(int(threads), numba.config.NUMBA_NUM_THREADS)
     if threads == previous:
         yield threads
@@ -171,6 +170,11 @@ def numba_threads(threads: int | None) -> Iterator[int]:
         yield threads
     finally:
         numba.set_num_threads(previous)
+
+
+def _check_threads(threads) -> None:
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise OptionError("threads", threads, "a positive integer or None")
 
 
 class _Scratch(threading.local):
@@ -362,6 +366,14 @@ class BlockedSparseIndex:
         if nq == 0:
             return Hits(out_docs, out_scores)
         a = self._a
+        if not (exact and self._pruned) and (nq == 1 or threads == 1):
+            # the serial kernel: no numba thread-count switch (two set_num_threads calls cost ~10 us)
+            if threads is not None:
+                _check_threads(threads)
+            n_scored = np.empty(nq, np.int64)
+            query_cut = self.vocab_size if exact else query_cut
+            self._run(queries, k, query_cut, heap_factor, not exact, _BLOCK_ORDERS[block_order], 1, out_docs, out_scores, n_scored)
+            return Hits(out_docs, out_scores)
         with numba_threads(threads) as n_threads:
             if exact and self._pruned:
                 n_chunks = min(nq, 4 * n_threads)

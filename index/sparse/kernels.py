@@ -65,6 +65,39 @@ if _JIT:
         return sig, codegen
 
     @intrinsic
+    def _f16x4_to_f32x4(typingctx, arr, idx):
+        """float32 values of the four half-float bit patterns ``arr[idx:idx+4]`` (one vcvtph2ps)."""
+        f32 = types.float32
+        sig = types.UniTuple(f32, 4)(arr, idx)
+
+        def codegen(context, builder, signature, args):
+            ary = context.make_array(signature.args[0])(context, builder, args[0])
+            ptr = builder.gep(ary.data, [args[1]])
+            vec_ptr = builder.bitcast(ptr, ir.VectorType(ir.IntType(16), 4).as_pointer())
+            bits = builder.load(vec_ptr, align=2)
+            wide = builder.fpext(builder.bitcast(bits, ir.VectorType(ir.HalfType(), 4)), ir.VectorType(ir.FloatType(), 4))
+            vals = [builder.extract_element(wide, ir.Constant(ir.IntType(32), j)) for j in range(4)]
+            return context.make_tuple(builder, signature.return_type, vals)
+
+        return sig, codegen
+
+    def load_weights4(weights, i):
+        """``weights[i:i+4]`` as four float32 (half-float bits decoded four at a time)."""
+        if weights.dtype == np.uint16:
+            v = weights[i : i + 4].view(np.float16).astype(np.float32)
+        else:
+            v = weights[i : i + 4].astype(np.float32)
+        return v[0], v[1], v[2], v[3]
+
+    @overload(load_weights4, inline="always")
+    def _load_weights4_overload(weights, i):
+        if weights.dtype == types.uint16:
+            return lambda weights, i: _f16x4_to_f32x4(weights, i)
+        return lambda weights, i: (
+            np.float32(weights[i]), np.float32(weights[i + 1]), np.float32(weights[i + 2]), np.float32(weights[i + 3])
+        )
+
+    @intrinsic
     def f32_to_f16(typingctx, value):
         """IEEE half-precision bits (uint16) of a float32, rounded to nearest even."""
         sig = types.uint16(types.float32)
@@ -128,6 +161,13 @@ else:
         if weights.dtype == np.uint16:
             return np.float32(weights[i : i + 1].view(np.float16)[0])
         return np.float32(weights[i])
+
+    def load_weights4(weights, i):
+        if weights.dtype == np.uint16:
+            v = weights[i : i + 4].view(np.float16).astype(np.float32)
+        else:
+            v = weights[i : i + 4].astype(np.float32)
+        return v[0], v[1], v[2], v[3]
 
 
 njit = numba.njit(cache=True, nogil=True)
@@ -810,10 +850,11 @@ def score_doc(d, fwd_ptr, fwd_terms, fwd_weights, dense_q):
     e = fwd_ptr[d]
     end = fwd_ptr[d + 1]
     while e + 4 <= end:
-        s0 += dense_q[fwd_terms[e]] * load_weight(fwd_weights, e)
-        s1 += dense_q[fwd_terms[e + 1]] * load_weight(fwd_weights, e + 1)
-        s2 += dense_q[fwd_terms[e + 2]] * load_weight(fwd_weights, e + 2)
-        s3 += dense_q[fwd_terms[e + 3]] * load_weight(fwd_weights, e + 3)
+        w0, w1, w2, w3 = load_weights4(fwd_weights, e)
+        s0 += dense_q[fwd_terms[e]] * w0
+        s1 += dense_q[fwd_terms[e + 1]] * w1
+        s2 += dense_q[fwd_terms[e + 2]] * w2
+        s3 += dense_q[fwd_terms[e + 3]] * w3
         e += 4
     while e < end:
         s0 += dense_q[fwd_terms[e]] * load_weight(fwd_weights, e)
