@@ -403,7 +403,7 @@ class BlockedSparseIndex:
                 dense_q, visited, touched, est, est_q, out_docs, out_scores, n_scored,
             )  # fmt: skip
         else:
-            n_chunks = min(nq, 4 * n_threads)
+            n_chunks = min(nq, n_threads)
             kernels.search_batch_parallel(
                 queries.indptr, queries.indices, queries.data, k, query_cut, heap_factor, use_summaries, sort_blocks,
                 a["list_ptr"], a["block_ptr"], a["post_docs"], a["block_min"], a["block_step"],

@@ -1137,27 +1137,30 @@ def search_batch_parallel(
     out_scores,
     n_scored,
 ):
-    """:func:`search_batch` parallel over queries: ``prange`` over ``n_chunks`` contiguous chunks,
-    each with its own scratch (allocated once per chunk, not per query)."""
+    """:func:`search_batch` parallel over queries: ``prange`` over ``n_chunks`` workers, worker ``c``
+    taking queries ``c, c + n_chunks, ...`` (strided, so that costly queries spread evenly), each with
+    its own scratch (allocated once per worker, not per query)."""
     nq = q_ptr.shape[0] - 1
     for c in prange(n_chunks):
-        lo = c * nq // n_chunks
-        hi = (c + 1) * nq // n_chunks
-        if lo == hi:
+        if c >= nq:
             continue
         dense_q = np.zeros(vocab_size, np.float32)
         visited = np.zeros((num_docs >> 6) + 1, np.uint64)
         touched = np.empty(max(num_docs, 1), np.int32)
         est = np.empty(max(max_blocks, 1), np.float32)
         est_q = np.empty(max(max_blocks, 1), np.float32)
-        search_batch(
-            q_ptr[lo : hi + 1], q_terms, q_weights, k, query_cut, heap_factor, use_summaries, sort_blocks,
-            list_ptr, block_ptr, post_docs, block_min, block_step,
-            sum_list_ptr, sum_comp_ids, sum_comp_ptr, sum_blocks, sum_codes,
-            fwd_ptr, fwd_terms, fwd_weights,
-            dense_q, visited, touched, est, est_q,
-            out_docs[lo:hi], out_scores[lo:hi], n_scored[lo:hi],
-        )  # fmt: skip
+        heap_scores = np.empty(k, np.float32)
+        heap_docs = np.empty(k, np.int64)
+        for qi in range(c, nq, n_chunks):
+            s, e = q_ptr[qi], q_ptr[qi + 1]
+            n_scored[qi] = search_query(
+                q_terms[s:e], q_weights[s:e], k, query_cut, heap_factor, use_summaries, sort_blocks,
+                list_ptr, block_ptr, post_docs, block_min, block_step,
+                sum_list_ptr, sum_comp_ids, sum_comp_ptr, sum_blocks, sum_codes,
+                fwd_ptr, fwd_terms, fwd_weights,
+                dense_q, visited, touched, est, est_q, heap_scores, heap_docs,
+                out_docs[qi], out_scores[qi],
+            )  # fmt: skip
 
 
 @njit_parallel
