@@ -25,11 +25,11 @@ SYSTEMS = [
     ("sparse (splade-tiny)", {"retriever": "sparse"}),
     ("sparse-if (inference-free)", {"retriever": "sparse-if"}),
     ("dense (MiniLM, flat)", {"retriever": "dense"}),
-    ("hybrid: linear min-max", {"pipeline": "hybrid"}),
+    ("hybrid: linear min-max", {"pipeline": str(PIPELINES / "hybrid-minmax.toml")}),
     ("hybrid: linear z-score", {"pipeline": str(PIPELINES / "hybrid-zscore.toml")}),
     ("hybrid: RRF k=60", {"pipeline": "hybrid-rrf"}),
     ("hybrid: CombMNZ", {"pipeline": str(PIPELINES / "hybrid-combmnz.toml")}),
-    ("hybrid: z-score, weights tuned on scifact train", {"pipeline": str(PIPELINES / "scifact-tuned.toml")}),
+    ("hybrid (default): z-score, weights bm25 .75 / sparse .75 / dense 1 (from scifact train)", {"pipeline": "hybrid"}),
     ("hybrid + PRF (RM3, Rocchio, vector PRF)", {"pipeline": "hybrid-prf"}),
     ("hybrid + SPLADE & dense rescoring", {"pipeline": str(PIPELINES / "hybrid-rescore.toml")}),
     ("sparse-if -> full SPLADE rescoring", {"pipeline": str(PIPELINES / "if-rescore-splade.toml")}),
@@ -45,9 +45,10 @@ def main() -> None:
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--markdown", type=Path, default=None)
-    parser.add_argument("--systems", default=None, help="comma-separated subset of system labels' first words")
+    parser.add_argument("--systems", default=None, help="';'-separated prefixes of the system labels to run (default: all)")
     args = parser.parse_args()
-    systems = SYSTEMS if not args.systems else [s for s in SYSTEMS if s[0].split(":")[0].split()[0] in args.systems.split(",") or s[0] in args.systems.split(",")]
+    wanted = [w.strip() for w in (args.systems or "").split(";") if w.strip()]
+    systems = [s for s in SYSTEMS if not wanted or any(s[0].startswith(w) for w in wanted)]
     build = BuildOptions(retrievers=("bm25", "sparse", "dense"), allow_empty=True, progress=False)
     table: dict[str, dict[str, dict[str, float]]] = json.loads(args.out.read_text()) if args.out.exists() else {}
     for label, spec in systems:

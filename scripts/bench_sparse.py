@@ -563,6 +563,109 @@ def plot(out: Path, files: list[Path]) -> None:
     print(f"wrote {out}")
 
 
+def frontier_latency(points: list[dict], target: float) -> float | None:
+    """Median latency at which a system's accuracy/latency frontier reaches ``target``: interpolated
+    (log latency linear in accuracy) between the two frontier points around it, so that the grid's
+    coarseness does not decide a ratio."""
+    frontier, best = [], -1.0
+    for p in sorted(points, key=lambda p: p["median_us"]):
+        if p["accuracy"] > best:
+            frontier.append(p)
+            best = p["accuracy"]
+    for i, p in enumerate(frontier):
+        if p["accuracy"] >= target:
+            if i == 0:
+                return p["median_us"]
+            lo = frontier[i - 1]
+            f = (target - lo["accuracy"]) / (p["accuracy"] - lo["accuracy"])
+            return float(lo["median_us"] * (p["median_us"] / lo["median_us"]) ** f)
+    return None
+
+
+def report(files: list[Path]) -> str:
+    """Markdown tables of result files: each system at each accuracy target, and Braid's ratios."""
+    lines: list[str] = []
+    for f in files:
+        res = json.loads(Path(f).read_text())
+        systems = res["systems"]
+        lines += [
+            f"### {res['dataset']}: {res['num_docs']:,} documents ({res['doc_nnz_mean']} nonzeros/doc), "
+            f"{res['num_queries']} queries ({res['query_nnz_mean']} nonzeros/query)",
+            "",
+            f"`{res['command']}` (load average {res['machine']['load_avg_start'][0]:.1f} at start, "
+            f"{res['machine']['load_avg_end'][0]:.1f} at end)",
+            "",
+            "| system | build s (wall / cpu) | peak build MB | index bytes/doc |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, e in systems.items():
+            b = e.get("build")
+            if b and "wall_s" in b:
+                lines.append(f"| {name} | {b['wall_s']:.1f} / {b['cpu_s']:.1f} | {b['peak_rss_added_mb']:.0f} | "
+                             f"{b.get('bytes_per_doc', float('nan')):,.0f} |")  # fmt: skip
+        lines += ["", "| target acc@10 | system | setting | acc@10 | median µs | p99 µs | q/s 1 thread (cores) | q/s 2 threads (cores) |",
+                  "|---|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for t in TARGETS:
+            for name, e in systems.items():
+                p = (e.get("at_target") or {}).get(str(t))
+                if p is None:
+                    best = max((q["accuracy"] for q in e.get("sweep", [])), default=None)
+                    lines.append(f"| {t} | {name} | not reached (best {best}) | | | | | |")
+                    continue
+                tp = {x["threads"]: x for x in p.get("throughput", [])}
+                cell = lambda n: f"{tp[n]['qps']:,.0f} ({tp[n]['cores_used']})" if n in tp else "–"  # noqa: E731
+                lines.append(f"| {t} | {name} | {p['setting']} | {p['accuracy']:.3f} | {p['median_us']:,.0f} | "
+                             f"{p['p99_us']:,.0f} | {cell(1)} | {cell(2)} |")  # fmt: skip
+        br, se = systems.get("braid"), systems.get("pyseismic-lsr")
+        brute = systems.get("brute-force (scipy, dense query)")
+        if br and se:
+            lines += ["", "| target | braid / pyseismic-lsr median latency | braid / pyseismic-lsr p99 | "
+                      "braid 2-thread q/s / pyseismic-lsr | brute force (CSR x dense query) / braid median |",
+                      "|---|---:|---:|---:|---:|"]  # fmt: skip
+            for t in TARGETS:
+                a, b = br["at_target"].get(str(t)), se["at_target"].get(str(t))
+                if not a:
+                    continue
+                lat = f"{a['median_us'] / b['median_us']:.2f}" if b else "–"
+                p99 = f"{a['p99_us'] / b['p99_us']:.2f}" if b else "–"
+                qa = {x["threads"]: x["qps"] for x in a.get("throughput", [])}
+                qb = {x["threads"]: x["qps"] for x in (b or {}).get("throughput", [])}
+                q2 = f"{qa[2] / qb[2]:.2f}" if 2 in qa and 2 in qb else "–"
+                bf = f"{brute['sweep'][0]['median_us'] / a['median_us']:.1f}x" if brute else "–"
+                lines.append(f"| {t} | {lat} | {p99} | {q2} | {bf} |")
+            lines += ["", "Frontier-interpolated median latency (µs) at each target, and the ratio:", "",
+                      "| target | braid | pyseismic-lsr | ratio |", "|---|---:|---:|---:|"]  # fmt: skip
+            for t in TARGETS:
+                a, b = frontier_latency(br["sweep"], t), frontier_latency(se["sweep"], t)
+                ratio = f"{a / b:.2f}" if a and b else "–"
+                lines.append(f"| {t} | {a or float('nan'):,.0f} | {b or float('nan'):,.0f} | {ratio} |")
+            same = {tuple(p["setting"]): p for p in se["sweep"]}
+            pairs = [(p, same[tuple(p["setting"])]) for p in br["sweep"] if tuple(p["setting"]) in same]
+            if pairs:
+                lat = np.exp(np.mean([np.log(a["median_us"] / b["median_us"]) for a, b in pairs]))
+                acc = np.mean([a["accuracy"] - b["accuracy"] for a, b in pairs])
+                faster = sum(a["median_us"] < b["median_us"] for a, b in pairs)
+                lines += ["", f"Same settings, paired over {len(pairs)} (query_cut, heap_factor) points: braid / "
+                          f"pyseismic-lsr median latency {lat:.2f} (geometric mean; braid faster at {faster}), "
+                          f"accuracy difference {acc:+.4f} (mean)."]  # fmt: skip
+            bb, sb = br["build"], se["build"]
+            lines.append("")
+            lines.append(f"Build time braid / pyseismic-lsr: {bb['wall_s'] / sb['wall_s']:.2f} (wall), "
+                         f"{bb['cpu_s'] / sb['cpu_s']:.2f} (cpu); index size "
+                         f"{bb['bytes_per_doc'] / sb['bytes_per_doc']:.2f}; peak build memory "
+                         f"{bb['peak_rss_added_mb'] / max(sb['peak_rss_added_mb'], 1):.2f}.")  # fmt: skip
+        for t in TARGETS:
+            prof = ((br or {}).get("at_target") or {}).get(str(t), {}) or {}
+            if prof.get("profile"):
+                pr = prof["profile"]
+                lines.append(f"Profile at {t} ({prof['setting']}): {pr['docs_scored_mean']:,.0f} docs scored per query "
+                             f"({100 * pr['docs_scored_frac']:.2f}% of the collection), {pr['cpu_us_per_query']:,.0f} µs CPU per query "
+                             f"of which {pr['cpu_us_summaries_and_setup']:,.0f} µs query setup + summary estimates, "
+                             f"{pr['cpu_ns_per_scored_doc']:.0f} ns per exactly scored document.")  # fmt: skip
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", choices=("scifact", "synthetic", "dictionary"))
@@ -586,10 +689,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synthetic-dir", type=Path, default=ROOT / ".cache" / "synthetic-1m")
     ap.add_argument("--dictionary-dir", type=Path, default=ROOT / ".cache" / "dictionary-splade")
     ap.add_argument("--plot", type=Path, help="write the Pareto plot from result files and exit")
+    ap.add_argument("--report", action="store_true", help="print markdown tables of result files and exit")
     ap.add_argument("files", nargs="*", type=Path)
     args = ap.parse_args(argv)
     if args.plot:
         plot(args.plot, args.files)
+        return 0
+    if args.report:
+        print(report(args.files))
         return 0
     if not args.dataset:
         ap.error("--dataset is required")
