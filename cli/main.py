@@ -75,10 +75,22 @@ def build_options(fn):
     fn = click.option("--sparse-vectors", type=click.Path(path_type=Path), default=None, help="Pre-encoded document vectors (JSONL {id, vector} or .npz) instead of a model.")(fn)
     fn = click.option("--dense-model", default=None, help="Bi-encoder: folder or hub id (default sentence-transformers/all-MiniLM-L6-v2).")(fn)
     fn = click.option("--dense-vectors", type=click.Path(path_type=Path), default=None, help="Pre-encoded document embeddings (.npy, corpus order) instead of encoding.")(fn)
-    fn = click.option("--dense-index", default="flat", show_default=True, help="FAISS index type: flat, hnsw, ivf, ivfpq, pq, opq.")(fn)
+    fn = click.option("--dense-index", default="flat", show_default=True, help="FAISS index type: flat, hnsw, ivf, ivfpq, pq, opq; pq/opq/ivfpq take ':M' sub-quantizers (e.g. pq:96 = 96 bytes per vector).")(fn)
     fn = click.option("--batch-size", type=int, default=32, show_default=True, help="Encoding batch size.")(fn)
     fn = click.option("--device", default="auto", show_default=True, help="Encoding device: auto, cpu, cuda.")(fn)
     return fn
+
+
+def _parse_dense_index(value: str) -> dict:
+    """``KIND`` or ``KIND:M`` (product quantizers: M sub-quantizers of 8 bits = M bytes per vector)."""
+    from braid.data.errors import OptionError
+
+    kind, sep, m = value.partition(":")
+    if not sep:
+        return {"kind": kind}
+    if kind not in ("pq", "opq", "ivfpq") or not m.isdigit() or int(m) < 1:
+        raise OptionError("--dense-index", value, "KIND or pq:M / opq:M / ivfpq:M with M a positive integer")
+    return {"kind": kind, "m": int(m)}
 
 
 def _make_build_options(retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_vectors, dense_index, batch_size, device, quiet):
@@ -95,7 +107,7 @@ def _make_build_options(retrievers, overwrite, skip_bad, allow_empty, sparse_mod
         sparse_vectors=sparse_vectors,
         dense_model=dense_model,
         dense_vectors=dense_vectors,
-        dense_index={"kind": dense_index},
+        dense_index=_parse_dense_index(dense_index),
         batch_size=batch_size,
         device=device,
     )

@@ -46,9 +46,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--markdown", type=Path, default=None)
     parser.add_argument("--systems", default=None, help="';'-separated prefixes of the system labels to run (default: all)")
+    parser.add_argument("--table-only", action="store_true", help="write --markdown from --out without evaluating")
     args = parser.parse_args()
     wanted = [w.strip() for w in (args.systems or "").split(";") if w.strip()]
     systems = [s for s in SYSTEMS if not wanted or any(s[0].startswith(w) for w in wanted)]
+    if args.table_only:
+        systems = []
     build = BuildOptions(retrievers=("bm25", "sparse", "dense"), allow_empty=True, progress=False)
     table: dict[str, dict[str, dict[str, float]]] = json.loads(args.out.read_text()) if args.out.exists() else {}
     for label, spec in systems:
@@ -64,7 +67,9 @@ def main() -> None:
     if args.markdown:
         names = [Path(d).resolve().name for d in args.datasets]
         lines = ["| system | " + " | ".join(f"{n} nDCG@10 / R@100" for n in names) + " |", "|---|" + "---:|" * len(names)]
-        for label, res in table.items():
+        order = [label for label, _ in SYSTEMS if label in table]  # the table keeps SYSTEMS' order
+        for label in order:
+            res = table[label]
             cells = [f"{res[n]['ndcg@10']:.4f} / {res[n]['recall@100']:.4f}" if n in res else "" for n in names]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         args.markdown.write_text("\n".join(lines) + "\n")

@@ -61,3 +61,13 @@ def test_import_is_light():
     code = "import sys, braid, braid.cli.main, braid.retrieval.searcher, braid.data; print(sorted(m for m in ('torch','faiss','ray','jnius','transformers','numba') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_dense_index_spec_parses_sub_quantizers(toy_dataset, tmp_path):
+    from braid.cli.main import _parse_dense_index
+
+    assert _parse_dense_index("flat") == {"kind": "flat"}
+    assert _parse_dense_index("pq:96") == {"kind": "pq", "m": 96}
+    res = CliRunner().invoke(main, ["index", str(toy_dataset), "--out", str(tmp_path / "x"), "--dense-index", "flat:8", "-q"])
+    assert res.exit_code != 0 and "--dense-index" in res.output and "flat:8" in res.output
+    assert not (tmp_path / "x").exists()
