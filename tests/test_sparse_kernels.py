@@ -31,6 +31,23 @@ def test_half_float_load():
     assert got == [float(h) for h in halves.astype(np.float32)]
 
 
+def test_score_doc_four_wide_half_loads_match_by_hand():
+    # rows of 0..11 nonzeros cover the 4-at-a-time decode and the remainder; weights and query values are
+    # small multiples of 1/4, so every product and sum is exact in float32 and the dot products are known
+    rng = np.random.default_rng(3)
+    lengths = np.arange(12)
+    ptr = np.zeros(lengths.size + 1, np.int64)
+    np.cumsum(lengths, out=ptr[1:])
+    terms = np.concatenate([np.sort(rng.choice(20, n, replace=False)) for n in lengths]).astype(np.uint16)
+    weights = (rng.integers(1, 12, ptr[-1]) / 4).astype(np.float16)
+    dense_q = (rng.integers(0, 8, 20) / 4).astype(F32)
+    want = [sum(float(dense_q[t]) * float(w) for t, w in zip(terms[ptr[d] : ptr[d + 1]], weights[ptr[d] : ptr[d + 1]]))
+            for d in range(lengths.size)]  # fmt: skip
+    halves = [float(kernels.score_doc(d, ptr, terms, weights.view(np.uint16), dense_q)) for d in range(lengths.size)]
+    floats = [float(kernels.score_doc(d, ptr, terms, weights.astype(F32), dense_q)) for d in range(lengths.size)]
+    assert halves == want and floats == want
+
+
 # --- pruning -----------------------------------------------------------------------------------
 def test_select_threshold_by_hand():
     data = np.array([0.5, 2.0, 1.0, 2.0, 0.0, 3.0], F32)
