@@ -366,15 +366,12 @@ class BlockedSparseIndex:
         if nq == 0:
             return Hits(out_docs, out_scores)
         a = self._a
-        if not (exact and self._pruned) and (nq == 1 or threads == 1):
-            # the serial kernel: no numba thread-count switch (two set_num_threads calls cost ~10 us)
-            if threads is not None:
-                _check_threads(threads)
-            n_scored = np.empty(nq, np.int64)
-            query_cut = self.vocab_size if exact else query_cut
-            self._run(queries, k, query_cut, heap_factor, not exact, _BLOCK_ORDERS[block_order], 1, out_docs, out_scores, n_scored)
-            return Hits(out_docs, out_scores)
-        with numba_threads(threads) as n_threads:
+        # one query or one thread: the serial kernel, without numba's thread-count switch (two
+        # set_num_threads calls cost ~10 us); the pruned exact scan is always the parallel kernel
+        serial = not (exact and self._pruned) and (nq == 1 or threads == 1)
+        if serial and threads is not None:
+            _check_threads(threads)
+        with contextlib.nullcontext(1) if serial else numba_threads(threads) as n_threads:
             if exact and self._pruned:
                 n_chunks = min(nq, 4 * n_threads)
                 kernels.scan_batch(
@@ -382,12 +379,10 @@ class BlockedSparseIndex:
                     a["fwd_ptr"], a["fwd_terms"], a["fwd_weights"], self.vocab_size, n_chunks, out_docs, out_scores,
                 )  # fmt: skip
                 return Hits(out_docs, out_scores)
-            use_summaries = not exact
-            if exact:
-                query_cut = self.vocab_size
             n_scored = np.empty(nq, np.int64)
+            query_cut = self.vocab_size if exact else query_cut
             order = _BLOCK_ORDERS[block_order]
-            self._run(queries, k, query_cut, heap_factor, use_summaries, order, n_threads, out_docs, out_scores, n_scored)
+            self._run(queries, k, query_cut, heap_factor, not exact, order, n_threads, out_docs, out_scores, n_scored)
         return Hits(out_docs, out_scores)
 
     def _run(self, queries, k, query_cut, heap_factor, use_summaries, sort_blocks, n_threads, out_docs, out_scores, n_scored):

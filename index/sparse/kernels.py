@@ -1089,12 +1089,15 @@ def search_batch(
     out_docs,
     out_scores,
     n_scored,
+    first=0,
+    stride=1,
 ):
     """:func:`search_query` over a CSR batch of queries, one after the other, with caller scratch
-    (the low-overhead path: a single query costs one call and no allocation beyond the heap)."""
+    (the low-overhead path: a single query costs one call and no allocation beyond the heap).
+    ``first``, ``stride``: search only queries ``first, first + stride, ...`` (a parallel worker's share)."""
     heap_scores = np.empty(k, np.float32)
     heap_docs = np.empty(k, np.int64)
-    for qi in range(q_ptr.shape[0] - 1):
+    for qi in range(first, q_ptr.shape[0] - 1, stride):
         s, e = q_ptr[qi], q_ptr[qi + 1]
         n_scored[qi] = search_query(
             q_terms[s:e], q_weights[s:e], k, query_cut, heap_factor, use_summaries, sort_blocks,
@@ -1149,18 +1152,13 @@ def search_batch_parallel(
         touched = np.empty(max(num_docs, 1), np.int32)
         est = np.empty(max(max_blocks, 1), np.float32)
         est_q = np.empty(max(max_blocks, 1), np.float32)
-        heap_scores = np.empty(k, np.float32)
-        heap_docs = np.empty(k, np.int64)
-        for qi in range(c, nq, n_chunks):
-            s, e = q_ptr[qi], q_ptr[qi + 1]
-            n_scored[qi] = search_query(
-                q_terms[s:e], q_weights[s:e], k, query_cut, heap_factor, use_summaries, sort_blocks,
-                list_ptr, block_ptr, post_docs, block_min, block_step,
-                sum_list_ptr, sum_comp_ids, sum_comp_ptr, sum_blocks, sum_codes,
-                fwd_ptr, fwd_terms, fwd_weights,
-                dense_q, visited, touched, est, est_q, heap_scores, heap_docs,
-                out_docs[qi], out_scores[qi],
-            )  # fmt: skip
+        search_batch(
+            q_ptr, q_terms, q_weights, k, query_cut, heap_factor, use_summaries, sort_blocks,
+            list_ptr, block_ptr, post_docs, block_min, block_step,
+            sum_list_ptr, sum_comp_ids, sum_comp_ptr, sum_blocks, sum_codes,
+            fwd_ptr, fwd_terms, fwd_weights,
+            dense_q, visited, touched, est, est_q, out_docs, out_scores, n_scored, c, n_chunks,
+        )  # fmt: skip
 
 
 @njit_parallel
