@@ -211,6 +211,43 @@ def _draw(cdf):
     return min(t, cdf.shape[0] - 1)
 
 
+@numba.njit(cache=True)
+def _complete_row(start, m, got, stamp, f, parent, focus, focus_share, topic_share, focus_bias, topic_cdf, bg_cdf,
+                  w_ptr, w_sorted, w_pool, mark, salient, out_terms, out_weights):  # fmt: skip
+    """Fill row ``start:start+m`` (``got`` terms already chosen): a binomial share of fine topic ``f``'s
+    focus terms (marked salient), the rest from the parent topic (``topic_share``) or the background;
+    then sort the terms and draw their weights (salient terms heavier). ``mark``/``stamp`` prevent
+    repeats; ``salient`` is left all-False."""
+    for j in range(focus.shape[1]):
+        if got >= m:
+            break
+        t = focus[f, j]
+        if np.random.random() < focus_share and mark[t] != stamp:
+            mark[t] = stamp
+            salient[t] = True
+            out_terms[start + got] = t
+            got += 1
+    while got < m:
+        if np.random.random() < topic_share:
+            t = _draw(topic_cdf[parent])
+        else:
+            t = _draw(bg_cdf)
+        if mark[t] == stamp:
+            continue
+        mark[t] = stamp
+        out_terms[start + got] = t
+        got += 1
+    row = out_terms[start : start + m]
+    row.sort()
+    for j in range(m):
+        t = row[j]
+        u = np.random.random()
+        if salient[t]:
+            u = u ** (1.0 / focus_bias)
+            salient[t] = False
+        out_weights[start + j] = _quantile_weight(t, u, w_ptr, w_sorted, w_pool)
+
+
 @numba.njit(parallel=True, cache=True)
 def _fill_docs(seed, n_chunks, out_ptr, row_topic, parents, focus, topic_cdf, bg_cdf, w_ptr, w_sorted, w_pool,
                focus_share, topic_share, focus_bias, out_terms, out_weights):  # fmt: skip
@@ -223,39 +260,10 @@ def _fill_docs(seed, n_chunks, out_ptr, row_topic, parents, focus, topic_cdf, bg
         mark = np.zeros(v, np.int64)
         is_focus = np.zeros(v, np.bool_)
         for r in range(lo, hi):
-            stamp = r + 1
             start = out_ptr[r]
-            m = out_ptr[r + 1] - start
             f = row_topic[r]
-            got = 0
-            for j in range(focus.shape[1]):
-                if got >= m:
-                    break
-                t = focus[f, j]
-                if np.random.random() < focus_share and mark[t] != stamp:
-                    mark[t] = stamp
-                    is_focus[t] = True
-                    out_terms[start + got] = t
-                    got += 1
-            while got < m:
-                if np.random.random() < topic_share:
-                    t = _draw(topic_cdf[parents[f]])
-                else:
-                    t = _draw(bg_cdf)
-                if mark[t] == stamp:
-                    continue
-                mark[t] = stamp
-                out_terms[start + got] = t
-                got += 1
-            row = out_terms[start : start + m]
-            row.sort()
-            for j in range(m):
-                t = row[j]
-                u = np.random.random()
-                if is_focus[t]:
-                    u = u ** (1.0 / focus_bias)
-                    is_focus[t] = False
-                out_weights[start + j] = _quantile_weight(t, u, w_ptr, w_sorted, w_pool)
+            _complete_row(start, out_ptr[r + 1] - start, 0, r + 1, f, parents[f], focus, focus_share, topic_share,
+                          focus_bias, topic_cdf, bg_cdf, w_ptr, w_sorted, w_pool, mark, is_focus, out_terms, out_weights)  # fmt: skip
 
 
 @numba.njit(parallel=True, cache=True)
@@ -291,34 +299,8 @@ def _fill_queries(seed, n_chunks, out_ptr, source, doc_ptr, doc_terms, doc_weigh
                 salient[t] = True
                 out_terms[start + got] = t
                 got += 1
-            for j in range(focus.shape[1]):
-                if got >= m:
-                    break
-                t = focus[f, j]
-                if np.random.random() < focus_share and mark[t] != stamp:
-                    mark[t] = stamp
-                    salient[t] = True
-                    out_terms[start + got] = t
-                    got += 1
-            while got < m:
-                if np.random.random() < topic_share:
-                    t = _draw(topic_cdf[parents[f]])
-                else:
-                    t = _draw(bg_cdf)
-                if mark[t] == stamp:
-                    continue
-                mark[t] = stamp
-                out_terms[start + got] = t
-                got += 1
-            row = out_terms[start : start + m]
-            row.sort()
-            for j in range(m):
-                t = row[j]
-                u = np.random.random()
-                if salient[t]:
-                    u = u ** (1.0 / focus_bias)
-                    salient[t] = False
-                out_weights[start + j] = _quantile_weight(t, u, w_ptr, w_sorted, w_pool)
+            _complete_row(start, m, got, stamp, f, parents[f], focus, focus_share, topic_share, focus_bias,
+                          topic_cdf, bg_cdf, w_ptr, w_sorted, w_pool, mark, salient, out_terms, out_weights)  # fmt: skip
 
 
 def generate(model: dict, num_docs: int, num_queries: int, params: GeneratorParams = GeneratorParams(),
