@@ -242,11 +242,12 @@ def builtin_pipeline(name: str, available: Sequence[str]) -> Pipeline:
     names = _default_retrievers(available)
     if not names:
         raise OptionError("--pipeline", name, "the index has no retriever to fuse")
-    d: dict = {"name": name, "depth": 1000, "retriever": [{"name": n, "weight": DEFAULT_WEIGHTS[n]} for n in names]}
+    weighted = name != "hybrid-rrf"  # RRF stays unweighted
+    retrievers = [{"name": n, "weight": DEFAULT_WEIGHTS[n]} if weighted else {"name": n} for n in names]
+    d: dict = {"name": name, "depth": 1000, "retriever": retrievers}
     if name == "hybrid":
         d["fusion"] = dict(DEFAULT_FUSION)
     elif name == "hybrid-rrf":
-        d["retriever"] = [{"name": n} for n in names]
         d["fusion"] = {"method": "rrf", "rrf_k": 60}
     elif name == "hybrid-prf":
         d["fusion"] = dict(DEFAULT_FUSION)

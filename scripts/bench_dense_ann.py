@@ -30,6 +30,8 @@ METRICS = ["ndcg@10", "recall@100"]
 
 
 def top10(run: Path) -> dict[str, list[str]]:
+    """Each query's first 10 documents by the run's ranks (not ``braid.data.runs.read_run``, which keeps
+    scores only: scores printed with 6 decimals can tie where the ranks do not)."""
     hits: dict[str, list[tuple[int, str]]] = {}
     with open(run, encoding="utf-8") as fh:
         for line in fh:

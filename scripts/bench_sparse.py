@@ -543,13 +543,8 @@ def plot(out: Path, files: list[Path]) -> None:
             if len(pts) == 1:
                 ax.scatter([pts[0][0]], [pts[0][1]], marker="x", label=name)
                 continue
-            frontier, best = [], -1.0
-            for lat, acc in pts:
-                if acc > best:
-                    frontier.append((lat, acc))
-                    best = acc
             ax.scatter(*zip(*pts), s=8, alpha=0.35)
-            ax.plot(*zip(*frontier), marker="o", ms=3, label=name)
+            ax.plot(*zip(*[(p["median_us"], p["accuracy"]) for p in frontier(entry["sweep"])]), marker="o", ms=3, label=name)
         for target in TARGETS:
             ax.axhline(target, color="grey", lw=0.5, ls=":")
         ax.set_xscale("log")
@@ -563,20 +558,27 @@ def plot(out: Path, files: list[Path]) -> None:
     print(f"wrote {out}")
 
 
+def frontier(points: list[dict]) -> list[dict]:
+    """Sweep points on the accuracy/latency frontier: by increasing median latency, each more accurate
+    than every cheaper one."""
+    out, best = [], -1.0
+    for p in sorted(points, key=lambda p: (p["median_us"], p["accuracy"])):
+        if p["accuracy"] > best:
+            out.append(p)
+            best = p["accuracy"]
+    return out
+
+
 def frontier_latency(points: list[dict], target: float) -> float | None:
     """Median latency at which a system's accuracy/latency frontier reaches ``target``: interpolated
     (log latency linear in accuracy) between the two frontier points around it, so that the grid's
     coarseness does not decide a ratio."""
-    frontier, best = [], -1.0
-    for p in sorted(points, key=lambda p: p["median_us"]):
-        if p["accuracy"] > best:
-            frontier.append(p)
-            best = p["accuracy"]
-    for i, p in enumerate(frontier):
+    front = frontier(points)
+    for i, p in enumerate(front):
         if p["accuracy"] >= target:
             if i == 0:
                 return p["median_us"]
-            lo = frontier[i - 1]
+            lo = front[i - 1]
             f = (target - lo["accuracy"]) / (p["accuracy"] - lo["accuracy"])
             return float(lo["median_us"] * (p["median_us"] / lo["median_us"]) ** f)
     return None
