@@ -235,7 +235,7 @@ def _search(a, q_terms, q_weights, k, query_cut, heap_factor, use_summaries=True
         a["list_ptr"], a["block_ptr"], a["post_docs"], a["block_min"], a["block_step"],
         a["sum_list_ptr"], a["sum_comp_ids"], a["sum_comp_ptr"], a["sum_blocks"], a["sum_codes"],
         a["fwd_ptr"], a["fwd_terms"], a["fwd_weights"],
-        dense_q, visited, np.empty(4, np.int32), np.empty(2, F32), np.empty(2, F32), out_d, out_s, n_scored,
+        dense_q, visited, np.empty(4, np.int32), np.empty(2, F32), np.empty(2, F32), out_d, out_s, n_scored, 0, 1,
     )  # fmt: skip
     assert not dense_q.any() and not visited.any()  # scratch left clean
     return out_d[0].tolist(), out_s[0].tolist(), int(n_scored[0])

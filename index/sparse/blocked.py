@@ -395,7 +395,7 @@ class BlockedSparseIndex:
                 a["list_ptr"], a["block_ptr"], a["post_docs"], a["block_min"], a["block_step"],
                 a["sum_list_ptr"], a["sum_comp_ids"], a["sum_comp_ptr"], a["sum_blocks"], a["sum_codes"],
                 a["fwd_ptr"], a["fwd_terms"], a["fwd_weights"],
-                dense_q, visited, touched, est, est_q, out_docs, out_scores, n_scored,
+                dense_q, visited, touched, est, est_q, out_docs, out_scores, n_scored, 0, 1,
             )  # fmt: skip
         else:
             n_chunks = min(nq, n_threads)

@@ -1089,12 +1089,14 @@ def search_batch(
     out_docs,
     out_scores,
     n_scored,
-    first=0,
-    stride=1,
+    first,
+    stride,
 ):
     """:func:`search_query` over a CSR batch of queries, one after the other, with caller scratch
     (the low-overhead path: a single query costs one call and no allocation beyond the heap).
-    ``first``, ``stride``: search only queries ``first, first + stride, ...`` (a parallel worker's share)."""
+    ``first``, ``stride``: search only queries ``first, first + stride, ...`` (a parallel worker's share;
+    ``0, 1`` for all). No defaults: a jitted kernel called with an omitted defaulted argument takes numba's
+    slow dispatch path (~310 us per call against ~4 us; tests/test_kernel_dispatch.py guards this)."""
     heap_scores = np.empty(k, np.float32)
     heap_docs = np.empty(k, np.int64)
     for qi in range(first, q_ptr.shape[0] - 1, stride):
