@@ -37,28 +37,35 @@ def quiet_option(fn):
 
 
 def retriever_options(fn):
-    fn = click.option(
+    """``--retriever``, ``--pipeline`` and every query knob of the retriever registry; the knobs given
+    reach the command as one ``knobs`` dict (validated by the library against what is searched)."""
+    from braid.retrieval import retrievers as registry
+
+    names = list(registry.KNOBS)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        knobs = {name: kwargs.pop(name) for name in names}
+        return fn(*args, knobs={k: v for k, v in knobs.items() if v is not None}, **kwargs)
+
+    for name, knob in reversed(registry.KNOBS.items()):
+        if knob.kind is bool:
+            wrapper = click.option(knob.flag, name, is_flag=True, default=None, help=knob.help)(wrapper)
+        else:
+            wrapper = click.option(knob.flag, name, type=knob.kind, default=None, help=f"{knob.help} ({knob.describe()})")(wrapper)
+    wrapper = click.option(
         "--pipeline",
         "pipeline",
         default=None,
         help="A fusion pipeline: a TOML file or a built-in name (hybrid, hybrid-rrf, ...).",
-    )(fn)
-    fn = click.option(
+    )(wrapper)
+    wrapper = click.option(
         "--retriever",
         "-r",
         default=None,
-        help="bm25, sparse, sparse-if (inference-free queries), dense or pyserini. Default: hybrid fusion when the index has several.",
-    )(fn)
-    fn = click.option("--query-cut", type=int, default=None, help="Sparse: query terms kept (largest weights).")(fn)
-    fn = click.option("--heap-factor", type=float, default=None, help="Sparse: block skip threshold, 0 < h <= 1.")(fn)
-    fn = click.option("--nprobe", type=int, default=None, help="Dense IVF: lists probed.")(fn)
-    fn = click.option("--ef-search", type=int, default=None, help="Dense HNSW: search breadth.")(fn)
-    return fn
-
-
-def _knobs(query_cut, heap_factor, nprobe, ef_search) -> dict:
-    knobs = {"query_cut": query_cut, "heap_factor": heap_factor, "nprobe": nprobe, "ef_search": ef_search}
-    return {k: v for k, v in knobs.items() if v is not None}
+        help="One of: " + ", ".join(registry.RETRIEVERS) + ". Default: hybrid fusion when the index has several.",
+    )(wrapper)
+    return wrapper
 
 
 def build_options(fn):
@@ -94,7 +101,7 @@ def _parse_dense_index(value: str) -> dict:
 
 
 def _make_build_options(retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_vectors, dense_index, batch_size, device, quiet):
-    from braid.retrieval.build import BuildOptions
+    from braid.retrieval.build.builder import BuildOptions
 
     names = tuple(r.strip() for r in retrievers.split(",") if r.strip())
     return BuildOptions(
@@ -127,7 +134,7 @@ def main() -> None:
 @_fail_cleanly
 def index_cmd(source, out, retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_vectors, dense_index, batch_size, device, quiet):
     """Index SOURCE (a BEIR dataset folder or a corpus JSONL[.gz] file) into --out."""
-    from braid.retrieval.build import build_index
+    from braid.retrieval.build.builder import build_index
 
     options = _make_build_options(retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_vectors, dense_index, batch_size, device, quiet)
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
@@ -145,16 +152,15 @@ def index_cmd(source, out, retrievers, overwrite, skip_bad, allow_empty, sparse_
 @click.option("--json", "as_json", is_flag=True, help="Print the hits as one JSON object.")
 @click.option("--ray-address", default=None, help="Sharded index: search its shards with Ray actors on this cluster.")
 @_fail_cleanly
-def search_cmd(index_dir, query, k, retriever, pipeline, query_cut, heap_factor, nprobe, ef_search, fields, as_json, ray_address):
+def search_cmd(index_dir, query, k, retriever, pipeline, knobs, fields, as_json, ray_address):
     """Search INDEX_DIR for QUERY."""
-    from braid.retrieval.sharded import open_searcher
+    from braid.retrieval.scale.sharded import open_searcher
 
     # A directory with sharded.json opens as a ShardedSearcher (local worker processes, or Ray actors).
     searcher = open_searcher(index_dir, retriever=retriever, pipeline=pipeline, ray_address=ray_address)
-    hits = searcher.search(query, k=k, fields=fields, **_knobs(query_cut, heap_factor, nprobe, ef_search))
+    hits = searcher.search(query, k=k, fields=fields, **knobs)
     if as_json:
-        engine = searcher._resolve(None)
-        recipe = engine.pipeline.to_dict() if hasattr(engine, "pipeline") else {"retriever": engine.name}
+        recipe = searcher.recipe(None, **knobs)
         click.echo(json.dumps({"query": query, "recipe": recipe, "hits": hits}, ensure_ascii=False))
         return
     if not hits:
@@ -180,10 +186,10 @@ def search_cmd(index_dir, query, k, retriever, pipeline, query_cut, heap_factor,
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object {dataset: {metric: value}} on stdout.")
 @quiet_option
 @_fail_cleanly
-def eval_cmd(datasets, index_root, split, k, metrics, keep_self_hits, runs_dir, threads, rebuild, retriever, pipeline, query_cut, heap_factor, nprobe, ef_search, retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_vectors, dense_index, batch_size, device, as_json, quiet):
+def eval_cmd(datasets, index_root, split, k, metrics, keep_self_hits, runs_dir, threads, rebuild, retriever, pipeline, knobs, retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_vectors, dense_index, batch_size, device, as_json, quiet):
     """Evaluate on one or more BEIR-layout DATASETS (building or reusing their indexes)."""
-    from braid.retrieval.evaluate import check_metrics, format_table
-    from braid.retrieval.experiment import evaluate_datasets
+    from braid.retrieval.eval.evaluate import check_metrics, format_table
+    from braid.retrieval.eval.experiment import evaluate_datasets
 
     metric_names = check_metrics(m for m in metrics.split(",") if m.strip())
     options = _make_build_options(retrievers, overwrite or rebuild, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_vectors, dense_index, batch_size, device, quiet)
@@ -198,7 +204,7 @@ def eval_cmd(datasets, index_root, split, k, metrics, keep_self_hits, runs_dir, 
         metrics=metric_names,
         retriever=retriever,
         pipeline=pipeline,
-        knobs=_knobs(query_cut, heap_factor, nprobe, ef_search),
+        knobs=knobs,
         remove_self_hits=not keep_self_hits,
         runs_dir=runs_dir,
         threads=threads,
@@ -227,9 +233,9 @@ def eval_cmd(datasets, index_root, split, k, metrics, keep_self_hits, runs_dir, 
 def tune_cmd(dataset, output, split, report_split, metric, depth, index_root, no_prf, no_rescore, retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_vectors, dense_index, batch_size, device, quiet):
     """Tune fusion / PRF / rescoring on DATASET's --split and write the pipeline to --output."""
     from braid.data.beir import BeirDataset
-    from braid.retrieval.experiment import ensure_index
+    from braid.retrieval.eval.experiment import ensure_index
     from braid.retrieval.searcher import Searcher
-    from braid.retrieval.tune import tune_pipeline, write_pipeline
+    from braid.retrieval.eval.tune import tune_pipeline, write_pipeline
 
     if split == report_split:
         from braid.data.errors import OptionError

@@ -92,8 +92,8 @@ def _weights(text: str) -> list[float]:
 @_fail_cleanly
 def shard_cmd(source, out, shards, ray_address, executor, num_cpus, retrievers, sparse_model, sparse_vectors, dense_model, dense_vectors, dense_index, batch_size, encode_batch_size, encode_actors, cpus_per_actor, gpus_per_actor, device, overwrite, skip_bad, allow_empty, as_json, quiet):
     """Build a sharded index of SOURCE (a BEIR folder or corpus JSONL[.gz]) into --out, encoding on Ray."""
-    from braid.retrieval.build import BuildOptions
-    from braid.retrieval.distributed import ShardingConfig, build_sharded
+    from braid.retrieval.build.builder import BuildOptions
+    from braid.retrieval.scale.distributed import ShardingConfig, build_sharded
 
     options = BuildOptions(
         retrievers=tuple(r.strip() for r in retrievers.split(",") if r.strip()),
@@ -141,7 +141,7 @@ def milvus_group() -> None:
 @_fail_cleanly
 def milvus_load_cmd(index_dir, milvus_uri, collection, token, dense_index, batch_size, overwrite, quiet):
     """Load INDEX_DIR (plain or sharded) into a Milvus collection: sparse and dense vectors and the text."""
-    from braid.retrieval.milvus import MilvusLoadConfig, load_index
+    from braid.retrieval.scale.milvus import MilvusLoadConfig, load_index
 
     config = MilvusLoadConfig(collection=collection, dense_index=dense_index, batch_size=batch_size)
     info = load_index(index_dir, milvus_uri, config, overwrite=overwrite, token=token, log=_log(quiet))
@@ -158,7 +158,7 @@ def milvus_load_cmd(index_dir, milvus_uri, collection, token, dense_index, batch
 @_fail_cleanly
 def milvus_search_cmd(query, milvus_uri, collection, token, k, retriever, depth, rrf_k, weights, norm_score, as_json):
     """Search a collection made by `braid milvus load` for QUERY."""
-    from braid.retrieval.milvus import MilvusSearcher
+    from braid.retrieval.scale.milvus import MilvusSearcher
 
     searcher = MilvusSearcher(milvus_uri, collection, token=token)
     res = searcher.batch_search([query], k=k, retriever=retriever, depth=depth, rrf_k=rrf_k, weights=_weights(weights), norm_score=norm_score)
@@ -188,8 +188,8 @@ def milvus_eval_cmd(dataset, milvus_uri, collection, token, split, k, metrics, r
     """Evaluate Milvus search on a BEIR DATASET folder with Braid's evaluation (pytrec_eval)."""
     from braid.data.beir import BeirDataset
     from braid.data.runs import write_run
-    from braid.retrieval.evaluate import check_metrics, evaluate, format_table
-    from braid.retrieval.milvus import MilvusSearcher
+    from braid.retrieval.eval.evaluate import check_metrics, evaluate, format_table
+    from braid.retrieval.scale.milvus import MilvusSearcher
 
     names = check_metrics(m for m in metrics.split(",") if m.strip())
     ds = BeirDataset(dataset)

@@ -1,4 +1,4 @@
-"""``braid serve``: the HTTP search service (:mod:`braid.retrieval.service`) under uvicorn.
+"""``braid serve``: the HTTP search service (:mod:`braid.retrieval.serve.app`) under uvicorn.
 
 Registered in :mod:`braid.cli.main`; also runnable as ``python -m braid.cli.serve``.
 """
@@ -59,7 +59,7 @@ def serve_cmd(index_dir, host, port, pipelines, default, max_concurrency, queue_
         import uvicorn
     except ImportError:
         raise click.ClickException("braid serve needs the serve extra: pip install 'braid[serve]'") from None
-    from braid.retrieval.service import create_app
+    from braid.retrieval.serve.app import create_app
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     app = create_app(

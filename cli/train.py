@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from braid.data.errors import BraidError
-from braid.retrieval.jpq import JPQConfig
+from braid.retrieval.train.jpq import JPQConfig
 
 _D = JPQConfig()
 
@@ -62,7 +62,7 @@ def jpq_cmd(index_dir, dataset, split, epochs, lr, centroid_lr, batch_size, nega
     Re-running after an interruption resumes from the checkpoint. The trained encoder and
     centroids are saved into the index; searching it then uses them.
     """
-    from braid.retrieval.jpq import train_jpq_index
+    from braid.retrieval.train.jpq import train_jpq_index
 
     config = JPQConfig(
         epochs=epochs,

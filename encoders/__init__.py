@@ -2,7 +2,7 @@
 
 Importing this package imports neither torch nor transformers; models load on first use.
 Encoders know nothing of storage: building an index from a corpus is orchestration
-(:mod:`braid.retrieval.vectorcache`).
+(:mod:`braid.retrieval.build.vectorcache`).
 """
 
 from braid.encoders.resolve import DEFAULT_DENSE_MODEL, DEFAULT_SPARSE_MODEL, ModelRef, resolve_model

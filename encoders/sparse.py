@@ -10,7 +10,7 @@ query's tokenizer ids, special tokens dropped, each id once, weighted by an IDF 
 ``idf.json`` (token -> weight; tokens absent from it weigh 0) when its folder has one, else a table
 computed over the indexed corpus with :func:`compute_idf`, kept as float32 ``.npy`` + json metadata.
 
-Output is :class:`braid.index.sparse.vectors.SparseVectors` (CSR, term id = tokenizer id).
+Output is :class:`braid.data.vectors.SparseVectors` (CSR, term id = tokenizer id).
 """
 
 from __future__ import annotations
@@ -137,8 +137,8 @@ def _compact(indptr, indices, data, keep):
 
 
 def make_sparse_vectors(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, vocab_size: int) -> Any:
-    """Build :class:`braid.index.sparse.vectors.SparseVectors` from CSR arrays (canonical dtypes)."""
-    from braid.index.sparse.vectors import SparseVectors
+    """Build :class:`braid.data.vectors.SparseVectors` from CSR arrays (canonical dtypes)."""
+    from braid.data.vectors import SparseVectors
 
     return SparseVectors(
         np.ascontiguousarray(indptr, dtype=np.int64),

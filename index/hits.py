@@ -38,6 +38,10 @@ class Hits:
         valid = self.docnos[i] >= 0
         return self.docnos[i][valid], self.scores[i][valid]
 
+    def head(self, k: int) -> "Hits":
+        """The first ``k`` columns (a copy)."""
+        return Hits(self.docnos[:, :k].copy(), self.scores[:, :k].copy())
+
     @staticmethod
     def empty(n_queries: int, k: int) -> "Hits":
         return Hits(
@@ -68,3 +72,48 @@ class Hits:
             out.scores[at : at + p.n_queries, : p.k] = p.scores
             at += p.n_queries
         return out
+
+
+def drop_docnos(hits: Hits, exclude: np.ndarray) -> Hits:
+    """Remove, in each row, the hit whose docno equals ``exclude[row]``, shifting the rest up.
+
+    The one place self-hits are removed (BEIR's convention: a hit whose id is the query's own id).
+
+    Args:
+        hits: Hits (n_queries, k).
+        exclude: int64 (n_queries,): the docno to remove per query (its own docno), ``-1`` for none.
+
+    Returns:
+        Hits (n_queries, k): the same rows without that docno; freed slots become padding at the end.
+    """
+    from braid.data.errors import OptionError
+
+    if not isinstance(hits, Hits):
+        raise OptionError("hits", type(hits).__name__, "a braid.index.hits.Hits")
+    exclude = np.asarray(exclude)
+    if exclude.shape != (hits.n_queries,) or not np.issubdtype(exclude.dtype, np.integer):
+        raise OptionError(
+            "exclude", f"array {exclude.dtype} {exclude.shape}", f"an integer array of shape ({hits.n_queries},)"
+        )
+    exclude = exclude.astype(np.int64)
+    drop = (hits.docnos == exclude[:, None]) & (exclude[:, None] >= 0)
+    if not drop.any():
+        return hits
+    # A stable sort on the drop mask moves dropped entries to the end and keeps the others' order.
+    order = np.argsort(drop, axis=1, kind="stable")
+    docnos = np.take_along_axis(hits.docnos, order, axis=1)
+    scores = np.take_along_axis(hits.scores, order, axis=1)
+    tail = np.arange(hits.k)[None, :] >= (hits.k - drop.sum(axis=1))[:, None]
+    docnos[tail] = PAD_DOCNO
+    scores[tail] = -np.inf
+    return Hits(docnos, scores)
+
+
+def drop_excluded(hits: Hits, exclude: np.ndarray | None, k: int) -> Hits:
+    """``hits`` without each query's excluded docno (see :func:`drop_docnos`), cut to ``k`` columns.
+
+    Retrievers search ``k + 1`` when ``exclude`` is given, so a dropped self-hit leaves ``k`` hits.
+    """
+    if exclude is not None:
+        hits = drop_docnos(hits, exclude)
+    return hits.head(k)

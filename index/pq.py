@@ -2,7 +2,7 @@
 
 :class:`braid.index.dense.DenseIndex` builds and searches PQ (``pq``), OPQ+PQ (``opq``) and IVF-PQ
 (``ivfpq``) indexes through FAISS; this module opens them up, for JPQ training
-(:mod:`braid.retrieval.jpq`) and for tests against independent references:
+(:mod:`braid.retrieval.train.jpq`) and for tests against independent references:
 
 * :func:`pq_layout` / :func:`get_codebooks` / :func:`set_codebooks`: the PQ centroids, float32
   ``(m, ksub, dsub)`` (``ksub = 2**nbits``, ``dsub = dim / m``), read from and written back into

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -15,7 +16,8 @@ import numpy as np
 from braid.data.errors import OptionError
 from braid.data.runs import Run
 from braid.index.hits import Hits
-from braid.index.manifest import read_docids, read_manifest
+from braid.retrieval import retrievers as registry
+from braid.retrieval.context import IndexContext
 
 
 @dataclass(frozen=True)
@@ -37,77 +39,96 @@ class SearchResults:
 class Searcher:
     """Searches one Braid index directory.
 
-    ``retriever`` picks the default retriever (``bm25``, ``sparse``, ``sparse-if``, ``dense``,
-    ``pyserini``) or ``pipeline`` a fusion pipeline (a TOML path or a built-in name such as
-    ``hybrid``); the default is the pipeline ``hybrid`` when the index has several retrievers,
-    else its only retriever. Components and models load on first use.
+    ``retriever`` picks the default retriever (any name in
+    :data:`braid.retrieval.retrievers.RETRIEVERS` the index serves) or ``pipeline`` a fusion pipeline
+    (a TOML path or a built-in name such as ``hybrid``); the default is the pipeline ``hybrid`` when
+    the index has several retrievers, else its only retriever. Components and models load on first use.
     """
 
     def __init__(
         self,
-        index_dir: str | Path,
+        index_dir: str | Path | None = None,
         retriever: str | None = None,
         pipeline: str | Path | None = None,
         device: str = "auto",
+        context: IndexContext | None = None,
     ):
-        from braid.retrieval import retrievers as registry
-
-        self.index_dir = Path(index_dir)
-        self.manifest = read_manifest(self.index_dir)
-        self.doc_ids = read_docids(self.index_dir)
-        if len(self.doc_ids) != self.manifest["num_docs"]:
-            from braid.data.errors import IndexFormatError
-
-            raise IndexFormatError(
-                f"{self.index_dir}: docids.txt has {len(self.doc_ids)} ids, the manifest says {self.manifest['num_docs']}"
-            )
-        self._docno_of: dict[str, int] | None = None
-        self.device = device
-        self._retrievers: dict[str, object] = {}
-        self._registry = registry
         if retriever is not None and pipeline is not None:
             raise OptionError("--retriever/--pipeline", f"{retriever} / {pipeline}", "give one of them, not both")
+        if context is None:
+            if index_dir is None:
+                raise OptionError("index_dir", None, "an index directory")
+            context = IndexContext.open(index_dir, device=device)
+        self.context = context
+        self._retrievers: dict[str, object] = {}
+        self._lock = threading.Lock()
         self.default = pipeline if pipeline is not None else retriever
 
     # ------------------------------------------------------------------ parts
     @property
+    def index_dir(self) -> Path:
+        return self.context.index_dir
+
+    @property
+    def manifest(self) -> dict:
+        return self.context.manifest
+
+    @property
+    def doc_ids(self) -> list[str]:
+        return self.context.doc_ids
+
+    @property
+    def device(self) -> str:
+        return self.context.device
+
+    @property
     def num_docs(self) -> int:
-        return int(self.manifest["num_docs"])
+        return self.context.num_docs
 
     @property
     def components(self) -> dict:
-        return self.manifest["components"]
+        return self.context.components
 
     def available_retrievers(self) -> list[str]:
-        return self._registry.available(self.manifest)
+        return registry.available(self.manifest)
 
     def docno(self, doc_id: str) -> int:
         """Internal docno of an external id, -1 when absent."""
-        if self._docno_of is None:
-            self._docno_of = {d: i for i, d in enumerate(self.doc_ids)}
-        return self._docno_of.get(doc_id, -1)
+        return self.context.docno(doc_id)
 
     def retriever(self, name: str):
-        """The retriever object ``name`` (loaded once, then cached)."""
-        if name not in self._retrievers:
-            self._retrievers[name] = self._registry.open_retriever(self, name)
-        return self._retrievers[name]
+        """The retriever object ``name`` (opened once, then cached)."""
+        got = self._retrievers.get(name)
+        if got is None:
+            with self._lock:
+                if name not in self._retrievers:
+                    self._retrievers[name] = registry.open_retriever(self.context, name)
+                got = self._retrievers[name]
+        return got
 
     def component(self, name: str):
         """The opened index component ``name`` (``bm25``, ``sparse``, ``dense``, ``pyserini``)."""
-        return self._registry.open_component(self, name)
+        return self.context.component(name)
 
-    def _resolve(self, retriever: str | Path | None):
+    def engine(self, retriever: str | Path | None = None):
+        """What a search with ``retriever`` runs: a retriever object, or a pipeline runner (a name of
+        :data:`~braid.retrieval.retrievers.RETRIEVERS`, a built-in pipeline name, a TOML path, a
+        :class:`~braid.retrieval.pipeline.spec.Pipeline`, or None for the searcher's default)."""
         name = retriever if retriever is not None else self.default
         if name is None:
-            have = self.available_retrievers()
-            real = [r for r in have if r not in ("sparse-if", "pyserini")]
-            name = "hybrid" if len(real) > 1 else have[0]
-        if not isinstance(name, Path) and str(name) in self._registry.RETRIEVERS:
-            return self.retriever(str(name))
-        from braid.retrieval import pipeline as pipelines
+            name = registry.default_name(self.manifest)
+        if isinstance(name, str) and name in registry.RETRIEVERS:
+            return self.retriever(name)
+        from braid.retrieval.pipeline.runner import load_pipeline
 
-        return pipelines.load_pipeline(name, self)
+        return load_pipeline(name, self)
+
+    def recipe(self, retriever: str | Path | None = None, **knobs) -> dict:
+        """What produced a result: the pipeline declaration, or ``{"retriever": name, **knobs}``."""
+        engine = self.engine(retriever)
+        if hasattr(engine, "pipeline"):
+            return {**engine.pipeline.to_dict(), **({"knobs": dict(knobs)} if knobs else {})}
+        return {"retriever": engine.name, **knobs}
 
     # ------------------------------------------------------------------ search
     def batch_search(
@@ -125,7 +146,7 @@ class Searcher:
         ``queries``: a list of strings or ``{query_id: text}``. ``exclude_self`` drops, for each
         query, the document whose id equals the query id before anything else sees the lists
         (BEIR's convention). ``knobs`` are retriever arguments such as ``query_cut``,
-        ``heap_factor``, ``nprobe``.
+        ``heap_factor``, ``nprobe`` (validated against the retrievers searched).
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
             raise OptionError("k", k, "a positive integer")
@@ -140,7 +161,10 @@ class Searcher:
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise OptionError("queries", t, f"query {i} must be a string")
-        engine = self._resolve(retriever)
+        engine = self.engine(retriever)
+        if knobs and engine.name in registry.RETRIEVERS and not hasattr(engine, "pipeline"):
+            spec = registry.get(engine.name)
+            knobs = spec.check_knobs(knobs, self.components.get(spec.component))
         exclude = None
         if exclude_self:
             exclude = np.array([self.docno(q) for q in query_ids], dtype=np.int64)
@@ -171,6 +195,4 @@ class Searcher:
 
     def documents(self, docnos: Sequence[int]) -> list[dict]:
         """Stored ``{"id", "title", "text"}`` of documents (from the tantivy document store)."""
-        if "bm25" not in self.components:
-            return [{"id": self.doc_ids[d], "title": "", "text": ""} for d in docnos]
-        return self.component("bm25").documents(docnos)
+        return self.context.documents(docnos)

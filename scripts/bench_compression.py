@@ -5,7 +5,7 @@ Uses pre-encoded document and query vectors (``minilm-docs.npy``, ``minilm-queri
 encoder (``--model``) and the centroids on the train qrels (``qrels/<train-split>.tsv``) and
 encodes the test queries with the trained encoder. Evaluation: nDCG@10 and Recall@100 on the
 test qrels with BEIR conventions (a hit whose id is the query id is dropped; pytrec_eval through
-``braid.retrieval.evaluate``). Latency: FAISS search of one query at a time on ``--threads``
+``braid.retrieval.eval.evaluate``). Latency: FAISS search of one query at a time on ``--threads``
 threads (the best of ``--repeat`` passes of the median per query), query encoding excluded.
 
     nice -n 10 .venv/bin/python scripts/bench_compression.py --out /tmp/compression.json
@@ -58,7 +58,7 @@ def _parse() -> argparse.Namespace:
 
 def _evaluate(hits, query_ids, doc_ids, qrels, seen: set | None = None) -> dict:
     """nDCG@10 and Recall@100; with ``seen``, nDCG@10 also over the queries in / not in it."""
-    from braid.retrieval.evaluate import evaluate
+    from braid.retrieval.eval.evaluate import evaluate
 
     run = {}
     for i, qid in enumerate(query_ids):
@@ -109,7 +109,7 @@ def main() -> None:
     from braid.data.beir import BeirDataset
     from braid.index import pq as pqmod
     from braid.index.dense import DenseIndex, DenseIndexConfig
-    from braid.retrieval import jpq
+    from braid.retrieval.train import jpq
 
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)

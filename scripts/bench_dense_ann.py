@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from braid.data.errors import OptionError
-from braid.retrieval.build import BuildOptions, add_components
-from braid.retrieval.experiment import evaluate_datasets
+from braid.retrieval.build.builder import BuildOptions, add_components
+from braid.retrieval.eval.experiment import evaluate_datasets
 
 KINDS = {"hnsw": ({"kind": "hnsw"}, {}), "ivfpq": ({"kind": "ivfpq", "m": 48}, {"nprobe": 16})}
 METRICS = ["ndcg@10", "recall@100"]

@@ -1,4 +1,4 @@
-"""Time braid.retrieval.fusion.fuse on synthetic runs: n lists of depth d over a batch of queries.
+"""Time braid.retrieval.pipeline.fusion.fuse on synthetic runs: n lists of depth d over a batch of queries.
 
     nice -n 10 .venv/bin/python scripts/bench_fusion.py --queries 1000 --lists 3 --depth 1000 --threads 1
 
@@ -81,7 +81,7 @@ def main() -> None:
     import numba
 
     from braid.index.hits import Hits
-    from braid.retrieval.fusion import fuse
+    from braid.retrieval.pipeline.fusion import fuse
 
     if args.threads:
         numba.set_num_threads(args.threads)

@@ -5,7 +5,7 @@
 Three parts, each printed as a markdown table:
 
 1. quality: scifact test (300 queries), 1000 hits, BEIR conventions (hits whose id equals the
-   query id dropped), nDCG@10 and Recall@100 with pytrec_eval (braid.retrieval.evaluate), as ratios
+   query id dropped), nDCG@10 and Recall@100 with pytrec_eval (braid.retrieval.eval.evaluate), as ratios
    to Pyserini's published BM25-flat figures (0.6789 / 0.9253).
 2. query throughput on scifact's 300 test queries (and the scale corpus' queries): one batch call
    of all queries, k=10 and k=1000, 1 and 2 threads; after one warm-up call, the median and best of
@@ -80,7 +80,7 @@ def timed(fn, repeat: int) -> tuple[list[float], list[float]]:
 
 
 def quality(indexes: dict, docs: list, queries: dict, qrels: dict) -> list[dict]:
-    from braid.retrieval.evaluate import evaluate
+    from braid.retrieval.eval.evaluate import evaluate
 
     rows = []
     for name, index in indexes.items():

@@ -6,7 +6,7 @@ Usage:
 
 Indexes are built (bm25,sparse,dense) or reused under --index-root. Each system is evaluated on the
 test split with BEIR conventions (self-hits dropped, judged queries only), 1000 hits, through
-`braid.retrieval.experiment.evaluate_datasets` (the code behind `braid eval`).
+`braid.retrieval.eval.experiment.evaluate_datasets` (the code behind `braid eval`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import json
 import time
 from pathlib import Path
 
-from braid.retrieval.build import BuildOptions
-from braid.retrieval.experiment import evaluate_datasets
+from braid.retrieval.build.builder import BuildOptions
+from braid.retrieval.eval.experiment import evaluate_datasets
 
 PIPELINES = Path(__file__).resolve().parents[1] / "docs" / "pipelines"
 SYSTEMS = [

@@ -47,7 +47,7 @@ MODELS = SHARED / "models"
 
 
 def _options(**kw):
-    from braid.retrieval.build import BuildOptions
+    from braid.retrieval.build.builder import BuildOptions
 
     base = dict(
         retrievers=("bm25", "sparse", "dense"),
@@ -138,12 +138,12 @@ def _compare(a, b, k: int = 10) -> dict:
 
 def cmd_equality(args) -> dict:
     from braid.data.beir import BeirDataset
-    from braid.retrieval.build import build_index
-    from braid.retrieval.distributed import ShardingConfig, build_sharded, fill_vector_cache
-    from braid.retrieval.evaluate import evaluate
-    from braid.retrieval.milvus import MilvusLoadConfig, MilvusSearcher, load_index
+    from braid.retrieval.build.builder import build_index
+    from braid.retrieval.scale.distributed import ShardingConfig, build_sharded, fill_vector_cache
+    from braid.retrieval.eval.evaluate import evaluate
+    from braid.retrieval.scale.milvus import MilvusLoadConfig, MilvusSearcher, load_index
     from braid.retrieval.searcher import Searcher
-    from braid.retrieval.sharded import ShardedSearcher, connect_ray
+    from braid.retrieval.scale.sharded import ShardedSearcher, connect_ray
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -228,9 +228,9 @@ def cmd_throughput(args) -> dict:
     import torch
 
     from braid.data.corpus import iter_corpus
-    from braid.retrieval.distributed import ShardingConfig, ray_encode, split_corpus
-    from braid.retrieval.learned import dense_encoder_from_options, sparse_encoder_from_options
-    from braid.retrieval.sharded import connect_ray
+    from braid.retrieval.scale.distributed import ShardingConfig, ray_encode, split_corpus
+    from braid.retrieval.build.components import dense_encoder_from_options, sparse_encoder_from_options
+    from braid.retrieval.scale.sharded import connect_ray
 
     work = Path(args.work) / "throughput"
     shutil.rmtree(work, ignore_errors=True)
@@ -274,7 +274,7 @@ def cmd_throughput(args) -> dict:
 # --------------------------------------------------------------------------------------------------
 def _synthetic_sparse(n: int, seed: int, nnz: int, vocab: int = 30522):
     """SPLADE-like vectors: about ``nnz`` distinct Zipf(1.1)-distributed terms per row, Gamma weights."""
-    from braid.index.sparse.vectors import SparseVectors
+    from braid.data.vectors import SparseVectors
 
     rng = np.random.default_rng(seed)
     p = 1.0 / np.arange(1, vocab + 1) ** 1.1
@@ -307,9 +307,9 @@ def cmd_sizing(args) -> dict:
     from braid.data.beir import BeirDataset
     from braid.index.dense import DenseIndex, DenseIndexConfig
     from braid.index.sparse.blocked import BlockedSparseIndex
-    from braid.retrieval.build import BuildOptions, build_index
+    from braid.retrieval.build.builder import BuildOptions, build_index
     from braid.retrieval.searcher import Searcher
-    from braid.retrieval.sharded import merge_topk
+    from braid.retrieval.scale.sharded import merge_topk
 
     work = Path(args.work)
     out: dict = {"machine": _machine(), "bytes_per_doc": {}, "latency": []}
@@ -408,7 +408,7 @@ def cmd_fanout(args) -> dict:
     """One query per call on the 4-shard scifact index: the cost of the fan-out per executor."""
     from braid.data.beir import BeirDataset
     from braid.retrieval.searcher import Searcher
-    from braid.retrieval.sharded import ShardedSearcher, connect_ray
+    from braid.retrieval.scale.sharded import ShardedSearcher, connect_ray
 
     work = Path(args.work)
     queries = list(BeirDataset(SCIFACT).queries("test").values())[:50]

@@ -83,8 +83,8 @@ ANCHORS = {"bm25": ("BM25 flat, Pyserini", 0.6789), "dense": ("all-MiniLM-L6-v2,
 
 def served_quality(url: str, dataset: Path, targets: list[str], k: int = 100, batch: int = 50) -> list[dict]:
     """nDCG@10 and Recall@100 of each target over the API (BraidClient.batch_search, BEIR conventions)."""
-    from braid.retrieval.client import BraidClient
-    from braid.retrieval.evaluate import evaluate
+    from braid.retrieval.serve.client import BraidClient
+    from braid.retrieval.eval.evaluate import evaluate
 
     qrels = read_qrels(dataset)
     queries = judged_queries(dataset)
@@ -124,7 +124,7 @@ def ensure_index(index: Path, dataset: Path, retrievers: str, sparse_vectors: Pa
     """
     if (index / "manifest.json").exists():
         return
-    from braid.retrieval.build import BuildOptions, build_index
+    from braid.retrieval.build.builder import BuildOptions, build_index
 
     names = tuple(r.strip() for r in retrievers.split(",") if r.strip() and not (r.strip() == "dense" and dense_vectors))
     click.echo(f"building {index} from {dataset} ({', '.join(names)})", err=True)

@@ -2,7 +2,7 @@
 
     nice -n 15 .venv/bin/python scripts/encode_collection.py DATASET_DIR MODEL OUT_DIR [--kind sparse|dense]
 
-Documents (text = title + " " + text) go to OUT_DIR through braid.retrieval.vectorcache.encode_corpus
+Documents (text = title + " " + text) go to OUT_DIR through braid.retrieval.build.vectorcache.encode_corpus
 (re-running resumes after the last finished chunk). Queries (all of queries.jsonl, query mode) go
 to OUT_DIR/queries.npz (scipy CSR, sparse) or OUT_DIR/queries.npy (dense), with their ids in
 OUT_DIR/queries.ids.json. One torch thread by default, so a background job takes one core.
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from braid.data.beir import BeirDataset
     from braid.data.corpus import count_corpus, iter_corpus
-    from braid.retrieval.vectorcache import encode_corpus
+    from braid.retrieval.build.vectorcache import encode_corpus
 
     torch.set_num_threads(args.threads)
     ds = BeirDataset(Path(args.dataset))

@@ -37,8 +37,8 @@ def ray_local():
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, ray_local):
-    from braid.retrieval.build import BuildOptions, build_index
-    from braid.retrieval.distributed import ShardingConfig, build_sharded
+    from braid.retrieval.build.builder import BuildOptions, build_index
+    from braid.retrieval.scale.distributed import ShardingConfig, build_sharded
 
     root = tmp_path_factory.mktemp("ray")
     models = {"sparse": _helpers.make_tiny_bert(root / "tiny-splade", mlm=True), "dense": _helpers.make_tiny_bert(root / "tiny-dense", mlm=False, seed=1)}
@@ -54,7 +54,7 @@ def setup(tmp_path_factory, ray_local):
 
 
 def _vectors(index_dir: Path, kind: str):
-    from braid.retrieval.vectorcache import load_cached
+    from braid.retrieval.build.vectorcache import load_cached
 
     return load_cached(index_dir / "vectors" / kind)
 
@@ -77,8 +77,8 @@ def test_ray_build_encodes_what_the_local_build_encodes(setup):
 
 def test_ray_encode_output_matches_direct_encoding(setup, tmp_path):
     from braid.data.corpus import iter_corpus
-    from braid.retrieval.distributed import ShardingConfig, ray_encode, read_encoded, split_corpus
-    from braid.retrieval.learned import dense_encoder_from_options
+    from braid.retrieval.scale.distributed import ShardingConfig, ray_encode, read_encoded, split_corpus
+    from braid.retrieval.build.components import dense_encoder_from_options
 
     files, counts, doc_ids, _ = split_corpus(setup["data"] / "corpus.jsonl", tmp_path / "src", 3, False, False)
     out = tmp_path / "encoded"
@@ -93,7 +93,7 @@ def test_ray_encode_output_matches_direct_encoding(setup, tmp_path):
 
 def test_an_encoding_pool_larger_than_the_machine_is_refused(setup, tmp_path):
     from braid.data.errors import OptionError
-    from braid.retrieval.distributed import ShardingConfig, ray_encode, split_corpus
+    from braid.retrieval.scale.distributed import ShardingConfig, ray_encode, split_corpus
 
     files, *_ = split_corpus(setup["data"] / "corpus.jsonl", tmp_path / "src", 2, False, False)
     with pytest.raises(OptionError, match="--encode-actors"):
@@ -102,7 +102,7 @@ def test_an_encoding_pool_larger_than_the_machine_is_refused(setup, tmp_path):
 
 def test_ray_actors_search_equals_in_process_and_unsharded(setup):
     from braid.retrieval.searcher import Searcher
-    from braid.retrieval.sharded import ShardedSearcher
+    from braid.retrieval.scale.sharded import ShardedSearcher
 
     local = Searcher(setup["local"])
     inproc = ShardedSearcher(setup["sharded"], processes=0)
@@ -124,7 +124,7 @@ def test_cli_shard_on_ray(setup, tmp_path):
     from click.testing import CliRunner
 
     from braid.cli.scale import shard_cmd
-    from braid.retrieval.sharded import read_sharded_manifest
+    from braid.retrieval.scale.sharded import read_sharded_manifest
 
     out = tmp_path / "cli-sharded"
     res = CliRunner().invoke(shard_cmd, [str(setup["data"]), "--out", str(out), "--shards", "3", "--quiet"])

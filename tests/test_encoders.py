@@ -181,7 +181,7 @@ def test_quantize_u8_round_trip():
 def test_importing_modules_loads_no_heavy_dependency():
     code = (
         "import sys, braid, braid.encoders, braid.encoders.sparse, braid.encoders.dense, braid.encoders.resolve, "
-        "braid.index.dense, braid.retrieval.vectorcache\n"
+        "braid.index.dense, braid.retrieval.build.vectorcache\n"
         "heavy = [m for m in ('torch', 'transformers', 'faiss') if m in sys.modules]\n"
         "print(','.join(heavy))"
     )

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from braid.data.errors import OptionError
-from braid.retrieval.evaluate import evaluate
+from braid.retrieval.eval.evaluate import evaluate
 
 
 def test_ndcg_hand_computed():

@@ -11,8 +11,8 @@ import pytest
 
 from braid.data.errors import DataError, OptionError
 from braid.index.hits import Hits
-from braid.retrieval import fusion_kernels as K
-from braid.retrieval.fusion import FUSION_METHODS, drop_docnos, fuse, normalize_scores
+from braid.retrieval.pipeline import fusion_kernels as K
+from braid.retrieval.pipeline.fusion import FUSION_METHODS, drop_docnos, fuse, normalize_scores
 
 ranx = pytest.importorskip("ranx")
 
@@ -242,7 +242,7 @@ def test_kernel_runs_as_python(tmp_path):
     np.savez(tmp_path / "in.npz", docnos=docnos, values=values, base=base)
     script = (
         "import sys, numpy as np\n"
-        "from braid.retrieval import fusion_kernels as K\n"
+        "from braid.retrieval.pipeline import fusion_kernels as K\n"
         "a = np.load(sys.argv[1])\n"
         "out = {}\n"
         "for mode in (K.MODE_SUM, K.MODE_MNZ, K.MODE_MAX):\n"

@@ -14,7 +14,7 @@ import pytest
 
 from braid.data.errors import IndexFormatError, OptionError
 from braid.index.manifest import FORMAT_VERSION, read_manifest
-from braid.retrieval.build import BuildOptions, build_index
+from braid.retrieval.build.builder import BuildOptions, build_index
 from braid.retrieval.searcher import Searcher
 
 
@@ -96,7 +96,7 @@ def test_killed_build_leaves_no_openable_index(tmp_path, toy_dataset):
     before = (existing / "manifest.json").read_text()
     script = textwrap.dedent(
         f"""
-        from braid.retrieval.build import BuildOptions, build_index
+        from braid.retrieval.build.builder import BuildOptions, build_index
         build_index({str(corpus)!r}, {str(tmp_path / 'new')!r}, BuildOptions(progress=False))
         """
     )

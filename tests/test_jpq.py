@@ -1,4 +1,4 @@
-"""JPQ training (braid.retrieval.jpq) with a tiny randomly initialised bi-encoder on synthetic data."""
+"""JPQ training (braid.retrieval.train.jpq) with a tiny randomly initialised bi-encoder on synthetic data."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ pytest.importorskip("transformers")
 from braid.data.errors import BraidError, OptionError  # noqa: E402
 from braid.index import pq as pqmod  # noqa: E402
 from braid.index.dense import DenseIndex, DenseIndexConfig  # noqa: E402
-from braid.retrieval import jpq  # noqa: E402
+from braid.retrieval.train import jpq  # noqa: E402
 
 WORDS = (
     "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau upsilon "

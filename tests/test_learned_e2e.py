@@ -74,7 +74,7 @@ def test_rescoring_pipeline_and_vector_reuse(adi_index, shared, tmp_path):
     order = [searcher.doc_ids[d] for d in full.docnos[0] if searcher.doc_ids[d] in head][:10]
     assert res.doc_ids[0] == order
     logs = []
-    from braid.retrieval.build import BuildOptions, build_index
+    from braid.retrieval.build.builder import BuildOptions, build_index
 
     build_index(
         shared / "data" / "adi", adi_index / "adi", BuildOptions(retrievers=("bm25", "sparse", "dense"), overwrite=True, progress=False),

@@ -28,8 +28,8 @@ _spec.loader.exec_module(_helpers)
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from braid.retrieval.build import BuildOptions, build_index
-    from braid.retrieval.milvus import MilvusLoadConfig, load_index
+    from braid.retrieval.build.builder import BuildOptions, build_index
+    from braid.retrieval.scale.milvus import MilvusLoadConfig, load_index
 
     root = tmp_path_factory.mktemp("milvus")
     models = {"sparse": _helpers.make_tiny_bert(root / "tiny-splade", mlm=True), "dense": _helpers.make_tiny_bert(root / "tiny-dense", mlm=False, seed=1)}
@@ -46,7 +46,7 @@ def setup(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def searchers(setup):
-    from braid.retrieval.milvus import MilvusSearcher
+    from braid.retrieval.scale.milvus import MilvusSearcher
     from braid.retrieval.searcher import Searcher
 
     return Searcher(setup["index"]), MilvusSearcher(setup["uri"], "toy")
@@ -77,7 +77,7 @@ def test_single_field_search_equals_braid_exact_search(searchers, setup, retriev
 
 
 def _exact_lists(local, queries, depth):
-    from braid.retrieval.learned import SparseRetriever  # noqa: F401  (the retrievers of the local index)
+    from braid.retrieval.retrievers.sparse import SparseRetriever  # noqa: F401  (the retrievers of the local index)
 
     s = local.batch_search(queries, k=depth, retriever="sparse", exact=True).hits
     d = local.batch_search(queries, k=depth, retriever="dense").hits
@@ -123,7 +123,7 @@ def test_hybrid_weighted_equals_weighted_sum_of_the_exact_lists(searchers, setup
 
 def test_braid_evaluation_works_on_milvus_results(searchers, setup):
     from braid.data.beir import BeirDataset
-    from braid.retrieval.evaluate import evaluate
+    from braid.retrieval.eval.evaluate import evaluate
 
     local, milvus = searchers
     ds = BeirDataset(setup["data"])
@@ -161,7 +161,7 @@ def test_cli_load_search_eval(setup, tmp_path):
 
 def test_bad_options_are_refused(setup):
     from braid.data.errors import OptionError
-    from braid.retrieval.milvus import MilvusLoadConfig, connect
+    from braid.retrieval.scale.milvus import MilvusLoadConfig, connect
 
     with pytest.raises(OptionError):
         MilvusLoadConfig(collection="1bad")
@@ -172,9 +172,9 @@ def test_bad_options_are_refused(setup):
 
 
 def test_a_sharded_index_loads_into_one_collection(setup, searchers, tmp_path):
-    from braid.retrieval.build import BuildOptions
-    from braid.retrieval.distributed import ShardingConfig, build_sharded
-    from braid.retrieval.milvus import MilvusLoadConfig, MilvusSearcher, load_index
+    from braid.retrieval.build.builder import BuildOptions
+    from braid.retrieval.scale.distributed import ShardingConfig, build_sharded
+    from braid.retrieval.scale.milvus import MilvusLoadConfig, MilvusSearcher, load_index
 
     manifest = json.loads((setup["index"] / "manifest.json").read_text())
     enc = {k: manifest["components"][k]["encoder"]["model"] for k in ("sparse", "dense")}

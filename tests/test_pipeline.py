@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from braid.data.errors import OptionError
-from braid.retrieval.build import BuildOptions, build_index
-from braid.retrieval.pipeline import Pipeline, pipeline_from_dict, read_pipeline
+from braid.retrieval.build.builder import BuildOptions, build_index
+from braid.retrieval.pipeline.spec import pipeline_from_dict, read_pipeline
 from braid.retrieval.searcher import Searcher
 
 
@@ -94,7 +93,7 @@ def test_exclude_self_drops_query_document(toy_dataset, tmp_path):
 
 def test_tune_refuses_report_split(toy_dataset, tmp_path):
     from braid.data.beir import BeirDataset
-    from braid.retrieval.tune import tune_pipeline
+    from braid.retrieval.eval.tune import tune_pipeline
 
     out = tmp_path / "idx"
     build_index(toy_dataset, out, BuildOptions(progress=False))

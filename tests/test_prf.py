@@ -9,8 +9,8 @@ import pytest
 
 from braid.data.errors import DataError, OptionError
 from braid.index.hits import Hits
-from braid.retrieval.fusion import fuse
-from braid.retrieval.prf import dense_prf, interpolate_prf_interpolate, rm3_expand, rocchio_sparse, rocchio_sparse_batch
+from braid.retrieval.pipeline.fusion import fuse
+from braid.retrieval.pipeline.prf import dense_prf, interpolate_prf_interpolate, rm3_expand, rocchio_sparse, rocchio_sparse_batch
 
 QUERY = {"cat": 1, "dog": 1}
 DOCS = [{"cat": 3, "mouse": 2, "the": 5}, {"dog": 1, "mouse": 1, "bone": 2}]

@@ -13,7 +13,7 @@ import pytest
 
 from braid.data.errors import BraidError, DataError, OptionError
 from braid.index.hits import Hits
-from braid.retrieval.rerank import CrossEncoderReranker, rescore
+from braid.retrieval.pipeline.rerank import CrossEncoderReranker, rescore
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -25,10 +25,10 @@ httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 
 from braid.data.errors import IndexFormatError, OptionError  # noqa: E402
-from braid.retrieval.build import BuildOptions, build_index  # noqa: E402
-from braid.retrieval.client import BraidClient, ServiceError  # noqa: E402
+from braid.retrieval.build.builder import BuildOptions, build_index  # noqa: E402
+from braid.retrieval.serve.client import BraidClient, ServiceError  # noqa: E402
 from braid.retrieval.searcher import Searcher  # noqa: E402
-from braid.retrieval.service import ServiceConfig, create_app  # noqa: E402
+from braid.retrieval.serve.app import ServiceConfig, create_app  # noqa: E402
 
 DOCS = [
     {"_id": "d1", "title": "Cats", "text": "Cats are small domesticated carnivorous mammals that purr."},
@@ -513,7 +513,7 @@ def test_schema_fuzz_finds_no_server_error(live):
 def test_learned_retrievers_are_serialised_per_component():
     from types import SimpleNamespace
 
-    from braid.retrieval.service import serialize_unsafe_retrievers
+    from braid.retrieval.serve.app import serialize_unsafe_retrievers
 
     class Fake:
         name = "fake"
@@ -679,6 +679,6 @@ def test_cli_serve_runs_and_stops_on_sigterm(index_dir, library):
 
 
 def test_importing_braid_does_not_import_the_web_stack():
-    code = "import sys, braid, braid.retrieval.service, braid.retrieval.client; print(sorted(m for m in ('fastapi', 'uvicorn', 'starlette', 'httpx', 'torch', 'faiss') if m in sys.modules))"
+    code = "import sys, braid, braid.retrieval.serve.app, braid.retrieval.serve.client; print(sorted(m for m in ('fastapi', 'uvicorn', 'starlette', 'httpx', 'torch', 'faiss') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"

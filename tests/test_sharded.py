@@ -22,7 +22,7 @@ torch.set_num_threads(1)  # tiny models: threads only contend on the shared 2-co
 
 from braid.data.errors import IndexFormatError, OptionError
 from braid.index.hits import Hits
-from braid.retrieval.sharded import bm25_padding, merge_topk, read_sharded_manifest, tantivy_idf
+from braid.retrieval.scale.sharded import bm25_padding, merge_topk, read_sharded_manifest, tantivy_idf
 
 WORDS = (
     "the a of and is on in apple banana cherry fruit red green yellow sweet sour tree grows "
@@ -96,8 +96,8 @@ def models(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, models):
     """An unsharded index and a 3-shard index (local executor) of the same seeded corpus."""
-    from braid.retrieval.build import BuildOptions, build_index
-    from braid.retrieval.distributed import ShardingConfig, build_sharded
+    from braid.retrieval.build.builder import BuildOptions, build_index
+    from braid.retrieval.scale.distributed import ShardingConfig, build_sharded
 
     root = tmp_path_factory.mktemp("sharded")
     data, queries = synthetic_corpus(root / "data")
@@ -200,7 +200,7 @@ def test_bm25_padding_is_zero_when_the_shard_already_has_the_average():
 # --------------------------------------------------------------------------------------------------
 def _searchers(built, processes=0):
     from braid.retrieval.searcher import Searcher
-    from braid.retrieval.sharded import ShardedSearcher
+    from braid.retrieval.scale.sharded import ShardedSearcher
 
     return Searcher(built["local"]), ShardedSearcher(built["sharded"], processes=processes)
 
@@ -328,7 +328,7 @@ def test_builtin_hybrid_with_bm25_runs_and_agrees(built):
 def test_global_idf_equals_compute_idf_over_the_whole_corpus(built):
     from braid.data.corpus import iter_corpus
     from braid.encoders.sparse import IdfTable, compute_idf
-    from braid.retrieval.learned import sparse_encoder_from_options
+    from braid.retrieval.build.components import sparse_encoder_from_options
 
     encoder = sparse_encoder_from_options(built["options"])
     texts = [d.contents for d in iter_corpus(built["data"] / "corpus.jsonl")]
@@ -342,7 +342,7 @@ def test_global_idf_equals_compute_idf_over_the_whole_corpus(built):
 
 def test_local_processes_equal_in_process(built):
     _, inproc = _searchers(built)
-    from braid.retrieval.sharded import ShardedSearcher
+    from braid.retrieval.scale.sharded import ShardedSearcher
 
     with ShardedSearcher(built["sharded"], processes=2) as procs:
         assert procs.executor == "processes"
@@ -369,7 +369,7 @@ def test_local_processes_equal_in_process(built):
 def test_bad_sharded_directories_do_not_open(built, tmp_path):
     import shutil
 
-    from braid.retrieval.sharded import ShardedSearcher
+    from braid.retrieval.scale.sharded import ShardedSearcher
 
     with pytest.raises(IndexFormatError, match="not a sharded"):
         read_sharded_manifest(built["local"])
@@ -388,8 +388,8 @@ def test_bad_sharded_directories_do_not_open(built, tmp_path):
 
 
 def test_build_options_are_validated(built, tmp_path):
-    from braid.retrieval.build import BuildOptions
-    from braid.retrieval.distributed import ShardingConfig, build_sharded
+    from braid.retrieval.build.builder import BuildOptions
+    from braid.retrieval.scale.distributed import ShardingConfig, build_sharded
 
     with pytest.raises(OptionError, match="--shards"):
         ShardingConfig(shards=0)
@@ -409,14 +409,14 @@ def test_cli_shard_builds_a_searchable_bm25_index(toy_dataset, tmp_path):
 
     from braid.cli.scale import shard_cmd
     from braid.retrieval.searcher import Searcher
-    from braid.retrieval.sharded import ShardedSearcher, open_searcher
+    from braid.retrieval.scale.sharded import ShardedSearcher, open_searcher
 
     out = tmp_path / "toy-sharded"
     res = CliRunner().invoke(shard_cmd, [str(toy_dataset), "--out", str(out), "--shards", "2", "--executor", "local", "--quiet", "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["num_docs"] == 6
     local = tmp_path / "toy-local"
-    from braid.retrieval.build import BuildOptions, build_index
+    from braid.retrieval.build.builder import BuildOptions, build_index
 
     build_index(toy_dataset, local, BuildOptions(progress=False))
     with open_searcher(out, processes=0) as s:

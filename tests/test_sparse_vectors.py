@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 
 from braid.data.errors import DataError
-from braid.index.sparse.vectors import SparseVectors, load_vocab, read_vectors_jsonl, read_vectors_npz
+from braid.data.vectors import SparseVectors, load_vocab, read_vectors_jsonl, read_vectors_npz
 
 
 def _csr(indptr, indices, data, vocab_size=10):

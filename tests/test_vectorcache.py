@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from braid.data.errors import BraidError, OptionError
-from braid.retrieval.vectorcache import chunk_path, encode_corpus, load_cached
+from braid.retrieval.build.vectorcache import chunk_path, encode_corpus, load_cached
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")

@@ -5,7 +5,7 @@
 """
 
 from braid.index.sparse.blocked import BlockedIndexConfig, BlockedSparseIndex, exact_search
-from braid.index.sparse.vectors import SparseVectors, load_vocab, read_vectors_jsonl, read_vectors_npz
+from braid.data.vectors import SparseVectors, load_vocab, read_vectors_jsonl, read_vectors_npz
 
 __all__ = [
     "BlockedIndexConfig",

@@ -48,7 +48,7 @@ import numpy as np
 from braid.data.errors import DataError, IndexFormatError, OptionError
 from braid.index.hits import Hits
 from braid.index.sparse import kernels
-from braid.index.sparse.vectors import SparseVectors
+from braid.data.vectors import SparseVectors
 
 FORMAT = "braid-blocked-sparse"
 FORMAT_VERSION = 1

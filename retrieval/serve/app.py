@@ -42,10 +42,10 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
 from braid.data.errors import BraidError, OptionError
+from braid.retrieval import retrievers as registry
 
 log = logging.getLogger("braid.serve")
 
-KNOBS = ("query_cut", "heap_factor", "nprobe", "ef_search")
 PIPELINE_DIR = "pipelines"
 WARM_QUERY = "warm up"
 
@@ -103,7 +103,7 @@ class ServiceConfig:
 class Catalog:
     """Retrievers and pipelines a service answers for, checked (and warmed) at start.
 
-    ``pipelines`` maps a request name to a parsed :class:`~braid.retrieval.pipeline.Pipeline`;
+    ``pipelines`` maps a request name to a parsed :class:`~braid.retrieval.pipeline.spec.Pipeline`;
     ``sources`` says where each came from; ``unavailable`` maps a name the index lists but that
     failed to load to the reason.
     """
@@ -144,7 +144,8 @@ def load_catalog(searcher, pipeline_files: Sequence[str | Path] = (), default: s
     listed in ``unavailable``. A bad file in ``pipeline_files`` or a bad ``default`` raises
     OptionError; a bad file in the index's ``pipelines/`` folder is only reported.
     """
-    from braid.retrieval import pipeline as pl
+    from braid.retrieval.pipeline import spec as pl
+    from braid.retrieval.pipeline.runner import load_pipeline
 
     unavailable: dict[str, str] = {}
     retrievers: list[str] = []
@@ -186,7 +187,7 @@ def load_catalog(searcher, pipeline_files: Sequence[str | Path] = (), default: s
     for name in list(candidates):
         if name in pl.BUILTIN or name in explicit:
             continue
-        if name in searcher._registry.RETRIEVERS:
+        if name in registry.RETRIEVERS:
             del candidates[name]
             unavailable[name] = f"a pipeline file may not take a retriever's name ({name})"
 
@@ -200,7 +201,7 @@ def load_catalog(searcher, pipeline_files: Sequence[str | Path] = (), default: s
             if warm:
                 searcher.batch_search([WARM_QUERY], k=1, retriever=pipeline)
             else:
-                pl.PipelineRunner(pipeline, searcher)
+                load_pipeline(pipeline, searcher)
         except Exception as exc:  # noqa: BLE001
             if name in explicit:
                 if isinstance(exc, BraidError):
@@ -217,7 +218,7 @@ def load_catalog(searcher, pipeline_files: Sequence[str | Path] = (), default: s
     aliases = {f"{name}.toml": name for name, src in sources.items() if src != "built-in"}
     served = retrievers + list(pipelines)
     if default is None:
-        real = [r for r in retrievers if r not in ("sparse-if", "pyserini")]
+        real = [r for r in retrievers if registry.get(r).hybrid]
         default = "hybrid" if len(real) > 1 and "hybrid" in pipelines else retrievers[0]
     default = aliases.get(default, default)
     if default not in served:
@@ -226,10 +227,9 @@ def load_catalog(searcher, pipeline_files: Sequence[str | Path] = (), default: s
 
 
 # ---------------------------------------------------------------------- thread safety of retrievers
-# Retrievers whose search may run in several threads at once: tantivy's and Lucene's searchers are
-# made for it. The learned ones are not (an encoder may patch its model during a forward pass), so
-# each of their components is used by one thread at a time; different components still overlap.
-THREAD_SAFE_RETRIEVERS = frozenset({"bm25", "pyserini"})
+# Retrievers whose spec is not ``thread_safe`` (the learned ones: an encoder may patch its model during
+# a forward pass) have each of their components used by one thread at a time; different components
+# still overlap. tantivy's and Lucene's searchers are made for concurrent use.
 
 
 class _Serialized:
@@ -252,22 +252,40 @@ class _Serialized:
 
 
 def serialize_unsafe_retrievers(searcher, names: Sequence[str]) -> dict[str, str]:
-    """Wrap ``searcher``'s loaded retrievers not in THREAD_SAFE_RETRIEVERS so that calls into one
+    """Wrap ``searcher``'s loaded retrievers whose spec is not thread-safe so that calls into one
     index component never overlap; returns ``{retriever: component lock}``."""
-    from braid.retrieval.retrievers import RETRIEVERS
-
     locks: dict[str, threading.RLock] = {}
     out = {}
     for name in names:
-        if name in THREAD_SAFE_RETRIEVERS or name not in searcher._retrievers:
+        spec = registry.get(name)
+        if spec.thread_safe or name not in searcher._retrievers:
             continue
-        component = RETRIEVERS[name][0]
+        component = spec.component
         lock = locks.setdefault(component, threading.RLock())
         inner = searcher._retrievers[name]
         if not isinstance(inner, _Serialized):
             searcher._retrievers[name] = _Serialized(inner, lock)
         out[name] = component
     return out
+
+
+def _knob_type(knob):
+    """The pydantic type of a retriever knob: strict, with the spec's bounds (and 1e6 above integers)."""
+    from typing import Annotated
+
+    from pydantic import Field
+
+    if knob.kind is bool:
+        return Annotated[bool, Field(strict=True)]
+    bounds = {}
+    if knob.low is not None:
+        bounds["gt" if knob.low_open else "ge"] = knob.low
+    if knob.kind is int:
+        bounds["le"] = int(knob.high) if knob.high is not None else 1_000_000
+        return Annotated[int, Field(strict=True, **bounds)]
+    if knob.high is not None:
+        bounds["le"] = knob.high
+    return Annotated[float, Field(strict=True, allow_inf_nan=False, **bounds)]
 
 
 # ---------------------------------------------------------------------- admission control
@@ -487,7 +505,7 @@ def create_app(
         from fastapi import FastAPI, Request
         from fastapi.exceptions import RequestValidationError
         from fastapi.responses import JSONResponse, Response
-        from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt
+        from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, create_model
         from starlette.exceptions import HTTPException as StarletteHTTPException
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise OptionError("braid serve", str(exc), "needs the serve extra: pip install 'braid[serve]'") from None
@@ -518,16 +536,15 @@ def create_app(
     PipelineName = Literal[tuple(catalog.pipelines) + tuple(catalog.aliases)] if catalog.pipelines else Literal[None]  # type: ignore[valid-type]
     K = Annotated[int, Field(strict=True, ge=1, le=config.max_k, description=f"hits to return, 1..{config.max_k}")]
 
-    class Options(BaseModel):
+    class BaseOptions(BaseModel):
         model_config = ConfigDict(extra="forbid")
         k: K = 10
         retriever: Optional[RetrieverName] = Field(None, description="a retriever (or pipeline) name; see GET /info. Default: " + catalog.default)
         pipeline: Optional[PipelineName] = Field(None, description="a pipeline served by this server (built-in or INDEX_DIR/pipelines/NAME.toml); see GET /info")
         fields: StrictBool = Field(False, description="add each hit's stored title and text")
-        query_cut: Optional[Annotated[int, Field(strict=True, ge=1, le=100_000)]] = Field(None, description="sparse: query terms kept")
-        heap_factor: Optional[Annotated[float, Field(strict=True, gt=0, le=1, allow_inf_nan=False)]] = Field(None, description="sparse: block skip threshold")
-        nprobe: Optional[Annotated[int, Field(strict=True, ge=1, le=1_000_000)]] = Field(None, description="dense IVF: lists probed")
-        ef_search: Optional[Annotated[int, Field(strict=True, ge=1, le=1_000_000)]] = Field(None, description="dense HNSW: search breadth")
+
+    # The retrievers' query knobs, typed and bounded as their specs say (braid.retrieval.retrievers).
+    Options = create_model("Options", __base__=BaseOptions, **{name: (Optional[_knob_type(knob)], Field(None, description=knob.help)) for name, knob in registry.KNOBS.items()})
 
     class SearchRequest(Options):
         query: QueryText
@@ -584,7 +601,7 @@ def create_app(
         return name, catalog.engine(name)
 
     def knobs_of(opts) -> dict:
-        return {key: getattr(opts, key) for key in KNOBS if getattr(opts, key) is not None}
+        return {key: getattr(opts, key) for key in registry.KNOBS if getattr(opts, key) is not None}
 
     def hits_json(docnos, scores, fields: bool) -> list[dict]:
         out = [{"rank": r + 1, "id": searcher.doc_ids[d], "score": float(s)} for r, (d, s) in enumerate(zip(docnos.tolist(), scores.tolist()))]

@@ -284,26 +284,35 @@ def rocchio_sparse_batch(
     Args:
         queries: CSR (indptr, indices, data) or an object with them, one row per query.
         hits: Hits (n_queries, k); docnos index the rows of ``docs``.
-        docs: CSR of the collection's document vectors (forward index), row = docno.
+        docs: CSR of the collection's document vectors (forward index), row = docno; or a callable
+            ``docnos int64 (m,) -> CSR rows of those documents`` (e.g. the blocked index's
+            ``forward_vectors``, which decodes only the rows asked for).
 
     Returns:
         CSR (indptr int64 (n_queries + 1,), indices int32 (nnz,), weights float32 (nnz,)).
     """
     q_ptr, q_idx, q_w = _csr_parts(queries)
-    d_ptr, d_idx, d_w = _csr_parts(docs)
     if len(q_ptr) - 1 != hits.n_queries:
         raise OptionError("hits", f"{hits.n_queries} queries", f"one row per query ({len(q_ptr) - 1})")
+    if callable(docs):
+        rows_of = lambda docnos: _csr_parts(docs(docnos))  # noqa: E731
+    else:
+        d_ptr, d_idx, d_w = _csr_parts(docs)
+
+        def rows_of(docnos):
+            if len(docnos) and docnos.max() >= len(d_ptr) - 1:
+                raise DataError(f"hits: docno {int(docnos.max())} is beyond the {len(d_ptr) - 1} document vectors")
+            starts, ends = d_ptr[docnos], d_ptr[docnos + 1]
+            rows_ptr = np.concatenate([[0], np.cumsum(ends - starts)])
+            take = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)]) if len(docnos) else np.empty(0, np.int64)
+            return rows_ptr, d_idx[take], d_w[take]
+
     out_idx, out_w = [], []
     for i in range(hits.n_queries):
         docnos = hits.row(i)[0][:fb_docs]
-        if len(docnos) and docnos.max() >= len(d_ptr) - 1:
-            raise DataError(f"hits row {i}: docno {int(docnos.max())} is beyond the {len(d_ptr) - 1} document vectors")
-        starts, ends = d_ptr[docnos], d_ptr[docnos + 1]
-        rows_ptr = np.concatenate([[0], np.cumsum(ends - starts)])
-        take = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)]) if len(docnos) else np.empty(0, np.int64)
         idx, w = rocchio_sparse(
             (q_idx[q_ptr[i] : q_ptr[i + 1]], q_w[q_ptr[i] : q_ptr[i + 1]]),
-            (rows_ptr, d_idx[take], d_w[take]),
+            rows_of(np.asarray(docnos, dtype=np.int64)),
             alpha=alpha,
             beta=beta,
             fb_terms=fb_terms,
@@ -427,21 +436,103 @@ def interpolate_prf_interpolate(
     fb_docs: int = 10,
     method: str = "linear",
     weights: Sequence[float] | None = None,
+    fuse: Callable[[list[Hits], int], Hits] | None = None,
     **fusion_params,
 ) -> Hits:
     """Fuse the first-stage lists, give the fused top ``fb_docs`` to PRF, fuse the PRF lists.
 
     ``second_stage(feedback)`` receives Hits (n_queries, fb_docs) -- the fused feedback documents --
     and returns one list per retriever (run PRF where configured, else return the first-stage list).
-    Both fusions use ``method``, ``weights`` and ``fusion_params`` of :func:`braid.retrieval.fusion.fuse`.
+    Both fusions are ``fuse(lists, depth)`` when given (a pipeline passes its own), else
+    :func:`braid.retrieval.pipeline.fusion.fuse` with ``method``, ``weights`` and ``fusion_params``.
 
     Returns:
         Hits (n_queries, k): the second fusion.
     """
-    from braid.retrieval.fusion import fuse
+    if fuse is None:
+        from braid.retrieval.pipeline.fusion import fuse as fuse_lists
 
-    feedback = fuse(list(first_runs), method, fb_docs, weights, **fusion_params)
+        def fuse(lists: list[Hits], depth: int) -> Hits:
+            return fuse_lists(lists, method, depth, weights, **fusion_params)
+
+    feedback = fuse(list(first_runs), fb_docs)
     second = list(second_stage(feedback))
     if len(second) != len(first_runs):
         raise OptionError("second_stage", f"{len(second)} lists", f"one list per first-stage list ({len(first_runs)})")
-    return fuse(second, method, k, weights, **fusion_params)
+    return fuse(second, k)
+
+
+# --------------------------------------------------------------------------------------------------
+# PRF stages: what a pipeline step with ``prf = {method = ...}`` runs (keys of a retriever spec's ``prf``)
+# --------------------------------------------------------------------------------------------------
+
+
+def _rm3_stage(retriever, queries: Sequence[str], feedback: Hits, cfg: dict, k: int, threads: int, exclude, knobs: dict) -> Hits:
+    """RM3 over the lexical index: expand each query's terms from its feedback documents, search again."""
+    lexical = retriever.index
+    fb_docs = int(cfg.get("fb_docs", 10))
+    expanded = []
+    for i, q in enumerate(queries):
+        docnos, scores = feedback.row(i)
+        docnos, scores = docnos[:fb_docs], scores[:fb_docs]
+        terms = lexical.query_terms(q)
+        if len(docnos) == 0 or not terms:
+            expanded.append(terms)
+            continue
+        expanded.append(
+            rm3_expand(
+                terms,
+                lexical.term_frequencies(docnos),
+                np.asarray(scores, dtype=np.float64),
+                fb_terms=int(cfg.get("fb_terms", 10)),
+                original_query_weight=float(cfg.get("original_weight", 0.5)),
+                fb_docs=fb_docs,
+                doc_freqs=lexical.doc_freq,
+                num_docs=lexical.num_docs,
+            )
+        )
+    return retriever.search_terms(expanded, k=k, threads=threads, exclude=exclude)
+
+
+def _sparse_rocchio_stage(retriever, queries: Sequence[str], feedback: Hits, cfg: dict, k: int, threads: int, exclude, knobs: dict) -> Hits:
+    """Rocchio on the learned sparse query vectors with the feedback documents' forward-index rows."""
+    from braid.data.vectors import SparseVectors
+
+    qvecs = retriever.encode_queries(queries)
+    indptr, indices, data = rocchio_sparse_batch(
+        qvecs,
+        feedback,
+        retriever.feedback_vectors,
+        alpha=float(cfg.get("alpha", 1.0)),
+        beta=float(cfg.get("beta", 0.75)),
+        fb_docs=int(cfg.get("fb_docs", 10)),
+        fb_terms=cfg.get("fb_terms"),
+    )
+    vectors = SparseVectors(indptr, indices, data, qvecs.vocab_size)
+    return retriever.search_vectors(vectors, k=k, threads=threads, exclude=exclude, **knobs)
+
+
+def _dense_stage(method: str):
+    def stage(retriever, queries: Sequence[str], feedback: Hits, cfg: dict, k: int, threads: int, exclude, knobs: dict) -> Hits:
+        new_q = dense_prf(
+            retriever.encode_queries(queries),
+            retriever.feedback_vectors,
+            method=method,
+            depth=int(cfg.get("fb_docs", 10)),
+            alpha=float(cfg.get("alpha", 0.4)),
+            beta=float(cfg.get("beta", 0.6)),
+            hits=feedback,
+        )
+        return retriever.search_vectors(new_q, k=k, threads=threads, exclude=exclude, **knobs)
+
+    stage.__doc__ = f"Dense vector PRF ({method}) on the query embedding with the feedback documents' vectors."
+    return stage
+
+
+# Stage name -> ``(retriever, queries, feedback Hits, cfg, k, threads, exclude, knobs) -> Hits``.
+PRF_STAGES: dict[str, Callable] = {
+    "rm3": _rm3_stage,
+    "sparse-rocchio": _sparse_rocchio_stage,
+    "dense-average": _dense_stage("average"),
+    "dense-rocchio": _dense_stage("rocchio"),
+}

@@ -11,8 +11,8 @@ from braid.data.beir import BeirDataset
 from braid.data.errors import IndexFormatError
 from braid.data.runs import write_run
 from braid.index.manifest import read_manifest
-from braid.retrieval.build import BuildOptions, add_components, build_index
-from braid.retrieval.evaluate import evaluate
+from braid.retrieval.build.builder import BuildOptions, add_components, build_index
+from braid.retrieval.eval.evaluate import evaluate
 
 
 def components_needed(retriever: str | None, pipeline, options: BuildOptions) -> set[str]:
@@ -21,9 +21,9 @@ def components_needed(retriever: str | None, pipeline, options: BuildOptions) ->
     need = set(options.retrievers)
     if retriever is not None:
         if retriever in registry.RETRIEVERS:
-            need.add(registry.RETRIEVERS[retriever][0])
+            need.add(registry.get(retriever).component)
     if pipeline is not None:
-        from braid.retrieval.pipeline import pipeline_components
+        from braid.retrieval.pipeline.spec import pipeline_components
 
         need |= pipeline_components(pipeline)
     return need
@@ -79,7 +79,7 @@ def evaluate_datasets(
         qrels = dataset.qrels(split)
         queries = dataset.queries(split)
         index_dir = Path(index_root) / dataset.name
-        from braid.retrieval.sharded import is_sharded_index, open_searcher
+        from braid.retrieval.scale.sharded import is_sharded_index, open_searcher
 
         if is_sharded_index(index_dir):
             # A sharded index (``braid shard``) is searched as it is: exact top-k merge over its shards.
@@ -87,8 +87,7 @@ def evaluate_datasets(
         else:
             ensure_index(dataset, index_dir, components_needed(retriever, pipeline, build), build, rebuild, log)
             searcher = Searcher(index_dir, retriever=retriever, pipeline=pipeline)
-        engine = searcher._resolve(None)
-        recipe = engine.pipeline.to_dict() if hasattr(engine, "pipeline") else {"retriever": engine.name, **knobs}
+        recipe = searcher.recipe(None, **knobs)
         qids = list(queries)
         run: dict[str, dict[str, float]] = {}
         system = None

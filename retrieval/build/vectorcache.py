@@ -156,7 +156,7 @@ def encode_corpus(
     chunk. ``total``: number of texts, for the progress bar only. ``on_chunk(chunk_index, n_done)``
     is called after each chunk is on disk.
 
-    Returns, for ``kind="sparse"``, :class:`braid.index.sparse.vectors.SparseVectors` over
+    Returns, for ``kind="sparse"``, :class:`braid.data.vectors.SparseVectors` over
     memory-mapped ``indptr``/``indices``/``data`` files; for ``kind="dense"``, float32
     ``(n, dim)`` memory-mapped from ``vectors.npy``. A cache that is already complete is returned
     without reading ``texts``.

@@ -115,7 +115,7 @@ class _Part:
 
 def _parts(index_dir: Path) -> tuple[list[_Part], dict]:
     from braid.retrieval.searcher import Searcher
-    from braid.retrieval.sharded import is_sharded_index, read_sharded_manifest
+    from braid.retrieval.scale.sharded import is_sharded_index, read_sharded_manifest
 
     if is_sharded_index(index_dir):
         m = read_sharded_manifest(index_dir)
@@ -130,7 +130,7 @@ def _texts(part: _Part, corpus: dict | None, lo: int, hi: int, corpus_cache: dic
     searcher = part.searcher
     path = Path(corpus["path"]) if corpus and corpus.get("path") else None
     if path is not None and path.exists():
-        from braid.retrieval.build import corpus_fingerprint
+        from braid.retrieval.build.builder import corpus_fingerprint
 
         if corpus_fingerprint(path) == corpus:
             texts = corpus_cache.get("texts")

@@ -37,7 +37,7 @@ Self-hits: :func:`drop_docnos` removes the hit whose docno is the query's own do
 ``--remove-query`` convention); call it on every list *before* fusing so a self-hit never sets a
 list's normalisation.
 
-The combination runs in one numba kernel over the whole batch (:mod:`braid.retrieval.fusion_kernels`);
+The combination runs in one numba kernel over the whole batch (:mod:`braid.retrieval.pipeline.fusion_kernels`);
 normalisation is vectorised numpy over the batch.
 """
 
@@ -49,8 +49,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from braid.data.errors import DataError, OptionError
-from braid.index.hits import PAD_DOCNO, Hits
-from braid.retrieval import fusion_kernels as K
+from braid.index.hits import PAD_DOCNO, Hits, drop_docnos  # noqa: F401 (part of this module's API)
+from braid.retrieval.pipeline import fusion_kernels as K
 
 __all__ = [
     "FUSION_METHODS",
@@ -383,37 +383,6 @@ def fuse(runs: list[Hits], method: str, k: int, weights: list[float] | None = No
 # --------------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------------
-
-
-def drop_docnos(hits: Hits, exclude: np.ndarray) -> Hits:
-    """Remove, in each row, the hit whose docno equals ``exclude[row]``, shifting the rest up.
-
-    Args:
-        hits: Hits (n_queries, k).
-        exclude: int64 (n_queries,): the docno to remove per query (its own docno), ``-1`` for none.
-
-    Returns:
-        Hits (n_queries, k): the same rows without that docno; freed slots become padding at the end.
-    """
-    if not isinstance(hits, Hits):
-        raise OptionError("hits", type(hits).__name__, "a braid.index.hits.Hits")
-    exclude = np.asarray(exclude)
-    if exclude.shape != (hits.n_queries,) or not np.issubdtype(exclude.dtype, np.integer):
-        raise OptionError(
-            "exclude", f"array {exclude.dtype} {exclude.shape}", f"an integer array of shape ({hits.n_queries},)"
-        )
-    exclude = exclude.astype(np.int64)
-    drop = (hits.docnos == exclude[:, None]) & (exclude[:, None] >= 0)
-    if not drop.any():
-        return hits
-    # A stable sort on the drop mask moves dropped entries to the end and keeps the others' order.
-    order = np.argsort(drop, axis=1, kind="stable")
-    docnos = np.take_along_axis(hits.docnos, order, axis=1)
-    scores = np.take_along_axis(hits.scores, order, axis=1)
-    tail = np.arange(hits.k)[None, :] >= (hits.k - drop.sum(axis=1))[:, None]
-    docnos[tail] = PAD_DOCNO
-    scores[tail] = -np.inf
-    return Hits(docnos, scores)
 
 
 def normalize_scores(hits: Hits, norm: str = "minmax") -> np.ndarray:

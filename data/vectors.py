@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from braid.data.errors import DataError
-from braid.index.sparse import kernels
+from braid.data import csr_kernels as kernels
 
 _F32_MAX = float(np.finfo(np.float32).max)
 _PROBLEMS = {
@@ -175,6 +175,15 @@ class SparseVectors:
         out = cls(indptr, np.asarray(indices, dtype=np.int64), np.asarray(data, dtype=np.float32), vocab_size)
         out.validate("from_dicts")
         return out
+
+    @classmethod
+    def from_rows(cls, rows, vocab_size: int) -> "SparseVectors":
+        """A batch from per-row ``(indices, weights)`` pairs (each row already sorted and unique)."""
+        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        indptr[1:] = np.cumsum([len(r[0]) for r in rows])
+        indices = np.concatenate([r[0] for r in rows]).astype(np.int32) if rows else np.empty(0, np.int32)
+        data = np.concatenate([r[1] for r in rows]).astype(np.float32) if rows else np.empty(0, np.float32)
+        return cls(indptr, indices, data, vocab_size)
 
     @classmethod
     def empty(cls, n_rows: int, vocab_size: int) -> "SparseVectors":

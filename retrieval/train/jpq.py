@@ -48,9 +48,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from braid.data.errors import BraidError, DataError, IndexFormatError, OptionError
+from braid.encoders.jpq import JPQ_FORMAT_VERSION, is_jpq, open_jpq_query_encoder  # noqa: F401 (the trained index's reader)
 
 JPQ_DIR = "jpq"
-JPQ_FORMAT_VERSION = 1
 JPQ_KINDS = ("pq", "opq")
 CHECKPOINT_LATEST = "latest"
 # Settings that may change when a checkpoint is resumed (they do not change what a step computes).
@@ -629,11 +629,6 @@ def _read_checkpoint(ckdir: Path, fingerprint: dict, backbone: Any, centroids: A
 
 
 # ---------------------------------------------------------------------------- the index
-def is_jpq(dense_info: Mapping[str, Any] | None) -> bool:
-    """Whether a manifest's ``components["dense"]`` entry is a JPQ index (its queries need the JPQ encoder)."""
-    return isinstance(dense_info, Mapping) and isinstance(dense_info.get("jpq"), Mapping)
-
-
 def save_query_encoder(model: QueryModel, directory: Path) -> None:
     """Write the query encoder as a Hugging Face folder with sentence-transformers pooling files (readable by DenseEncoder)."""
     from transformers.utils import logging as hf_logging
@@ -825,32 +820,3 @@ def train_jpq_index(
         "epoch_losses": result.epoch_losses,
         "dense": info,
     }
-
-
-def open_jpq_query_encoder(index_dir: str | Path, info: Mapping[str, Any], device: str = "auto", batch_size: int = 32):
-    """The query encoder of a JPQ index: an object with ``encode_queries(texts) -> float32 (n, dim)``.
-
-    ``index_dir``: the index root; ``info``: its manifest's ``components["dense"]`` (see
-    :func:`is_jpq`). Query vectors come out in the original space (FAISS applies OPQ itself).
-    """
-    from braid.encoders.dense import DenseEncoder
-
-    if not is_jpq(info):
-        raise IndexFormatError(f"{index_dir}: the dense component has no JPQ query encoder")
-    jpq = info["jpq"]
-    version = jpq.get("format_version")
-    if version != JPQ_FORMAT_VERSION:
-        raise IndexFormatError(f"{index_dir}: JPQ format version {version!r} is not supported (supports {JPQ_FORMAT_VERSION}); train it again")
-    path = Path(index_dir) / "dense" / str(jpq["query_encoder"])
-    if not (path / "config.json").is_file():
-        raise IndexFormatError(f"{index_dir}: the JPQ query encoder {path} is missing")
-    return DenseEncoder(
-        str(path),
-        max_length=int(jpq["max_length"]),
-        batch_size=batch_size,
-        device=device,
-        pooling=jpq["pooling"],
-        normalize=bool(jpq["normalize"]),
-        query_prefix=str(jpq.get("query_prefix") or ""),
-        document_prefix="",
-    )

@@ -1,6 +1,6 @@
 """Sharded search: an index made of N ordinary Braid index directories, searched in parallel, merged exactly.
 
-A sharded index directory (built by :func:`braid.retrieval.distributed.build_sharded`)::
+A sharded index directory (built by :func:`braid.retrieval.scale.distributed.build_sharded`)::
 
     SHARDED_DIR/
       sharded.json        format "braid-sharded-index", format_version, num_docs, the shards with their
@@ -29,7 +29,7 @@ shards whose unsharded scores are bitwise equal can come out a rounding error ap
 may differ from the unsharded docno order (docs/scale-out.md measures how often on scifact).
 
 Fused pipelines fuse after the merge: every retriever's list is merged to the global top ``depth``
-first, then the unchanged :class:`braid.retrieval.pipeline.PipelineRunner` fuses them, so a
+first, then the unchanged :class:`braid.retrieval.pipeline.spec.PipelineRunner` fuses them, so a
 pipeline of exact retrievers returns what the unsharded pipeline returns.
 
 **Execution.** The driver encodes queries once (models never load in shard workers) and sends
@@ -54,6 +54,7 @@ import numpy as np
 from braid import __version__
 from braid.data.errors import BraidError, IndexFormatError, OptionError
 from braid.index.hits import PAD_DOCNO, Hits
+from braid.retrieval.context import IndexContext
 from braid.retrieval.searcher import Searcher
 
 SHARDED_FORMAT = "braid-sharded-index"
@@ -224,7 +225,7 @@ class ShardWorker:
 
     # learned sparse ------------------------------------------------------------------------------
     def sparse_search(self, indptr, indices, data, vocab_size: int, k: int, query_cut, heap_factor, exact: bool, threads) -> tuple[np.ndarray, np.ndarray]:
-        from braid.index.sparse.vectors import SparseVectors
+        from braid.data.vectors import SparseVectors
 
         queries = SparseVectors(np.asarray(indptr), np.asarray(indices), np.asarray(data), int(vocab_size))
         hits = self.searcher.component("sparse").search(queries, k=k, query_cut=query_cut, heap_factor=heap_factor, exact=exact, threads=threads)
@@ -534,7 +535,7 @@ class ShardedSparseIndex(_View):
 
     def forward_vectors(self, docnos: np.ndarray):
         """Forward-index rows of global ``docnos`` (SparseVectors, float32 weights), in the given order."""
-        from braid.index.sparse.vectors import SparseVectors
+        from braid.data.vectors import SparseVectors
 
         docnos = self._check_docnos(docnos)
         answers, _, positions = self._gather("sparse_forward", docnos)
@@ -577,6 +578,36 @@ class _Shard:
     num_docs: int
 
 
+class ShardedContext(IndexContext):
+    """The index context of a sharded index: its components are sharded views over the shard workers
+    (with the interface of the unsharded components), so every retriever runs unchanged over them."""
+
+    def __init__(self, index_dir: Path, manifest: dict, doc_ids: list[str], device: str, sharded: dict, pool, offsets: np.ndarray, first_shard: Path):
+        super().__init__(index_dir, manifest, doc_ids, device)
+        self.sharded = sharded
+        self.pool = pool
+        self.offsets = offsets
+        self.first_shard = first_shard
+
+    def _open_component(self, name: str, info: dict):
+        if self.pool is None:
+            raise BraidError("this ShardedSearcher is closed")
+        n = self.num_docs
+        if name == "bm25":
+            from braid.index.lexical import LexicalIndex
+
+            stats = self.sharded.get("bm25")
+            if not stats:
+                raise IndexFormatError(f"{self.index_dir}: {SHARDED_MANIFEST} lacks the BM25 statistics")
+            analyzer = LexicalIndex.open(self.first_shard / "bm25", info)
+            return ShardedLexicalIndex(self.pool, self.offsets, n, stats, analyzer)
+        if name == "sparse":
+            return ShardedSparseIndex(self.pool, self.offsets, n, int(info["index"]["vocab_size"]))
+        if name == "dense":
+            return ShardedDenseIndex(self.pool, self.offsets, n)
+        raise OptionError("--retriever", name, "sharded indexes serve the bm25, sparse and dense components")
+
+
 class ShardedSearcher(Searcher):
     """Searches a sharded index directory with the interface of :class:`Searcher`.
 
@@ -585,9 +616,10 @@ class ShardedSearcher(Searcher):
     per shard, at most the CPU count; 0: the shards are searched in this process, one after the
     other). ``retriever`` / ``pipeline`` pick the default as in :class:`Searcher`.
 
-    Every retriever (``bm25``, ``sparse``, ``sparse-if``, ``dense``) and pipeline (built-in or
-    TOML) works; results are in global docnos and equal the unsharded index's (see the module
-    docstring for BM25's float32 tolerance). Call :meth:`close` (or use ``with``) to stop workers.
+    Every retriever over the bm25, sparse and dense components (``bm25``, ``sparse``, ``sparse-if``,
+    ``dense``) and pipeline (built-in or TOML) works; results are in global docnos and equal the
+    unsharded index's (see the module docstring for BM25's float32 tolerance). Call :meth:`close` (or
+    use ``with``) to stop workers.
     """
 
     def __init__(
@@ -600,16 +632,16 @@ class ShardedSearcher(Searcher):
         device: str = "auto",
     ):
         from braid.index.manifest import read_docids, read_manifest
-        from braid.retrieval import retrievers as registry
 
+        self.pool = None
         if processes is not None and (isinstance(processes, bool) or not isinstance(processes, int) or processes < 0):
             raise OptionError("processes", processes, "None (one per shard), 0 (in this process) or a positive integer")
         if retriever is not None and pipeline is not None:
             raise OptionError("--retriever/--pipeline", f"{retriever} / {pipeline}", "give one of them, not both")
-        self.index_dir = Path(path)
-        self.sharded = read_sharded_manifest(self.index_dir)
-        self.shards = [_Shard(self.index_dir / s["path"], s["offset"], s["num_docs"]) for s in self.sharded["shards"]]
-        self.offsets = np.array([s.offset for s in self.shards], dtype=np.int64)
+        index_dir = Path(path)
+        sharded = read_sharded_manifest(index_dir)
+        self.shards = [_Shard(index_dir / s["path"], s["offset"], s["num_docs"]) for s in sharded["shards"]]
+        offsets = np.array([s.offset for s in self.shards], dtype=np.int64)
         first = read_manifest(self.shards[0].path)
         doc_ids: list[str] = []
         for s in self.shards:
@@ -620,23 +652,21 @@ class ShardedSearcher(Searcher):
                 raise IndexFormatError(f"{s.path}: components {sorted(m['components'])} differ from shard 0's {sorted(first['components'])}")
             doc_ids.extend(read_docids(s.path))
         # The manifest the retrievers read: shard 0's component configs (encoders are the same in every shard).
-        self.manifest = {**first, "num_docs": int(self.sharded["num_docs"]), "components": first["components"]}
-        self.doc_ids = doc_ids
-        self._docno_of = None
-        self.device = device
-        self._retrievers: dict[str, object] = {}
-        self._views: dict[str, object] = {}
-        self._registry = registry
-        self.default = pipeline if pipeline is not None else retriever
+        manifest = {**first, "num_docs": int(sharded["num_docs"]), "components": first["components"]}
         paths = [str(s.path.resolve()) for s in self.shards]
         sizes = [s.num_docs for s in self.shards]
         if ray_address is not None:
-            self.pool = _RayPool(paths, sizes, ray_address)
+            pool = _RayPool(paths, sizes, ray_address)
         elif processes == 0:
-            self.pool = _InProcessPool(paths, sizes)
+            pool = _InProcessPool(paths, sizes)
         else:
             n = processes if processes is not None else min(len(paths), os.cpu_count() or 1)
-            self.pool = _ProcessPool(paths, sizes, n)
+            pool = _ProcessPool(paths, sizes, n)
+        self.pool = pool
+        self.sharded = sharded
+        self.offsets = offsets
+        context = ShardedContext(index_dir, manifest, doc_ids, device, sharded, pool, offsets, self.shards[0].path)
+        super().__init__(retriever=retriever, pipeline=pipeline, device=device, context=context)
 
     # lifecycle -------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -645,6 +675,8 @@ class ShardedSearcher(Searcher):
         if pool is not None:
             pool.close()
             self.pool = None
+            if getattr(self, "context", None) is not None:
+                self.context.pool = None
 
     def __enter__(self) -> "ShardedSearcher":
         return self
@@ -667,73 +699,16 @@ class ShardedSearcher(Searcher):
     def n_shards(self) -> int:
         return len(self.shards)
 
-    # parts ------------------------------------------------------------------------------------------
     def component(self, name: str):
         """The sharded view of component ``name``, with the interface of the unsharded component."""
         if self.pool is None:
             raise BraidError("this ShardedSearcher is closed")
-        if name not in self._views:
-            if name not in self.components:
-                raise OptionError("--retriever", name, f"{self.index_dir} has no {name!r} component (it has: {', '.join(self.components)})")
-            n = self.num_docs
-            if name == "bm25":
-                from braid.index.lexical import LexicalIndex
-
-                stats = self.sharded.get("bm25")
-                if not stats:
-                    raise IndexFormatError(f"{self.index_dir}: {SHARDED_MANIFEST} lacks the BM25 statistics")
-                analyzer = LexicalIndex.open(self.shards[0].path / "bm25", self.components["bm25"])
-                self._views[name] = ShardedLexicalIndex(self.pool, self.offsets, n, stats, analyzer)
-            elif name == "sparse":
-                vocab = int(self.components["sparse"]["index"]["vocab_size"])
-                self._views[name] = ShardedSparseIndex(self.pool, self.offsets, n, vocab)
-            elif name == "dense":
-                self._views[name] = ShardedDenseIndex(self.pool, self.offsets, n)
-            else:
-                raise OptionError("--retriever", name, "sharded indexes serve bm25, sparse, sparse-if and dense")
-        return self._views[name]
+        return self.context.component(name)
 
     def retriever(self, name: str):
-        """The retriever ``name`` over the sharded views (the unsharded retriever classes, unchanged)."""
-        if name not in self._retrievers:
-            if name not in _OPENERS:
-                raise OptionError("--retriever", name, "sharded indexes serve: " + ", ".join(_OPENERS) + " (or a pipeline)")
-            component = self._registry.RETRIEVERS[name][0]
-            if component not in self.components:
-                raise OptionError("--retriever", name, f"{self.index_dir} has no {component!r} component (it has: {', '.join(self.components)})")
-            self._retrievers[name] = _OPENERS[name](self)
-        return self._retrievers[name]
-
-    def documents(self, docnos: Sequence[int]) -> list[dict]:
-        if "bm25" not in self.components:
-            return [{"id": self.doc_ids[d], "title": "", "text": ""} for d in docnos]
-        return self.component("bm25").documents(docnos)
-
-
-def _open_bm25(s: ShardedSearcher):
-    from braid.retrieval.retrievers import BM25Retriever
-
-    return BM25Retriever(s.component("bm25"))
-
-
-def _open_sparse(s: ShardedSearcher, query_mode: str | None = None):
-    from braid.retrieval.learned import SparseRetriever
-
-    return SparseRetriever.open(s, query_mode=query_mode)  # reads INDEX/sparse/idf.npy: the global table
-
-
-def _open_dense(s: ShardedSearcher):
-    from braid.retrieval.learned import DenseRetriever
-
-    return DenseRetriever.open(s)  # no INDEX/vectors/dense here: doc vectors come from the shards
-
-
-_OPENERS = {
-    "bm25": _open_bm25,
-    "sparse": _open_sparse,
-    "sparse-if": lambda s: _open_sparse(s, "idf"),
-    "dense": _open_dense,
-}
+        if self.pool is None:
+            raise BraidError("this ShardedSearcher is closed")
+        return super().retriever(name)
 
 
 def bm25_padding(shard_docs: int, shard_tokens: int, num_docs: int, total_tokens: int, max_pad_docs: int = 1_000_000) -> tuple[int, int]:

@@ -21,8 +21,7 @@ from braid.data.beir import BeirDataset
 from braid.data.corpus import Document, ReadStats, count_corpus, iter_corpus
 from braid.data.errors import DataError, OptionError
 from braid.index.manifest import building_index, new_manifest, read_docids, read_manifest, write_docids, write_manifest
-
-RETRIEVER_COMPONENTS = ("bm25", "sparse", "dense", "pyserini")
+from braid.retrieval.build.components import COMPONENT_BUILDERS, corpus_fingerprint
 
 
 @dataclass
@@ -52,9 +51,9 @@ class BuildOptions:
     chunk_size: int = 2048
 
     def __post_init__(self) -> None:
-        bad = [r for r in self.retrievers if r not in RETRIEVER_COMPONENTS]
+        bad = [r for r in self.retrievers if r not in COMPONENT_BUILDERS]
         if bad:
-            raise OptionError("--retrievers", ",".join(bad), "choose from " + ", ".join(RETRIEVER_COMPONENTS))
+            raise OptionError("--retrievers", ",".join(bad), "choose from " + ", ".join(COMPONENT_BUILDERS))
         if not self.retrievers:
             raise OptionError("--retrievers", "", "at least one retriever")
         if self.sparse_vectors is not None and "sparse" not in self.retrievers:
@@ -75,11 +74,6 @@ def corpus_path(source: str | Path) -> Path:
     if not source.exists():
         raise DataError("no such corpus file or dataset directory", source)
     return source
-
-
-def corpus_fingerprint(path: Path) -> dict:
-    st = path.stat()
-    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 class CorpusReader:
@@ -129,13 +123,11 @@ def build_index(source: str | Path, out_dir: str | Path, options: BuildOptions |
 
         manifest = new_manifest(0, source=str(Path(source)))
         manifest["corpus"] = corpus_fingerprint(path)
-        total = reader.total if options.progress else None
-        if "bm25" in options.retrievers:
-            from braid.index.lexical import LexicalIndex
-
-            (tmp / "bm25").mkdir()
-            info = LexicalIndex.build(tmp / "bm25", first_pass(), progress=options.progress, threads=options.threads, total=total)
-            manifest["components"]["bm25"] = info
+        names = [n for n in COMPONENT_BUILDERS if n in options.retrievers]
+        if "bm25" in names:  # the first pass builds tantivy while it collects the doc ids
+            manifest["components"]["bm25"] = COMPONENT_BUILDERS["bm25"](
+                tmp, out_dir, reader, doc_ids, options, previous_vectors, log=log, docs=first_pass()
+            )
         else:
             for _ in first_pass():
                 pass
@@ -146,25 +138,9 @@ def build_index(source: str | Path, out_dir: str | Path, options: BuildOptions |
         manifest["skipped_records"] = reader.stats.skipped
         if reader.stats.skipped:
             log(f"skipped {reader.stats.skipped} bad records (first: {reader.stats.reasons[0]})")
-        if "pyserini" in options.retrievers:
-            from braid.index.pyserini_bm25 import PyseriniBM25
-
-            (tmp / "pyserini").mkdir()
-            manifest["components"]["pyserini"] = PyseriniBM25.build(
-                tmp / "pyserini", reader, threads=max(options.threads, 1), progress=options.progress
-            )
-        if "sparse" in options.retrievers:
-            from braid.retrieval.learned import build_sparse_component
-
-            manifest["components"]["sparse"] = build_sparse_component(
-                tmp, out_dir, reader, doc_ids, options, previous_vectors, log=log
-            )
-        if "dense" in options.retrievers:
-            from braid.retrieval.learned import build_dense_component
-
-            manifest["components"]["dense"] = build_dense_component(
-                tmp, out_dir, reader, doc_ids, options, previous_vectors, log=log
-            )
+        for name in names:
+            if name != "bm25":
+                manifest["components"][name] = COMPONENT_BUILDERS[name](tmp, out_dir, reader, doc_ids, options, previous_vectors, log=log)
         write_manifest(tmp, manifest)
     return read_manifest(out_dir)
 
@@ -199,35 +175,19 @@ def add_components(source: str | Path, index_dir: str | Path, options: BuildOpti
             path,
         )
     previous_vectors = index_dir / "vectors" if (index_dir / "vectors").is_dir() else None
-    for name in options.retrievers:
-        if name == "bm25":
-            from braid.index.lexical import LexicalIndex
-
-            with adding_component(index_dir, "bm25", {}, overwrite=options.overwrite) as tmp:
-                info = LexicalIndex.build(tmp, iter(reader), progress=options.progress, threads=options.threads)
-            _set_component(index_dir, "bm25", info)
-        elif name == "pyserini":
-            from braid.index.pyserini_bm25 import PyseriniBM25
-
-            with adding_component(index_dir, "pyserini", {}, overwrite=options.overwrite) as tmp:
-                info = PyseriniBM25.build(tmp, reader, threads=max(options.threads, 1), progress=options.progress)
-            _set_component(index_dir, "pyserini", info)
-        elif name in ("sparse", "dense"):
-            from braid.retrieval import learned
-
-            builder = learned.build_sparse_component if name == "sparse" else learned.build_dense_component
-            staging = index_dir / f".{name}.staging"
+    for name in [n for n in COMPONENT_BUILDERS if n in options.retrievers]:
+        staging = index_dir / f".{name}.staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        try:
+            info = COMPONENT_BUILDERS[name](staging, index_dir, reader, doc_ids, options, previous_vectors, log=log)
+            with adding_component(index_dir, name, {}, overwrite=options.overwrite) as tmp:
+                shutil.rmtree(tmp)
+                os.replace(staging / name, tmp)
+            _merge_vectors(staging, index_dir)
+        finally:
             shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir()
-            try:
-                info = builder(staging, index_dir, reader, doc_ids, options, previous_vectors, log=log)
-                with adding_component(index_dir, name, {}, overwrite=options.overwrite) as tmp:
-                    shutil.rmtree(tmp)
-                    os.replace(staging / name, tmp)
-                _merge_vectors(staging, index_dir)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-            _set_component(index_dir, name, info)
+        _set_component(index_dir, name, info)
     return read_manifest(index_dir)
 
 

@@ -1,6 +1,6 @@
 """Numba kernels for result fusion: plain functions over flat arrays, one ``prange`` over queries.
 
-No ids, no files, no options here: :mod:`braid.retrieval.fusion` validates its input, normalises the
+No ids, no files, no options here: :mod:`braid.retrieval.pipeline.fusion` validates its input, normalises the
 scores (cheap vectorised numpy over the whole batch), turns each list's entries into additive
 *contributions* and calls :func:`fuse_contributions` once for the whole batch. With
 ``NUMBA_DISABLE_JIT=1`` the kernels run as plain Python (slowly) for debugging.

@@ -16,6 +16,7 @@ torch and transformers are imported inside the functions that need them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -23,7 +24,7 @@ import numpy as np
 from braid.data.errors import BraidError, DataError, OptionError
 from braid.index.hits import Hits
 
-__all__ = ["CrossEncoderReranker", "rescore"]
+__all__ = ["CrossEncoderReranker", "rescore", "interpolate_head", "RESCORE_STAGES", "RescoreStage"]
 
 
 def _check_top_n(top_n: int | None, k: int) -> int:
@@ -178,6 +179,17 @@ class CrossEncoderReranker:
             raise OptionError("queries", f"{len(queries)} texts", f"one per candidate row ({candidates.n_queries})")
         top_n = _check_top_n(top_n, candidates.k)
         heads = [candidates.row(i)[0][:top_n] for i in range(candidates.n_queries)]
+        return _merge(candidates, top_n, self._head_scores(queries, heads, doc_texts))
+
+    def score_candidates(self, queries: Sequence[str], docnos: np.ndarray, doc_texts: Callable[[int], str]) -> np.ndarray:
+        """Cross-encoder scores of candidate docnos (n_queries, n): float32, ``-inf`` on padding (docno < 0)."""
+        heads = [row[row >= 0] for row in np.asarray(docnos)]
+        out = np.full(np.shape(docnos), -np.inf, dtype=np.float32)
+        for i, scores in enumerate(self._head_scores(queries, heads, doc_texts)):
+            out[i, np.asarray(docnos)[i] >= 0] = scores
+        return out
+
+    def _head_scores(self, queries: Sequence[str], heads: list[np.ndarray], doc_texts: Callable[[int], str]) -> list[np.ndarray]:
         texts: dict[int, str] = {}
         pair_q, pair_d = [], []
         for i, head in enumerate(heads):
@@ -188,4 +200,67 @@ class CrossEncoderReranker:
                 pair_d.append(texts[d])
         flat = self.score(pair_q, pair_d)
         bounds = np.concatenate([[0], np.cumsum([len(h) for h in heads])])
-        return _merge(candidates, top_n, [flat[bounds[i] : bounds[i + 1]] for i in range(len(heads))])
+        return [flat[bounds[i] : bounds[i + 1]] for i in range(len(heads))]
+
+
+def interpolate_head(hits: Hits, top_n: int, new_scores: np.ndarray, weight: float) -> Hits:
+    """Re-rank each row's first ``top_n`` hits by ``(1 - weight) * minmax(old) + weight * minmax(new)``.
+
+    ``new_scores``: float (n_queries, top_n), aligned with ``hits.docnos[:, :top_n]``. Both sides are
+    min-max normalised per query (:func:`braid.retrieval.pipeline.fusion.normalize_scores`). The head
+    is shifted above the untouched tail (head scores in [2, 3], tail min-max normalised into [0, 1]),
+    so ``weight = 1`` replaces the head's order and ``weight = 0`` keeps it.
+    """
+    from braid.retrieval.pipeline.fusion import normalize_scores
+
+    top_n = min(int(top_n), hits.k)
+    head = Hits(hits.docnos[:, :top_n], hits.scores[:, :top_n])
+    new = Hits(head.docnos, np.where(head.docnos >= 0, np.asarray(new_scores, dtype=np.float32), -np.inf).astype(np.float32))
+    valid = head.docnos >= 0
+    mixed = (1 - weight) * np.nan_to_num(normalize_scores(head, "minmax")) + weight * np.nan_to_num(normalize_scores(new, "minmax"))
+    tail = Hits(hits.docnos[:, top_n:], hits.scores[:, top_n:])
+    tail_norm = normalize_scores(tail, "minmax") if tail.k else None
+    rows = []
+    for i in range(hits.n_queries):
+        d = head.docnos[i][valid[i]]
+        s = mixed[i][valid[i]] + 2.0
+        if tail_norm is not None:
+            tv = tail.docnos[i] >= 0
+            d = np.concatenate([d, tail.docnos[i][tv]])
+            s = np.concatenate([s, tail_norm[i][tv]])
+        rows.append((d, s.astype(np.float32)))
+    return Hits.from_lists(rows, hits.k)
+
+
+@dataclass(frozen=True)
+class RescoreStage:
+    """A rescoring stage: the index ``component`` it needs (None: none) and
+    ``scores(searcher, stage_cfg, queries, docnos (n, top_n)) -> float (n, top_n)`` (-inf on padding)."""
+
+    component: str | None
+    scores: Callable
+
+
+def _retriever_scores(name: str) -> Callable:
+    def scores(searcher, stage: dict, queries: Sequence[str], docnos: np.ndarray) -> np.ndarray:
+        return searcher.retriever(name).score_candidates(queries, docnos)
+
+    return scores
+
+
+def _cross_encoder_scores(searcher, stage: dict, queries: Sequence[str], docnos: np.ndarray) -> np.ndarray:
+    reranker = CrossEncoderReranker(stage["model"], batch_size=int(stage.get("batch_size", 32)), max_length=int(stage.get("max_length", 512)))
+
+    def text(docno: int) -> str:
+        doc = searcher.documents([docno])[0]
+        return " ".join(v for v in (doc["title"], doc["text"]) if v)
+
+    return reranker.score_candidates(list(queries), docnos, text)
+
+
+# Stage name (a pipeline's ``[[rescore]] stage``) -> RescoreStage.
+RESCORE_STAGES: dict[str, RescoreStage] = {
+    "sparse": RescoreStage("sparse", _retriever_scores("sparse")),
+    "dense": RescoreStage("dense", _retriever_scores("dense")),
+    "cross-encoder": RescoreStage(None, _cross_encoder_scores),
+}

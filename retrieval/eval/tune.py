@@ -19,23 +19,34 @@ import numpy as np
 from braid.data.beir import BeirDataset
 from braid.data.errors import OptionError
 from braid.index.hits import Hits
-from braid.retrieval.evaluate import check_metrics, evaluate
-from braid.retrieval.fusion import fuse
-from braid.retrieval.pipeline import Pipeline, PipelineRunner, RetrieverStep, _default_retrievers, pipeline_from_dict
+from braid.retrieval.eval.evaluate import check_metrics, evaluate
+from braid.retrieval.pipeline.fusion import fuse
+from braid.retrieval import retrievers as registry
+from braid.retrieval.pipeline.rerank import interpolate_head
+from braid.retrieval.pipeline.runner import PipelineRunner
+from braid.retrieval.pipeline.spec import Pipeline, RetrieverStep, pipeline_from_dict
 
 WEIGHT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 NORMS = ("minmax", "zscore")
 RRF_KS = (10, 30, 60, 100)
+# PRF settings tried per PRF stage (keys of braid.retrieval.pipeline.prf.PRF_STAGES), in this order.
 PRF_CHOICES = {
-    "bm25": [{"method": "rm3", "fb_docs": 10, "fb_terms": 10, "original_weight": 0.5},
-             {"method": "rm3", "fb_docs": 5, "fb_terms": 20, "original_weight": 0.7}],
-    "dense": [{"method": "rocchio", "fb_docs": 5, "alpha": 0.4, "beta": 0.6},
-              {"method": "rocchio", "fb_docs": 3, "alpha": 0.7, "beta": 0.3},
-              {"method": "average", "fb_docs": 3}],
-    "sparse": [{"method": "rocchio", "fb_docs": 5, "alpha": 1.0, "beta": 0.75},
-               {"method": "rocchio", "fb_docs": 3, "alpha": 1.0, "beta": 0.3}],
+    "rm3": [{"method": "rm3", "fb_docs": 10, "fb_terms": 10, "original_weight": 0.5},
+            {"method": "rm3", "fb_docs": 5, "fb_terms": 20, "original_weight": 0.7}],
+    "dense-rocchio": [{"method": "rocchio", "fb_docs": 5, "alpha": 0.4, "beta": 0.6},
+                      {"method": "rocchio", "fb_docs": 3, "alpha": 0.7, "beta": 0.3}],
+    "dense-average": [{"method": "average", "fb_docs": 3}],
+    "sparse-rocchio": [{"method": "rocchio", "fb_docs": 5, "alpha": 1.0, "beta": 0.75},
+                       {"method": "rocchio", "fb_docs": 3, "alpha": 1.0, "beta": 0.3}],
 }
-PRF_CHOICES["sparse-if"] = PRF_CHOICES["sparse"]
+
+
+def prf_choices(retriever: str) -> list[dict]:
+    """The PRF settings tuning tries for ``retriever`` (those of the stages its spec offers)."""
+    stages = set(registry.get(retriever).prf.values())
+    return [cfg for stage, cfgs in PRF_CHOICES.items() if stage in stages for cfg in cfgs]
+
+
 RESCORE_WEIGHTS = (0.1, 0.2, 0.3, 0.5)
 
 
@@ -70,7 +81,7 @@ def tune_pipeline(
     qids = list(queries)
     texts = [queries[q] for q in qids]
     exclude = np.array([searcher.docno(q) for q in qids], dtype=np.int64)
-    names = retrievers or _default_retrievers(searcher.available_retrievers())
+    names = retrievers or registry.hybrid_members(searcher.available_retrievers())
     if not names:
         raise OptionError("--retrievers", "", "the index has no retriever")
     t0 = time.perf_counter()
@@ -115,18 +126,18 @@ def tune_pipeline(
     pipeline = Pipeline(name="tuned", retrievers=tuple(steps), fusion=fusion, depth=depth)
     runner = PipelineRunner(pipeline, searcher)
     kept_lists = [first[n] for n in kept]
-    fused_first = runner._fuse(kept_lists, [s.weight for s in steps], depth)
+    fused_first = runner.fuse(kept_lists, depth)
     report["fusion"] = {"fusion": fusion, "weights": dict(zip(names, weights)), metric: value}
 
     if try_prf:
         current_lists = list(kept_lists)
         for i, step in enumerate(steps):
-            for cfg in PRF_CHOICES.get(step.name, []):
+            for cfg in prf_choices(step.name):
                 trial_step = replace(step, prf=cfg)
-                prf_hits = runner._prf(trial_step, texts, fused_first, depth, 1, exclude, {})
+                prf_hits = runner.prf(trial_step, texts, fused_first, depth, 1, exclude)
                 trial_lists = list(current_lists)
                 trial_lists[i] = prf_hits
-                trial = runner._fuse(trial_lists, [s.weight for s in steps], 100)
+                trial = runner.fuse(trial_lists, 100)
                 trial_value = score(trial)
                 report["trials"] += 1
                 log(f"tune: PRF {step.name} {cfg}: {metric} {trial_value:.4f}")
@@ -134,7 +145,7 @@ def tune_pipeline(
                     value, steps[i], current_lists = trial_value, trial_step, trial_lists
         pipeline = Pipeline(name="tuned", retrievers=tuple(steps), fusion=fusion, depth=depth)
         runner = PipelineRunner(pipeline, searcher)
-        fused = runner._fuse(current_lists, [s.weight for s in steps], depth)
+        fused = runner.fuse(current_lists, depth)
     else:
         fused = fused_first
     report["prf"] = {s.name: s.prf for s in steps if s.prf}
@@ -145,19 +156,17 @@ def tune_pipeline(
             if stage not in searcher.components:
                 continue
             head_n = 100
-            head = Hits(fused.docnos[:, :head_n], fused.scores[:, :head_n])
-            new_scores = searcher.retriever(stage).score_candidates(texts, head.docnos)
-            from braid.retrieval.pipeline import _interpolate_head
+            new_scores = searcher.retriever(stage).score_candidates(texts, fused.docnos[:, :head_n])
 
             best_w, best_v = None, value
             for w in RESCORE_WEIGHTS:
-                trial_value = score(_interpolate_head(fused, head, new_scores, w))
+                trial_value = score(interpolate_head(fused, head_n, new_scores, w))
                 report["trials"] += 1
                 log(f"tune: rescore {stage} weight {w}: {metric} {trial_value:.4f}")
                 if trial_value > best_v + 1e-4:
                     best_w, best_v = w, trial_value
             if best_w is not None:
-                fused = _interpolate_head(fused, head, new_scores, best_w)
+                fused = interpolate_head(fused, head_n, new_scores, best_w)
                 value = best_v
                 rescore.append({"stage": stage, "top_n": head_n, "weight": best_w})
     report["rescore"] = rescore

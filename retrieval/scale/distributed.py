@@ -1,16 +1,16 @@
 """Distributed encoding and sharded index builds on Ray.
 
 :func:`build_sharded` turns one corpus into a sharded index directory (layout in
-:mod:`braid.retrieval.sharded`): the corpus is cut into N contiguous shards (so global docnos equal
+:mod:`braid.retrieval.scale.sharded`): the corpus is cut into N contiguous shards (so global docnos equal
 corpus order), encoded by Ray Data (``map_batches`` over an actor pool; one GPU per actor when the
 cluster has GPUs), and every shard is built as an ordinary Braid index by
-:func:`braid.retrieval.build.build_index`, run as one Ray task per shard. The encodings reach
-``build_index`` through its own resumable vector cache (:mod:`braid.retrieval.vectorcache`), filled
+:func:`braid.retrieval.build.builder.build_index`, run as one Ray task per shard. The encodings reach
+``build_index`` through its own resumable vector cache (:mod:`braid.retrieval.build.vectorcache`), filled
 with vectors computed elsewhere, so each shard's manifest, ``vectors/`` and components are those of
 a normal build. Two collection-wide statistics are computed before the shards are built:
 
 - BM25: token counts per shard give the collection's average length; each shard's BM25 component
-  gets padding documents that give it that average (see :func:`braid.retrieval.sharded.bm25_padding`).
+  gets padding documents that give it that average (see :func:`braid.retrieval.scale.sharded.bm25_padding`).
 - Inference-free sparse queries (``sparse-if``) weigh query tokens by an IDF table; when the model
   has no ``idf.json`` the table is computed from document frequencies summed over all shards and
   written to every shard and to ``SHARDED_DIR/sparse/idf.npy``.
@@ -40,8 +40,8 @@ import numpy as np
 
 from braid import __version__
 from braid.data.errors import BraidError, DataError, OptionError
-from braid.retrieval.build import BuildOptions, corpus_fingerprint, corpus_path
-from braid.retrieval.sharded import (
+from braid.retrieval.build.builder import BuildOptions, corpus_fingerprint, corpus_path
+from braid.retrieval.scale.sharded import (
     PAD_TOKEN,
     SHARDED_FORMAT,
     SHARDED_FORMAT_VERSION,
@@ -202,7 +202,7 @@ def shard_statistics(shard_file: str, need_bm25: bool, idf_options: BuildOptions
         analyzer = _analyzer()
     encoder = df = None
     if idf_options is not None:
-        from braid.retrieval.learned import sparse_encoder_from_options
+        from braid.retrieval.build.components import sparse_encoder_from_options
 
         encoder = sparse_encoder_from_options(idf_options)
         df = np.zeros(encoder.vocab_size, dtype=np.int64)
@@ -231,7 +231,7 @@ def shard_statistics(shard_file: str, need_bm25: bool, idf_options: BuildOptions
 def global_idf(dfs: list[np.ndarray], num_docs: int, options: BuildOptions):
     """The collection's IDF table from per-shard document frequencies (the formula of compute_idf)."""
     from braid.encoders.sparse import IdfTable
-    from braid.retrieval.learned import sparse_encoder_from_options
+    from braid.retrieval.build.components import sparse_encoder_from_options
 
     encoder = sparse_encoder_from_options(options)
     df = np.sum(dfs, axis=0)
@@ -249,7 +249,7 @@ class _EncodeActor:
     def __init__(self, kinds: list[str], options: BuildOptions, threads: int, device: str):
         import torch
 
-        from braid.retrieval.learned import dense_encoder_from_options, sparse_encoder_from_options
+        from braid.retrieval.build.components import dense_encoder_from_options, sparse_encoder_from_options
 
         torch.set_num_threads(max(1, threads))
         opts = replace(options, device=device)
@@ -415,13 +415,13 @@ def fill_vector_cache(index_dir: Path, corpus_file: Path, kind: str, options: Bu
     """Write the finished encoding cache that ``build_index(corpus_file, index_dir, options)`` finds and reuses.
 
     ``vectors``: ``(indptr, indices, data)`` for sparse, float32 (n, dim) for dense, in the corpus's
-    document order. The cache is the one :mod:`braid.retrieval.vectorcache` writes (same encoder
+    document order. The cache is the one :mod:`braid.retrieval.build.vectorcache` writes (same encoder
     description, chunk hashes of the texts), so the build treats it as its own and encodes nothing.
     """
     shard_dir, shard_file = Path(index_dir), corpus_path(corpus_file)
     from braid.data.corpus import iter_corpus
-    from braid.retrieval.learned import _encode_dir, dense_encoder_from_options, sparse_encoder_from_options
-    from braid.retrieval.vectorcache import encode_corpus
+    from braid.retrieval.build.components import _encode_dir, dense_encoder_from_options, sparse_encoder_from_options
+    from braid.retrieval.build.vectorcache import encode_corpus
 
     if kind == "sparse":
         replay: Any = _ReplaySparse(sparse_encoder_from_options(options), *vectors)
@@ -448,7 +448,7 @@ def build_shard(spec: dict) -> dict:
 
     from braid.data.corpus import Document, iter_corpus
     from braid.index.manifest import adding_component, read_manifest, write_manifest
-    from braid.retrieval.build import build_index
+    from braid.retrieval.build.builder import build_index
 
     shard_file, shard_dir = Path(spec["shard_file"]), Path(spec["shard_dir"])
     options: BuildOptions = spec["options"]
@@ -498,7 +498,7 @@ def _load_slice(path: Path, kind: str):
 def _read_pre_encoded(kind: str, path: Path, doc_ids: list[str], options: BuildOptions):
     """Pre-encoded vectors of the whole corpus, in corpus order (sparse: a SparseVectors; dense: float32 (n, dim))."""
     if kind == "sparse":
-        from braid.retrieval.learned import _vectors_from_file, sparse_encoder_from_options
+        from braid.retrieval.build.components import _vectors_from_file, sparse_encoder_from_options
 
         encoder = sparse_encoder_from_options(options)
         vocab = encoder.backbone.tokenizer.get_vocab() if Path(path).suffix != ".npz" else None
@@ -663,7 +663,7 @@ def _component_summary(info: dict) -> dict:
 
 
 def _needs_corpus_idf(options: BuildOptions) -> bool:
-    from braid.retrieval.learned import sparse_encoder_from_options
+    from braid.retrieval.build.components import sparse_encoder_from_options
 
     return sparse_encoder_from_options(options).backbone.ref.file("idf.json") is None
 
