@@ -266,7 +266,7 @@ BAD_JSON = [
     ({"query": "cats", "fields": "yes"}, 422, "fields"),
     ({"query": "cats", "colour": "red"}, 422, "colour"),
     ({"query": "cats", "heap_factor": 0.5}, 400, "bm25"),
-    ({"query": "cats", "heap_factor": 2.0}, 422, "heap_factor"),
+    ({"query": "cats", "heap_factor": 2.5}, 422, "heap_factor"),
     ({"query": "cats", "nprobe": 0}, 422, "nprobe"),
 ]
 
