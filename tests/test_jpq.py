@@ -1,8 +1,9 @@
-"""JPQ training (braid.retrieval.train.jpq) and its query tower (braid.encoders.towers), with a tiny randomly
-initialised bi-encoder on synthetic data."""
+"""JPQ training (braid.retrieval.train.jpq), its query tower (braid.encoders.towers) and the leakage rule, with a tiny
+randomly initialised bi-encoder on synthetic data."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -223,6 +224,7 @@ def _index_dir(world, tmp_path: Path, kind: str = "pq") -> tuple[Path, Path]:
             fh.write(json.dumps({"_id": qid, "text": text}) + "\n")
     lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{r}" for q, docs in world["qrels"].items() for d, r in docs.items()]
     (ds / "qrels" / "train.tsv").write_text("\n".join(lines) + "\n")
+    (ds / "qrels" / "test.tsv").write_text("\n".join(lines[:6]) + "\n")
     return idx, ds
 
 
@@ -238,6 +240,13 @@ def test_save_load_round_trip(world, tmp_path):
     assert summary["pairs"] == world["data"].n_pairs
     assert summary["steps"] == 2 * int(np.ceil(world["data"].n_pairs / 8)) and len(summary["epoch_losses"]) == 2
     assert not jpq.default_checkpoint_dir(idx).exists()  # the default checkpoint goes once installed
+    # what it was trained on is recorded, in the manifest and in jpq.json
+    qrels_sha256 = hashlib.sha256((ds / "qrels" / "train.tsv").read_bytes()).hexdigest()
+    trained_on = {"name": "ds", "path": str(ds.resolve()), "qrels": "qrels/train.tsv", "qrels_sha256": qrels_sha256}
+    entry = summary["dense"]["jpq"]
+    assert entry["dataset"] == trained_on and entry["split"] == "train"
+    record = json.loads((idx / "dense" / "jpq" / "jpq.json").read_text())
+    assert record["dataset"] == trained_on and record["split"] == "train"
 
     info = read_manifest(idx)["components"]["dense"]
     assert jpq.is_jpq(info) and not jpq.is_jpq(before)
@@ -274,7 +283,7 @@ def test_saved_query_encoder_encodes_as_the_training_tower(world, tmp_path):
     index = DenseIndex.load(idx / "dense", read_manifest(idx)["components"]["dense"]["index"]).index
     result = jpq.train_jpq(world["model"], index, world["data"], jpq.JPQConfig(epochs=1, **FAST), query_prefix="find ")
     info = jpq.install_jpq(idx, result, world["model"])
-    assert info["jpq"]["query_prefix"] == "find "
+    assert info["jpq"]["query_prefix"] == "find " and info["jpq"]["dataset"] is None and info["jpq"]["split"] is None
     # texts of different lengths (padding), one beyond max_length (truncation)
     texts = ["alpha", "red green blue", " ".join(WORDS[:30]), "omega psi", "teal navy olive grey pink brown"]
     tower = result.tower
@@ -308,6 +317,22 @@ def test_a_tower_of_another_max_length_is_refused(world):
         jpq.train_jpq(tower, index.index, world["data"], jpq.JPQConfig(**FAST))
 
 
+def test_training_on_the_reported_split_is_refused(world, tmp_path):
+    from braid.index.manifest import read_manifest
+
+    idx, ds = _index_dir(world, tmp_path)
+    before = read_manifest(idx)
+    with pytest.raises(OptionError, match="would overfit"):
+        jpq.train_jpq_index(idx, ds, "test", jpq.JPQConfig(**FAST))
+    with pytest.raises(OptionError, match="would overfit"):
+        jpq.training_set_from_dataset(ds, "test", world["doc_ids"])
+    # another reported split moves the rule with it
+    with pytest.raises(OptionError, match="would overfit"):
+        jpq.training_set_from_dataset(ds, "train", world["doc_ids"], report_split="train")
+    assert jpq.training_set_from_dataset(ds, "test", world["doc_ids"], report_split="dev").n_pairs > 0
+    assert read_manifest(idx) == before and not jpq.default_checkpoint_dir(idx).exists()
+
+
 def test_cli_train_jpq(world, tmp_path):
     from click.testing import CliRunner
 
@@ -328,3 +353,5 @@ def test_cli_train_jpq(world, tmp_path):
     assert result.exit_code != 0 and "pq or opq" in result.output
     result = CliRunner().invoke(train, ["jpq", str(idx), "--dataset", str(ds), "--split", "dev", "--quiet"])
     assert result.exit_code != 0 and "no qrels for split" in result.output
+    result = CliRunner().invoke(train, ["jpq", str(idx), "--dataset", str(ds), "--split", "test", "--quiet"])
+    assert result.exit_code != 0 and "would overfit" in result.output and "'test'" in result.output

@@ -1,8 +1,9 @@
-"""The rules every trainer shares (braid.retrieval.train: checkpoints) and the import boundaries around training."""
+"""The rules every trainer shares (braid.retrieval.train: leakage, checkpoints) and the import boundaries around training."""
 
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import pkgutil
 import subprocess
@@ -12,10 +13,42 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from braid.data.errors import OptionError
+from braid.data.errors import DataError, OptionError
 from braid.retrieval.train import checkpoint
+from braid.retrieval.train.leakage import check_training_split, training_record
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------- leakage
+def test_check_training_split():
+    assert check_training_split("train") == "train"
+    assert check_training_split("dev", "test") == "dev"
+    assert check_training_split("test", "dev") == "test"  # the rule follows the reported split
+    for bad in ("test", "TEST", " test "):
+        with pytest.raises(OptionError, match=r"--split.*training on the split that is reported \('test'\) would overfit"):
+            check_training_split(bad)
+    with pytest.raises(OptionError, match=r"invalid value for --split: 'dev'.*tuning on the split that is reported \('dev'\)"):
+        check_training_split("dev", "dev", what="tuning")
+    with pytest.raises(OptionError, match="split"):
+        check_training_split("dev", "dev", option="split")
+    for bad in ("", "  ", None):
+        with pytest.raises(OptionError, match="name of a qrels split"):
+            check_training_split(bad)
+
+
+def test_training_record(tmp_path):
+    ds = tmp_path / "mini"
+    (ds / "qrels").mkdir(parents=True)
+    (ds / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    record = training_record(ds, "train")
+    sha = hashlib.sha256((ds / "qrels" / "train.tsv").read_bytes()).hexdigest()
+    assert record == {"dataset": {"name": "mini", "path": str(ds.resolve()), "qrels": "qrels/train.tsv", "qrels_sha256": sha}, "split": "train"}
+    assert json.loads(json.dumps(record)) == record
+    (ds / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td2\t1\n")  # other judgments, other fingerprint
+    assert training_record(ds, "train")["dataset"]["qrels_sha256"] != sha
+    with pytest.raises(DataError, match=r"no qrels for split 'dev' \(available: train\)"):
+        training_record(ds, "dev")
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -92,4 +125,4 @@ def test_training_modules_import_alone_without_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout) == {}
-    assert "braid.retrieval.train.jpq.loop" in modules and "braid.retrieval.train.checkpoint" in modules
+    assert "braid.retrieval.train.jpq.loop" in modules and "braid.retrieval.train.leakage" in modules

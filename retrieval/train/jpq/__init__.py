@@ -12,7 +12,7 @@ document encoder is never run and the document codes never change.
   :func:`install_jpq`, which write the result into the index.
 
 The query tower trained here is :class:`braid.encoders.towers.DenseTower`, the encoders' own
-tokenisation, pooling and normalisation; pairs and checkpoints are the shared
+tokenisation, pooling and normalisation; pairs, checkpoints and the leakage rule are the shared
 ones of :mod:`braid.retrieval.train`. At query time a trained index is read by
 :mod:`braid.encoders.jpq`, which imports nothing from here.
 """

@@ -5,7 +5,8 @@ reads, written by :meth:`DenseEncoder.save`), ``centroids.npy``, ``base_centroid
 centroids before training, so that training again starts from the same point) and ``jpq.json``
 (the manifest entry plus the loss history); the FAISS index file gets the trained centroids, so
 plain FAISS search scores documents with them. The manifest's ``components["dense"]["jpq"]``
-records it all. Searching reads it back with
+records it all, including the dataset and split trained on
+(:func:`~braid.retrieval.train.leakage.training_record`). Searching reads it back with
 :func:`braid.encoders.jpq.open_jpq_query_encoder`.
 """
 
@@ -15,7 +16,7 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -24,6 +25,7 @@ from braid.encoders.jpq import JPQ_FORMAT_VERSION, is_jpq
 from braid.retrieval.train import checkpoint
 from braid.retrieval.train.jpq.config import JPQ_KINDS, JPQConfig
 from braid.retrieval.train.jpq.loop import JPQResult, loss_curve, train_jpq
+from braid.retrieval.train.leakage import REPORT_SPLIT, check_training_split
 from braid.retrieval.train.pairs import training_set_from_dataset
 
 JPQ_DIR = "jpq"
@@ -36,10 +38,12 @@ def default_checkpoint_dir(index_dir: str | Path) -> Path:
     return checkpoint.default_checkpoint_dir(index_dir, "jpq")
 
 
-def install_jpq(index_dir: str | Path, result: JPQResult, base_model: str) -> dict:
+def install_jpq(index_dir: str | Path, result: JPQResult, base_model: str, trained_on: Mapping | None = None) -> dict:
     """Put a trained JPQ into ``index_dir``'s dense component (atomically) and return the new manifest entry.
 
-    The dense component is rebuilt in a temporary directory (its files copied, the FAISS index rewritten with the trained
+    ``trained_on``: :func:`~braid.retrieval.train.leakage.training_record` of the training data
+    (its ``dataset`` and ``split`` are recorded; None records them as null). The dense component is
+    rebuilt in a temporary directory (its files copied, the FAISS index rewritten with the trained
     centroids, ``jpq/`` added) and swapped in by :func:`braid.index.manifest.adding_component`;
     the document codes are copied unchanged.
     """
@@ -56,6 +60,7 @@ def install_jpq(index_dir: str | Path, result: JPQResult, base_model: str) -> di
     src = index_dir / "dense"
     file = str(dense.get("index", {}).get("file", "dense.faiss"))
     tower = result.tower
+    trained_on = dict(trained_on or {})
     meta = {
         "format_version": JPQ_FORMAT_VERSION,
         "dir": JPQ_DIR,
@@ -68,6 +73,8 @@ def install_jpq(index_dir: str | Path, result: JPQResult, base_model: str) -> di
         "query_prefix": tower.prefix,
         "max_length": tower.max_length,
         "config": result.config.to_dict(),
+        "dataset": trained_on.get("dataset"),
+        "split": trained_on.get("split"),
         "steps": len(result.history),
         "train_seconds": round(result.seconds, 1),
         "epoch_losses": [round(x, 6) for x in result.epoch_losses],
@@ -106,10 +113,13 @@ def train_jpq_index(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     threads: int | None = None,
+    report_split: str = REPORT_SPLIT,
 ) -> dict:
     """``braid train jpq``: train JPQ on ``dataset_dir``'s ``split`` qrels for the PQ/OPQ dense index of ``index_dir``, save it there.
 
-    Training always starts from the index's pre-JPQ state (its base encoder and centroids), so training an index again replaces
+    ``split`` equal to ``report_split`` is refused
+    (:func:`~braid.retrieval.train.leakage.check_training_split`). Training always starts from the
+    index's pre-JPQ state (its base encoder and centroids), so training an index again replaces
     the previous JPQ rather than compounding it. ``checkpoint_dir``: None uses
     :func:`default_checkpoint_dir`, removed after a successful install; an explicit directory is
     kept. Re-running after an interruption resumes. Returns a summary dict (pairs, steps,
@@ -119,6 +129,7 @@ def train_jpq_index(
     from braid.index.dense import DenseIndex
     from braid.index.manifest import read_docids, read_manifest
 
+    check_training_split(split, report_split)
     config = config or JPQConfig()
     log = log or (lambda _msg: None)
     index_dir = Path(index_dir)
@@ -131,7 +142,7 @@ def train_jpq_index(
         raise OptionError("dense index kind", kind, f"JPQ trains {' or '.join(JPQ_KINDS)} dense indexes; rebuild with --dense-index pq or opq")
     encoder = dense.get("encoder") or {}
     doc_ids = read_docids(index_dir)
-    data = training_set_from_dataset(dataset_dir, split, doc_ids)
+    data = training_set_from_dataset(dataset_dir, split, doc_ids, report_split)
     log(f"jpq: {len(data.query_ids)} queries, {data.n_pairs} pairs from {split} ({data.skipped} judged queries skipped)")
     index = DenseIndex.load(index_dir / "dense", dense["index"], mmap=False).index
     if is_jpq(dense):
@@ -158,7 +169,7 @@ def train_jpq_index(
         query_prefix=encoder.get("query_prefix"),
         threads=threads,
     )
-    info = install_jpq(index_dir, result, base_model)
+    info = install_jpq(index_dir, result, base_model, data.source)
     if not explicit:
         shutil.rmtree(ckdir, ignore_errors=True)
     return {
