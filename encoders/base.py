@@ -177,6 +177,48 @@ class TransformerBackbone:
         dtype = torch.bfloat16 if self.options.precision == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
+    def _pad(self, enc: Any, positions: np.ndarray, keys: Sequence[str], lengths: np.ndarray) -> dict:
+        """Rows ``positions`` of a tokenisation, padded to their longest on the tokenizer's padding side -> int64 tensors on the device."""
+        import torch
+
+        device = self.device
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = 0
+        left = self.tokenizer.padding_side == "left"
+        width = int(lengths[positions].max())
+        batch = {}
+        for key in keys:
+            fill = pad_id if key == "input_ids" else 0
+            arr = np.full((len(positions), width), fill, dtype=np.int64)
+            for row, p in enumerate(positions):
+                seq = enc[key][p]
+                if left:
+                    arr[row, width - len(seq) :] = seq
+                else:
+                    arr[row, : len(seq)] = seq
+            batch[key] = torch.from_numpy(arr).to(device)
+        return batch
+
+    def _tokenized(self, texts: Sequence[str]) -> tuple[Any, list[str], np.ndarray]:
+        enc = self.tokenize(texts)
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        lengths = np.fromiter((len(ids) for ids in enc["input_ids"]), dtype=np.int64, count=len(texts))
+        return enc, keys, lengths
+
+    def collate(self, texts: Sequence[str]) -> dict:
+        """One padded batch of ``texts`` in input order (the same tokenisation and padding as :meth:`run_batches`).
+
+        Returns ``{"input_ids", "attention_mask"[, "token_type_ids"]}``: int64 tensors (B, L) on the
+        device, L the longest text's token count. For training, where the caller runs the model
+        itself (with gradients); ``texts`` must not be empty.
+        """
+        texts = check_texts(texts)
+        if not texts:
+            raise OptionError("texts", "an empty list", "at least one text to make a batch of")
+        enc, keys, lengths = self._tokenized(texts)
+        return self._pad(enc, np.arange(len(texts)), keys, lengths)
+
     def run_batches(
         self, texts: Sequence[str], head: Callable[[Any, Any], np.ndarray | list]
     ) -> Iterator[tuple[np.ndarray, Any]]:
@@ -191,27 +233,10 @@ class TransformerBackbone:
         texts = check_texts(texts)
         if len(texts) == 0:
             return
-        enc = self.tokenize(texts)
-        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-        lengths = np.fromiter((len(ids) for ids in enc["input_ids"]), dtype=np.int64, count=len(texts))
+        enc, keys, lengths = self._tokenized(texts)
         model = self.model
-        device = self.device
-        pad_id = self.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = 0
         for positions in length_sorted_batches(lengths, self.options.batch_size):
-            width = int(lengths[positions].max())
-            batch = {}
-            for key in keys:
-                fill = pad_id if key == "input_ids" else 0
-                arr = np.full((len(positions), width), fill, dtype=np.int64)
-                for row, p in enumerate(positions):
-                    seq = enc[key][p]
-                    if self.tokenizer.padding_side == "left":
-                        arr[row, width - len(seq) :] = seq
-                    else:
-                        arr[row, : len(seq)] = seq
-                batch[key] = torch.from_numpy(arr).to(device)
+            batch = self._pad(enc, positions, keys, lengths)
             with torch.inference_mode(), self.autocast():
                 results = head(batch, model)
             yield positions, results
