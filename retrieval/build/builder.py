@@ -10,7 +10,6 @@ index parameters reuses them.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass, field

@@ -25,6 +25,7 @@ from braid.retrieval import retrievers as registry
 from braid.retrieval.pipeline.rerank import interpolate_head
 from braid.retrieval.pipeline.runner import PipelineRunner
 from braid.retrieval.pipeline.spec import Pipeline, RetrieverStep, pipeline_from_dict
+from braid.retrieval.train.leakage import check_training_split
 
 WEIGHT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 NORMS = ("minmax", "zscore")
@@ -71,8 +72,7 @@ def tune_pipeline(
     log: Callable[[str], None] = print,
 ) -> tuple[Pipeline, dict]:
     """Search fusion / PRF / rescoring settings on ``split``; return the best pipeline and a report."""
-    if split == report_split:
-        raise OptionError("--split", split, f"tuning on the split that is reported ({report_split!r}) would overfit it; use a train or dev split")
+    check_training_split(split, report_split, what="tuning")
     (metric,) = check_metrics([metric])
     qrels = dataset.qrels(split)
     queries = dataset.queries(split)
