@@ -124,6 +124,11 @@ class DenseIndexConfig:
 
 
 def _require_faiss() -> Any:
+    import logging
+
+    # faiss's loader logs every CPU-specific library it fails to find at INFO ("Could not load library
+    # with AVX512 support ..."), which reads like an error under `braid serve --log-level info`.
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     try:
         import faiss
     except ImportError:  # pragma: no cover - depends on the installation
