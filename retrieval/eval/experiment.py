@@ -35,7 +35,6 @@ def components_needed(retriever: str | None, pipeline, options: BuildOptions, in
 
 def ensure_index(dataset: BeirDataset, index_dir: Path, need: set[str], options: BuildOptions, rebuild: bool, log) -> None:
     """Build ``index_dir`` for ``dataset`` with at least the components ``need`` (reusing what exists)."""
-    opts = replace(options, retrievers=tuple(sorted(need)), overwrite=rebuild or options.overwrite)
     if index_dir.exists() and not rebuild:
         try:
             manifest = read_manifest(index_dir)
@@ -44,8 +43,9 @@ def ensure_index(dataset: BeirDataset, index_dir: Path, need: set[str], options:
         missing = sorted(need - set(manifest["components"]))
         if missing:
             log(f"{dataset.name}: adding {', '.join(missing)} to {index_dir}")
-            add_components(dataset.root, index_dir, replace(opts, retrievers=tuple(missing)), log=log)
+            add_components(dataset.root, index_dir, replace(options, retrievers=tuple(missing), overwrite=options.overwrite), log=log)
         return
+    opts = replace(options, retrievers=tuple(sorted(need or set(options.retrievers))), overwrite=rebuild or options.overwrite)
     log(f"{dataset.name}: building {', '.join(opts.retrievers)} into {index_dir}")
     build_index(dataset.root, index_dir, opts, log=log)
 
