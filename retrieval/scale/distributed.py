@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from braid import __version__
-from braid.data.errors import BraidError, DataError, OptionError
+from braid.data.errors import BraidError, DataError, OptionError, check_finite, check_positive_int
 from braid.retrieval.build.builder import BuildOptions, corpus_fingerprint, corpus_path
 from braid.retrieval.scale.sharded import (
     PAD_TOKEN,
@@ -79,20 +79,14 @@ class ShardingConfig:
     gpus_per_actor: float | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.shards, bool) or not isinstance(self.shards, int) or self.shards < 1:
-            raise OptionError("--shards", self.shards, "a positive integer")
+        check_positive_int("--shards", self.shards)
         if self.executor not in EXECUTORS:
             raise OptionError("--executor", self.executor, "one of " + ", ".join(EXECUTORS))
         for name in ("num_cpus", "encode_actors"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise OptionError("--" + name.replace("_", "-"), v, "None or a positive integer")
-        if isinstance(self.encode_batch_size, bool) or not isinstance(self.encode_batch_size, int) or self.encode_batch_size < 1:
-            raise OptionError("--encode-batch-size", self.encode_batch_size, "a positive integer")
-        if not isinstance(self.cpus_per_actor, (int, float)) or self.cpus_per_actor <= 0:
-            raise OptionError("--cpus-per-actor", self.cpus_per_actor, "a number > 0")
-        if self.gpus_per_actor is not None and (not isinstance(self.gpus_per_actor, (int, float)) or self.gpus_per_actor < 0):
-            raise OptionError("--gpus-per-actor", self.gpus_per_actor, "None or a number >= 0")
+            check_positive_int("--" + name.replace("_", "-"), getattr(self, name), allow_none=True)
+        check_positive_int("--encode-batch-size", self.encode_batch_size)
+        check_finite("--cpus-per-actor", self.cpus_per_actor, low=0, low_open=True)
+        check_finite("--gpus-per-actor", self.gpus_per_actor, low=0, allow_none=True)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -33,7 +33,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from braid.data.errors import BraidError, DataError, OptionError
+from braid.data.errors import BraidError, DataError, OptionError, check_positive_int
 from braid.index.hits import Hits
 
 MAX_VARCHAR = 65535
@@ -88,8 +88,7 @@ class MilvusLoadConfig:
             raise OptionError("--collection", self.collection, "letters, digits and underscores, not starting with a digit")
         if self.dense_index not in DENSE_INDEXES:
             raise OptionError("--dense-index", self.dense_index, "one of " + ", ".join(DENSE_INDEXES))
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise OptionError("--batch-size", self.batch_size, "a positive integer")
+        check_positive_int("--batch-size", self.batch_size)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -351,10 +350,8 @@ class MilvusSearcher:
         pymilvus = require_pymilvus()
         if retriever not in self.RETRIEVERS:
             raise OptionError("--retriever", retriever, "one of " + ", ".join(self.RETRIEVERS))
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise OptionError("k", k, "a positive integer")
-        if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
-            raise OptionError("depth", depth, "a positive integer")
+        check_positive_int("k", k)
+        check_positive_int("depth", depth)
         kinds = ["sparse", "dense"] if retriever.startswith("hybrid") else [retriever]
         data = {}
         n = None
