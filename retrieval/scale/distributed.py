@@ -28,9 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -40,6 +38,7 @@ import numpy as np
 
 from braid import __version__
 from braid.data.errors import BraidError, DataError, OptionError, check_finite, check_positive_int
+from braid.index.manifest import building_index
 from braid.retrieval.build.builder import BuildOptions, corpus_fingerprint, corpus_path
 from braid.retrieval.scale.sharded import (
     PAD_TOKEN,
@@ -105,30 +104,11 @@ class ShardingConfig:
 # --------------------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def _building_sharded(out_dir: Path, overwrite: bool) -> Iterator[Path]:
-    """A temporary sibling directory renamed to ``out_dir`` once it holds ``sharded.json``."""
-    if out_dir.exists() and not overwrite:
-        raise OptionError("--out", str(out_dir), "the directory exists; pass --overwrite to replace it")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OptionError("--out", str(out_dir), "exists and is not a directory")
-    parent = out_dir.parent if str(out_dir.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-{os.getpid()}-", dir=parent))
-    try:
+    """A temporary sibling directory renamed to ``out_dir`` once it holds ``sharded.json`` (staging removed)."""
+    with building_index(out_dir, overwrite=overwrite, marker=SHARDED_MANIFEST) as tmp:
         yield tmp
-        if not (tmp / SHARDED_MANIFEST).exists():
-            raise BraidError(f"internal error: sharded build of {out_dir} finished without {SHARDED_MANIFEST}")
         shutil.rmtree(tmp / _SRC, ignore_errors=True)
         shutil.rmtree(tmp / ".encoded", ignore_errors=True)
-        if out_dir.exists():
-            old = parent / f".{out_dir.name}.old-{os.getpid()}"
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def shard_name(i: int) -> str:
