@@ -501,11 +501,13 @@ def build_sharded(
 
     ``options``: what to build, as for :func:`build_index` (retrievers among bm25, sparse, dense;
     ``options.sparse_vectors`` pre-encoded sparse vectors, .npz in corpus order or JSONL with ids).
-    ``dense_vectors``: pre-encoded dense vectors, float32 ``.npy`` (n_docs, dim) in corpus order.
+    ``dense_vectors`` (default ``options.dense_vectors``): pre-encoded dense vectors, float32 ``.npy``
+    (n_docs, dim) in corpus order.
     Kinds given pre-encoded are not encoded again. Returns the ``sharded.json`` manifest.
     """
     options = options or BuildOptions()
     sharding = sharding or ShardingConfig()
+    dense_vectors = options.dense_vectors if dense_vectors is None else dense_vectors
     bad = [r for r in options.retrievers if r not in SHARD_COMPONENTS]
     if bad:
         raise OptionError("--retrievers", ",".join(bad), "a sharded index holds " + ", ".join(SHARD_COMPONENTS))
@@ -543,7 +545,7 @@ def build_sharded(
                     target = tmp / _SRC / f"{shard_name(i)}.dense.npy"
                     np.save(target, np.ascontiguousarray(vectors[lo : lo + n], dtype=np.float32), allow_pickle=False)
                 arrays[i][kind] = str(target)
-        shard_options = replace(options, sparse_vectors=None, overwrite=False, progress=False)
+        shard_options = replace(options, sparse_vectors=None, dense_vectors=None, overwrite=False, progress=False)
 
         # Statistics: BM25 average length, IDF for inference-free sparse queries.
         t0 = time.perf_counter()

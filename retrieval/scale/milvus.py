@@ -435,3 +435,38 @@ def _quote(value: str) -> str:
 def iter_batches(items: Sequence, size: int) -> Iterator[Sequence]:
     for lo in range(0, len(items), size):
         yield items[lo : lo + size]
+
+
+def evaluate_collection(
+    searcher: MilvusSearcher,
+    dataset: str | Path,
+    split: str = "test",
+    k: int = 1000,
+    metrics: Sequence[str] = ("ndcg@10", "recall@100"),
+    remove_self_hits: bool = True,
+    runs_dir: str | Path | None = None,
+    retriever: str = "hybrid-rrf",
+    **knobs,
+) -> dict[str, dict[str, float]]:
+    """Search the BEIR folder ``dataset``'s ``split`` queries in ``searcher``'s collection and score
+    them with Braid's evaluation (pytrec_eval); return ``{dataset_name: {metric: mean}}``.
+
+    ``knobs``: as for :meth:`MilvusSearcher.batch_search`. With ``runs_dir``, writes
+    ``RUNS_DIR/NAME/SYSTEM.SPLIT.trec`` and ``...metrics.json`` (mean and per query) as ``braid eval`` does.
+    """
+    from braid.data.beir import BeirDataset
+    from braid.data.runs import write_run
+    from braid.retrieval.eval.evaluate import check_metrics, evaluate
+
+    metrics = check_metrics(metrics)
+    ds = BeirDataset(dataset)
+    queries, qrels = ds.queries(split), ds.qrels(split)
+    res = searcher.batch_search(queries, k=k, retriever=retriever, exclude_self=remove_self_hits, **knobs)
+    run = res.to_run()
+    mean, per_query = evaluate(run, qrels, metrics, ignore_identical_ids=remove_self_hits)
+    if runs_dir is not None:
+        out = Path(runs_dir) / ds.name
+        write_run(run, out / f"{res.retriever}.{split}.trec", tag=res.retriever)
+        summary = {"dataset": ds.name, "split": split, "system": res.retriever, "mean": mean, "per_query": per_query}
+        (out / f"{res.retriever}.{split}.metrics.json").write_text(json.dumps(summary, indent=1))
+    return {ds.name: mean}
