@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from braid.data.errors import BraidError, OptionError
+from braid.data.errors import BraidError, OptionError, check_int, check_positive_int
 from braid.encoders.resolve import ModelRef, resolve_model
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -38,18 +38,13 @@ class RuntimeOptions:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 2:
-            raise OptionError("max_length", self.max_length, "an integer >= 2")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise OptionError("batch_size", self.batch_size, "an integer >= 1")
+        check_int("max_length", self.max_length, low=2)
+        check_positive_int("batch_size", self.batch_size)
         if self.device not in DEVICES:
             raise OptionError("device", self.device, f"one of {', '.join(DEVICES)}")
         if self.precision not in PRECISIONS:
             raise OptionError("precision", self.precision, f"one of {', '.join(PRECISIONS)}")
-        if self.threads is not None and (
-            isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
-        ):
-            raise OptionError("threads", self.threads, "None or an integer >= 1")
+        check_positive_int("threads", self.threads, allow_none=True)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from braid.data.errors import BraidError, IndexFormatError, OptionError
+from braid.data.errors import BraidError, IndexFormatError, OptionError, check_int, check_nonneg_int, check_positive_int
 from braid.index.hits import Hits
 
 KINDS = ("flat", "hnsw", "ivf", "ivfpq", "pq", "opq")
@@ -72,17 +72,12 @@ class DenseIndexConfig:
         if self.store_dtype == "float16" and self.kind in PQ_KINDS:
             raise OptionError("store_dtype", self.store_dtype, f"float16 storage applies to flat, hnsw and ivf; {self.kind} stores PQ codes")
         for name, low in (("nlist", 1), ("m", 1), ("train_size", 1)):
-            v = getattr(self, name)
-            if v is not None and (not _is_int(v) or v < low):
-                raise OptionError(name, v, f"None or an integer >= {low}")
+            check_int(name, getattr(self, name), low=low, allow_none=True)
         if not _is_int(self.nbits) or not 1 <= self.nbits <= 16:
             raise OptionError("nbits", self.nbits, "an integer in 1..16")
-        if not _is_int(self.hnsw_m) or self.hnsw_m < 2:
-            raise OptionError("hnsw_m", self.hnsw_m, "an integer >= 2")
-        if not _is_int(self.ef_construction) or self.ef_construction < 1:
-            raise OptionError("ef_construction", self.ef_construction, "an integer >= 1")
-        if not _is_int(self.seed) or self.seed < 0:
-            raise OptionError("seed", self.seed, "an integer >= 0")
+        check_int("hnsw_m", self.hnsw_m, low=2)
+        check_positive_int("ef_construction", self.ef_construction)
+        check_nonneg_int("seed", self.seed)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -304,11 +299,9 @@ class DenseIndex:
         beam (default max(16, k)); both are ignored by kinds they do not apply to. ``threads``: OpenMP
         threads for this call. Scores: inner product (``ip``) or negated squared distance (``l2``).
         """
-        if not _is_int(k) or k < 1:
-            raise OptionError("k", k, "an integer >= 1")
+        check_positive_int("k", k)
         for name, v in (("nprobe", nprobe), ("ef_search", ef_search), ("threads", threads)):
-            if v is not None and (not _is_int(v) or v < 1):
-                raise OptionError(name, v, "None or an integer >= 1")
+            check_positive_int(name, v, allow_none=True)
         q = _check_vectors(query_vectors, "query_vectors", self.dim)
         q = np.ascontiguousarray(q, dtype=np.float32)
         if q.shape[0] == 0 or self.num_docs == 0:

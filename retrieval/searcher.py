@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from braid.data.errors import OptionError
+from braid.data.errors import OptionError, check_positive_int
 from braid.data.runs import Run
 from braid.data.text import is_blank, normalize_text, text_problem
 from braid.index.hits import Hits
@@ -149,8 +149,7 @@ class Searcher:
         (BEIR's convention). ``knobs`` are retriever arguments such as ``query_cut``,
         ``heap_factor``, ``nprobe`` (validated against the retrievers searched).
         """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-            raise OptionError("k", k, "a positive integer")
+        check_positive_int("k", k)
         if isinstance(queries, Mapping):
             query_ids = list(queries.keys())
             texts = list(queries.values())

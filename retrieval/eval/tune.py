@@ -194,3 +194,33 @@ def write_pipeline(pipeline: Pipeline, path: Path, report: dict, dataset: str) -
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(header) + pipeline.to_toml(), encoding="utf-8")
+
+
+def tune_dataset(
+    dataset: str | Path,
+    output: str | Path,
+    index_root: str | Path,
+    build,
+    split: str = "train",
+    report_split: str = "test",
+    metric: str = "ndcg@10",
+    depth: int = 1000,
+    try_prf: bool = True,
+    try_rescore: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """``braid tune``: build or reuse ``index_root/NAME`` for the BEIR folder ``dataset`` (``build``:
+    BuildOptions), tune a pipeline on ``split`` (:func:`tune_pipeline`), write it to ``output``
+    (:func:`write_pipeline`); return the report. The splits are checked before anything is built."""
+    from braid.retrieval.eval.experiment import ensure_index
+    from braid.retrieval.searcher import Searcher
+
+    check_training_split(split, report_split, what="tuning")
+    ds = BeirDataset(dataset)
+    index_dir = Path(index_root) / ds.name
+    ensure_index(ds, index_dir, set(build.retrievers), build, False, log)
+    pipeline, report = tune_pipeline(
+        Searcher(index_dir), ds, split=split, report_split=report_split, metric=metric, depth=depth, try_prf=try_prf, try_rescore=try_rescore, log=log
+    )
+    write_pipeline(pipeline, output, report, ds.name)
+    return report

@@ -33,7 +33,6 @@ works without the ``serve`` extra.
 # request models defined inside create_app at run time.
 import json
 import logging
-import math
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
-from braid.data.errors import BraidError, OptionError
+from braid.data.errors import BraidError, OptionError, check_finite, check_nonneg_int, check_positive_int
 from braid.retrieval import retrievers as registry
 
 log = logging.getLogger("braid.serve")
@@ -73,14 +72,9 @@ class ServiceConfig:
 
     def __post_init__(self) -> None:
         for name in ("max_concurrency", "max_k", "max_body_bytes", "max_batch", "max_query_chars", "retry_after_s"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise OptionError(name, value, "a positive integer")
-        if isinstance(self.queue_size, bool) or not isinstance(self.queue_size, int) or self.queue_size < 0:
-            raise OptionError("queue_size", self.queue_size, "an integer >= 0")
-        t = self.timeout_s
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
-            raise OptionError("timeout_s", t, "a finite number of seconds > 0")
+            check_positive_int(name, getattr(self, name))
+        check_nonneg_int("queue_size", self.queue_size)
+        check_finite("timeout_s", self.timeout_s, low=0, low_open=True, hint="seconds")
 
     @property
     def capacity(self) -> int:

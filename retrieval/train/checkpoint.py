@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from braid.data.errors import OptionError
+from braid.index.manifest import replace_directory
 
 CHECKPOINT_LATEST = "latest"
 STATE_FILE = "state.json"
@@ -73,12 +74,8 @@ def write_checkpoint(
 
         torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
     (tmp / STATE_FILE).write_text(json.dumps(dict(state), indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    latest, old = ckdir / CHECKPOINT_LATEST, ckdir / f"{CHECKPOINT_LATEST}.old"
-    if latest.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(latest, old)
-    os.replace(tmp, latest)
-    shutil.rmtree(old, ignore_errors=True)
+    latest = ckdir / CHECKPOINT_LATEST
+    replace_directory(tmp, latest, old=ckdir / f"{CHECKPOINT_LATEST}.old")
     return latest
 
 

@@ -8,17 +8,12 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from braid.data.errors import OptionError
+from braid.data.errors import OptionError, check_finite, check_int
 
 # The dense index kinds JPQ trains (IVF-PQ codes are residuals of a coarse quantizer: not these).
 JPQ_KINDS = ("pq", "opq")
 # Settings that may change when a checkpoint is resumed (they do not change what a step computes).
 RESUMABLE_CHANGES = ("epochs", "checkpoint_every", "device")
-
-
-def is_int(v: Any) -> bool:
-    """An integer (Python or numpy), not a bool."""
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 def _is_num(v: Any) -> bool:
@@ -60,19 +55,13 @@ class JPQConfig:
 
     def __post_init__(self) -> None:
         for name, low in (("epochs", 1), ("batch_size", 1), ("negatives", 0), ("negative_depth", 1), ("max_length", 2), ("seed", 0), ("checkpoint_every", 0)):
-            v = getattr(self, name)
-            if not is_int(v) or v < low:
-                raise OptionError(name, v, f"an integer >= {low}")
+            check_int(name, getattr(self, name), low=low)
         for name in ("lr", "centroid_lr"):
-            v = getattr(self, name)
-            if not _is_num(v) or v < 0:
-                raise OptionError(name, v, "a finite number >= 0 (0 freezes that part)")
-        if not _is_num(self.temperature) or self.temperature <= 0:
-            raise OptionError("temperature", self.temperature, "a finite number > 0")
+            check_finite(name, getattr(self, name), low=0, hint="0 freezes that part")
+        check_finite("temperature", self.temperature, low=0, low_open=True)
         if not _is_num(self.warmup) or not 0 <= self.warmup < 1:
             raise OptionError("warmup", self.warmup, "a fraction in [0, 1)")
-        if not _is_num(self.weight_decay) or self.weight_decay < 0:
-            raise OptionError("weight_decay", self.weight_decay, "a finite number >= 0")
+        check_finite("weight_decay", self.weight_decay, low=0)
         if self.negatives > self.negative_depth:
             raise OptionError("negatives", self.negatives, f"at most negative_depth ({self.negative_depth})")
         if self.device not in ("auto", "cpu", "cuda"):

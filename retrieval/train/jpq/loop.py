@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from braid.data.errors import BraidError, OptionError
+from braid.data.errors import BraidError, OptionError, check_positive_int
 from braid.retrieval.train.checkpoint import read_checkpoint, write_checkpoint
-from braid.retrieval.train.jpq.config import JPQ_KINDS, RESUMABLE_CHANGES, JPQConfig, is_int
+from braid.retrieval.train.jpq.config import JPQ_KINDS, RESUMABLE_CHANGES, JPQConfig
 from braid.retrieval.train.jpq.loss import batch_candidates, batch_loss, search_negatives
 from braid.retrieval.train.pairs import TrainingSet
 
@@ -138,9 +138,7 @@ def train_jpq(
 
     config = config or JPQConfig()
     log = log or (lambda _msg: None)
-    if threads is not None:
-        if not is_int(threads) or threads < 1:
-            raise OptionError("threads", threads, "None or an integer >= 1")
+    if check_positive_int("threads", threads, allow_none=True) is not None:
         torch.set_num_threads(int(threads))
     layout = pqmod.pq_layout(pq_index)
     if layout.kind not in JPQ_KINDS:
