@@ -82,7 +82,7 @@ def build_options(fn):
     fn = click.option("--sparse-vectors", type=click.Path(path_type=Path), default=None, help="Pre-encoded document vectors (JSONL {id, vector} or .npz) instead of a model.")(fn)
     fn = click.option("--dense-model", default=None, help="Bi-encoder: folder or hub id (default sentence-transformers/all-MiniLM-L6-v2).")(fn)
     fn = click.option("--dense-vectors", type=click.Path(path_type=Path), default=None, help="Pre-encoded document embeddings (.npy, corpus order) instead of encoding.")(fn)
-    fn = click.option("--dense-index", default="flat", show_default=True, help="FAISS index type: flat, hnsw, ivf, ivfpq, pq, opq; pq/opq/ivfpq take ':M' sub-quantizers (e.g. pq:96 = 96 bytes per vector).")(fn)
+    fn = click.option("--dense-index", default="flat", show_default=True, help="FAISS index type: flat, hnsw, ivf, ivfpq, pq, opq, bin; pq/opq/ivfpq take ':M' sub-quantizers (e.g. pq:96 = 96 bytes per vector); bin = flat plus sign bits for the dense-bin retriever.")(fn)
     fn = click.option("--batch-size", type=int, default=32, show_default=True, help="Encoding batch size.")(fn)
     fn = click.option("--device", default="auto", show_default=True, help="Encoding device: auto, cpu, cuda.")(fn)
     return fn
