@@ -232,7 +232,7 @@ build_options = option_group(
     click.option("--sparse-vectors", type=click.Path(path_type=Path), default=None, help="Pre-encoded document vectors (JSONL {id, vector} or .npz) instead of a model."),
     click.option("--dense-model", default=None, help="Bi-encoder: folder or hub id (default sentence-transformers/all-MiniLM-L6-v2)."),
     click.option("--dense-vectors", type=click.Path(path_type=Path), default=None, help="Pre-encoded document embeddings (.npy float32, corpus order) instead of encoding."),
-    click.option("--dense-index", default="flat", show_default=True, help="FAISS index type: flat, hnsw, ivf, ivfpq, pq, opq; pq/opq/ivfpq take ':M' sub-quantizers (e.g. pq:96 = 96 bytes per vector)."),
+    click.option("--dense-index", default="flat", show_default=True, help="FAISS index type: flat, hnsw, ivf, ivfpq, pq, opq, bin; pq/opq/ivfpq take ':M' sub-quantizers (e.g. pq:96 = 96 bytes per vector); bin = flat plus sign bits for the dense-bin retriever."),
     click.option("--batch-size", type=POSITIVE_INT, default=32, show_default=True, help="Encoding batch size."),
     click.option("--device", default="auto", show_default=True, help="Encoding device: auto, cpu, cuda."),
     make=_make_build,
