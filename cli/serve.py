@@ -43,6 +43,13 @@ def _positive(ctx, param, value):
 @click.option("--max-k", default=1000, show_default=True, type=int, callback=_positive, help="Largest k a request may ask for.")
 @click.option("--max-batch", default=256, show_default=True, type=int, callback=_positive, help="Most queries in one /batch_search.")
 @click.option("--max-body-bytes", default=1 << 20, show_default=True, type=int, callback=_positive, help="Largest request body (413 beyond).")
+@click.option("--max-response-bytes", default=8 << 20, show_default=True, type=int, callback=_positive, help="Largest answer; a batch whose answer grows past it is refused with 422 and its work stopped.")
+@click.option("--max-buffered-bytes", default=64 << 20, show_default=True, type=int, callback=_positive, help="Request-body bytes held at once by all requests being read (503 beyond).")
+@click.option("--header-timeout", "header_timeout_s", default=10.0, show_default=True, type=float, callback=_positive, help="Seconds a client has to send a request's headers (from connecting or the previous answer); then 408 and close.")
+@click.option("--body-timeout", "body_timeout_s", default=10.0, show_default=True, type=float, callback=_positive, help="Seconds a client has to send a request's body after its headers; then 408 and close.")
+@click.option("--keep-alive-timeout", "keep_alive_s", default=5.0, show_default=True, type=float, callback=_positive, help="Seconds an idle keep-alive connection stays open (uvicorn's timeout_keep_alive).")
+@click.option("--token", envvar="BRAID_TOKEN", show_envvar=True, default=None, help="Bearer token every endpoint then requires (401 without, 403 wrong). Prefer BRAID_TOKEN or --token-file: a command line is visible to other users.")
+@click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False), default=None, help="File whose one line is the bearer token (instead of --token).")
 @click.option("--max-connections", default=1024, show_default=True, type=int, callback=_positive, help="Open connections + tasks before uvicorn itself answers 503 (a backstop behind the search queue).")
 @click.option("--graceful-timeout", default=15.0, show_default=True, type=float, callback=_positive, help="On SIGTERM/SIGINT: seconds to let running requests finish.")
 @click.option("--no-warm", is_flag=True, help="Skip the warm-up query per retriever and pipeline at start (models then load on the first request that needs them).")
@@ -51,7 +58,7 @@ def _positive(ctx, param, value):
 @click.option("--access-log/--no-access-log", default=False, show_default=True, help="Log every request.")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @_fail_cleanly
-def serve_cmd(index_dir, host, port, pipelines, default, max_concurrency, queue_size, timeout_s, max_k, max_batch, max_body_bytes, max_connections, graceful_timeout, no_warm, http_impl, loop_impl, access_log, log_level):
+def serve_cmd(index_dir, host, port, pipelines, default, max_concurrency, queue_size, timeout_s, max_k, max_batch, max_body_bytes, max_response_bytes, max_buffered_bytes, header_timeout_s, body_timeout_s, keep_alive_s, token, token_file, max_connections, graceful_timeout, no_warm, http_impl, loop_impl, access_log, log_level):
     """Serve INDEX_DIR over HTTP: POST /search, POST /batch_search, GET /health, GET /info, /docs."""
     import logging
 
@@ -60,6 +67,8 @@ def serve_cmd(index_dir, host, port, pipelines, default, max_concurrency, queue_
     except ImportError:
         raise click.ClickException("braid serve needs the serve extra: pip install 'braid[serve]'") from None
     from braid.retrieval.serve.app import create_app
+    from braid.retrieval.serve.auth import load_auth
+    from braid.retrieval.serve.protocol import guarded_protocol
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     app = create_app(
@@ -70,6 +79,10 @@ def serve_cmd(index_dir, host, port, pipelines, default, max_concurrency, queue_
         max_k=max_k,
         max_body_bytes=max_body_bytes,
         max_batch=max_batch,
+        max_response_bytes=max_response_bytes,
+        max_buffered_bytes=max_buffered_bytes,
+        body_timeout_s=body_timeout_s,
+        auth=load_auth(token, token_file),
         pipelines=pipelines,
         default=default,
         warm=not no_warm,
@@ -89,7 +102,8 @@ def serve_cmd(index_dir, host, port, pipelines, default, max_concurrency, queue_
         limit_concurrency=max_connections,
         timeout_graceful_shutdown=graceful_timeout,
         lifespan="on",
-        http=http_impl,
+        http=guarded_protocol(http_impl, header_timeout_s=header_timeout_s),
+        timeout_keep_alive=keep_alive_s,
         loop=loop_impl,
     )
     server = uvicorn.Server(config)
