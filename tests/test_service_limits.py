@@ -30,7 +30,7 @@ from braid.retrieval.serve.app import BATCH_GROUP, create_app  # noqa: E402
 from braid.retrieval.serve.auth import AuthConfig, load_auth  # noqa: E402
 from braid.retrieval.serve.client import BraidClient, ServiceError  # noqa: E402
 from braid.retrieval.serve.errors import problem, scrub_paths  # noqa: E402
-from braid.retrieval.serve.guard import MAX_JSON_DEPTH, json_depth  # noqa: E402
+from braid.retrieval.serve.guard import MAX_JSON_DEPTH, SMALL_BODY_BYTES, Guard, json_depth  # noqa: E402
 from braid.retrieval.serve.queries import is_blank_query  # noqa: E402
 
 from tests.serve_support import (  # noqa: E402
@@ -197,28 +197,42 @@ def test_the_connection_limit_answers_503_in_the_error_shape(index_dir, http):
 
 
 def test_bytes_being_read_are_capped_and_released(index_dir):
-    server = LiveServer(create_app(index_dir, max_body_bytes=4000, max_buffered_bytes=8000, body_timeout_s=20))
-    head = b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 4000\r\n\r\n"
+    # Two large bodies (120 kB each, past SMALL_BODY_BYTES) fill most of a 300 kB budget; a third
+    # is refused, a small request is not, and the budget is whole again once they are done.
+    assert SMALL_BODY_BYTES < 120_000
+    server = LiveServer(create_app(index_dir, max_body_bytes=200_000, max_buffered_bytes=300_000, body_timeout_s=30))
+    head = b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 150000\r\n\r\n"
     socks = []
     try:
-        for round_ in range(2):
-            socks = [_connect(server) for _ in range(3)]
-            for sock in socks[:2]:
-                sock.sendall(head + b" " * 3000)
-            time.sleep(0.2)  # let the server buffer them (a delay only orders the sends; nothing waits on it)
-            socks[2].sendall(head + b" " * 3000)
-            _raw_problem(*_read_answer(socks[2]), 503, "busy_reading")
-            # The first two finish their bodies: answered (422: blank JSON), not refused.
-            for sock in socks[:2]:
-                sock.sendall(b" " * 999 + b"}")
-                status, headers, body = _read_answer(sock)
-                assert status == 422, (round_, body)
-            for sock in socks:
-                sock.close()
+        with httpx.Client(base_url=server.url, timeout=10) as c:
+            for round_ in range(2):
+                socks = [_connect(server) for _ in range(3)]
+                for sock in socks[:2]:
+                    sock.sendall(head + b" " * 120_000)
+                wait_for(lambda: _buffered(server) >= 240_000, "the two bodies to be buffered")
+                socks[2].sendall(head + b" " * 120_000)
+                _raw_problem(*_read_answer(socks[2]), 503, "busy_reading")
+                assert c.post("/search", json={"query": "cats"}).status_code == 200
+                # The first two finish their bodies: answered (422: not JSON), not refused.
+                for sock in socks[:2]:
+                    sock.sendall(b" " * 30_000)
+                    status, headers, body = _read_answer(sock)
+                    assert status == 422, (round_, body)
+                for sock in socks:
+                    sock.close()
+                wait_for(lambda: _buffered(server) == 0, "the budget to be released")
     finally:
         for sock in socks:
             sock.close()
         server.stop()
+
+
+def _buffered(server) -> int:
+    """Bytes the server's Guard middleware holds (the middleware stack is built on the first request)."""
+    layer = server.app.middleware_stack
+    while not isinstance(layer, Guard):
+        layer = layer.app
+    return layer.buffered
 
 
 # ---------------------------------------------------------------------- work and answer caps
