@@ -50,7 +50,7 @@ def _positive(ctx, param, value):
 @click.option("--keep-alive-timeout", "keep_alive_s", default=5.0, show_default=True, type=float, callback=_positive, help="Seconds an idle keep-alive connection stays open (uvicorn's timeout_keep_alive).")
 @click.option("--token", envvar="BRAID_TOKEN", show_envvar=True, default=None, help="Bearer token every endpoint then requires (401 without, 403 wrong). Prefer BRAID_TOKEN or --token-file: a command line is visible to other users.")
 @click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False), default=None, help="File whose one line is the bearer token (instead of --token).")
-@click.option("--max-connections", default=1024, show_default=True, type=int, callback=_positive, help="Open connections + tasks before uvicorn itself answers 503 (a backstop behind the search queue).")
+@click.option("--max-connections", default=2048, show_default=True, type=int, callback=_positive, help="Open connections or running requests before the server answers 503 (a backstop behind the search queue; about 14 KiB each; needs ulimit -n above it).")
 @click.option("--graceful-timeout", default=15.0, show_default=True, type=float, callback=_positive, help="On SIGTERM/SIGINT: seconds to let running requests finish.")
 @click.option("--no-warm", is_flag=True, help="Skip the warm-up query per retriever and pipeline at start (models then load on the first request that needs them).")
 @click.option("--http", "http_impl", default="auto", show_default=True, type=click.Choice(["auto", "h11", "httptools"]), help="uvicorn HTTP parser (auto: httptools when installed).")
