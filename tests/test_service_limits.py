@@ -563,3 +563,30 @@ def test_docs_do_not_leak_the_index_path(roomy, index_dir):
     spec = httpx.get(roomy.url + "/openapi.json", timeout=10).text
     assert str(index_dir) not in spec and "application/problem+json" in spec
     assert json.loads(spec)["components"]["schemas"]["Problem"]["required"] == ["title", "status", "code", "detail"]
+
+
+def test_schema_fuzz_behind_a_token(guarded):
+    """The schemathesis run of test_service.py, against a server that requires a token: with it,
+    no 5xx and every error in the one shape; without it, 401 on every operation."""
+    schemathesis = pytest.importorskip("schemathesis")
+    from hypothesis import HealthCheck, given, settings
+
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    spec = httpx.get(guarded.url + "/openapi.json", headers=auth, timeout=10).json()
+    schema = schemathesis.openapi.from_dict(spec)
+    seen: dict[tuple[str, int], int] = {}
+    for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
+
+        @settings(max_examples=30, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
+        @given(case=schema.as_strategy(generation_mode=mode))
+        def check(case):
+            response = case.call(base_url=guarded.url, headers=auth, timeout=30)
+            seen[(case.path, response.status_code)] = seen.get((case.path, response.status_code), 0) + 1
+            assert response.status_code < 500, f"{case.method} {case.path} {case.body!r} -> {response.status_code} {response.text[:300]}"
+            if response.status_code >= 400 and case.method != "HEAD":
+                assert_problem(response)
+            bare = case.call(base_url=guarded.url, timeout=30)
+            assert bare.status_code == 401, (case.method, case.path, bare.status_code)
+
+        check()
+    assert any(s == 200 for _, s in seen) and any(400 <= s < 500 for _, s in seen), seen
