@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from click.testing import CliRunner
@@ -28,7 +29,14 @@ def test_index_search_eval(toy_dataset, tmp_path):
     assert res.exit_code == 0, res.output
     metrics = json.loads(res.stdout)
     assert set(metrics) == {"toy"}
-    assert 0 < metrics["toy"]["ndcg@10"] <= 1
+    # BM25 hits worked out from TOY_DOCS with the index's analyzer (stop words, Snowball stemmer: "cats"
+    # and "cat" -> "cat", but "purring" -> "pur" and "wolves" -> "wolv"). q1 "why do cats purr" -> d1 (cat x2,
+    # purr; rel 1), d5 (cat; rel 0), d4 (cat, longer than d5; rel 2); q2 "dogs bark" -> d2 (rel 1), its own
+    # document q2 dropped but still judged; q3 "wolf habitat" -> d3 (rel 1). Linear gains, as trec_eval.
+    log2_3 = math.log2(3)
+    q1 = (1 + 2 / math.log2(4)) / (2 + 1 / log2_3)
+    q2 = 1 / (1 + 1 / log2_3)
+    assert metrics["toy"]["ndcg@10"] == pytest.approx((q1 + q2 + 1.0) / 3, abs=1e-9)
     assert (tmp_path / "runs" / "toy" / "bm25.test.trec").exists()
     per_query = json.loads((tmp_path / "runs" / "toy" / "bm25.test.metrics.json").read_text())["per_query"]
     # q2's own document (id "q2") is dropped by default, so its only relevant doc d2 is first
