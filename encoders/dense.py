@@ -7,6 +7,8 @@ Normalize module; ``sentence_bert_config.json`` gives ``max_seq_length`` and
 (no ``modules.json``) gets mean pooling and no normalisation, as sentence-transformers would give
 it. transformers is used directly (AutoModel), not sentence-transformers, to stay light; the
 pooling follows sentence-transformers' ``Pooling`` module so the vectors agree with it.
+The model runs on torch or ONNX Runtime (:mod:`braid.encoders.base`) with the same head
+(:class:`PoolingHead`: pooling and normalisation inside the exported graph).
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from braid.data.errors import BraidError, OptionError
-from braid.encoders.base import RuntimeOptions, TransformerBackbone, check_texts
-from braid.encoders.resolve import DEFAULT_DENSE_MODEL, ModelRef
+from braid.encoders.base import RuntimeOptions, TransformerBackbone, check_texts, read_json
+from braid.encoders.resolve import DEFAULT_DENSE_MODEL, ModelRef, resolve_model
 
 POOLINGS = ("cls", "mean", "max", "lasttoken", "mean_sqrt_len")
 KINDS = ("document", "query")
@@ -81,20 +83,11 @@ class ModelPipeline:
     source: str  # "sentence-transformers" or "transformers"
 
 
-def _read_json(path: Path | None, what: str) -> Any:
-    if path is None:
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BraidError(f"{path}: unreadable {what} ({exc})") from None
-
-
 def read_pipeline(ref: ModelRef) -> ModelPipeline:
     """Read pooling / normalisation / max length / prompts from a model folder (see the module docstring)."""
-    modules = _read_json(ref.file("modules.json"), "sentence-transformers modules.json")
-    st_cfg = _read_json(ref.file("sentence_bert_config.json"), "sentence_bert_config.json") or {}
-    prompts_cfg = _read_json(ref.file("config_sentence_transformers.json"), "config_sentence_transformers.json") or {}
+    modules = read_json(ref.file("modules.json"), "sentence-transformers modules.json")
+    st_cfg = read_json(ref.file("sentence_bert_config.json"), "sentence_bert_config.json") or {}
+    prompts_cfg = read_json(ref.file("config_sentence_transformers.json"), "config_sentence_transformers.json") or {}
     prompts = prompts_cfg.get("prompts") or {}
     if not isinstance(prompts, dict):
         prompts = {}
@@ -111,7 +104,7 @@ def read_pipeline(ref: ModelRef) -> ModelPipeline:
     for mod in sorted(modules, key=lambda m: m.get("idx", 0)):
         kind = str(mod.get("type", "")).rsplit(".", 1)[-1]
         if kind == "Pooling":
-            cfg = _read_json(ref.file(f"{mod.get('path', '')}/config.json".lstrip("/")), "pooling config")
+            cfg = read_json(ref.file(f"{mod.get('path', '')}/config.json".lstrip("/")), "pooling config")
             if not isinstance(cfg, dict):
                 raise BraidError(f"model={ref.name!r}: modules.json lists a Pooling module without its config.json")
             modes = [name for key, name in _ST_POOLING_KEYS.items() if cfg.get(key)]
@@ -161,6 +154,48 @@ def pool(hidden: Any, attention_mask: Any, pooling: str, left_padded: bool = Fal
     raise OptionError("pooling", pooling, f"one of {', '.join(POOLINGS)}")
 
 
+class PoolingHead:
+    """Pooling (+ L2 normalisation) on a transformers encoder: the torch function and the exported graph are one module."""
+
+    loader = "AutoModel"
+    max_batch_tokens = None
+
+    def __init__(self, pooling: str, normalize: bool, left_padded: bool):
+        self.pooling, self.normalize, self.left_padded = pooling, normalize, left_padded
+        self.key = f"pool-{pooling}{'-normalize' if normalize else ''}{'-left' if left_padded else ''}"
+
+    def graph(self, model: Any, probe: dict) -> Any:
+        return _pooling_graph(model, self.pooling, self.normalize, self.left_padded)
+
+    def torch_forward(self, model: Any, probe: dict):
+        module = self.graph(model, probe)
+        return lambda batch: module(**batch)
+
+
+def _pooling_graph(model: Any, pooling: str, normalize: bool, left_padded: bool) -> Any:
+    import torch
+
+    class PoolingGraph(torch.nn.Module):
+        """token ids -> float32 (batch, dim) embeddings: the model's last hidden state pooled (and normalised)."""
+
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if token_type_ids is not None:
+                kwargs["token_type_ids"] = token_type_ids
+            outputs = self.model(**kwargs)
+            hidden = outputs.last_hidden_state if hasattr(outputs, "last_hidden_state") else outputs[0]
+            emb = pool(hidden, attention_mask, pooling, left_padded)
+            if normalize:
+                emb = torch.nn.functional.normalize(emb, p=2, dim=1)
+            return emb.float()
+
+    return PoolingGraph()
+
+
 class DenseEncoder:
     """Texts -> float32 (n, dim) embeddings with the model's pooling and normalisation.
 
@@ -183,15 +218,14 @@ class DenseEncoder:
         normalize: bool | None = None,
         query_prefix: str | None = None,
         document_prefix: str | None = None,
+        runtime: str = "auto",
     ):
-        probe = TransformerBackbone(str(model), RuntimeOptions(device=device, precision=precision), "AutoModel")
-        pipe = read_pipeline(probe.ref)
+        ref = resolve_model(str(model))
+        pipe = read_pipeline(ref)
         self.pipeline = pipe
         if max_length is None:
             max_length = pipe.max_length or 256
-        self.options = RuntimeOptions(max_length, batch_size, device, precision, threads)
-        self.backbone = probe
-        self.backbone.options = self.options
+        self.options = RuntimeOptions(max_length, batch_size, device, precision, threads, runtime)
         prompts = pipe.prompts
         if query_prefix is None:
             query_prefix = str(prompts.get("query", ""))
@@ -207,6 +241,9 @@ class DenseEncoder:
             0,
             precision,
         )
+        cfg = self._config
+        left = _padding_side(ref) == "left"
+        self.backbone = TransformerBackbone(ref, self.options, PoolingHead(cfg.pooling, cfg.normalize, left))
 
     @property
     def name(self) -> str:
@@ -217,10 +254,8 @@ class DenseEncoder:
         """Embedding dimension (from the pooling config, else the model's hidden_size)."""
         if self.pipeline.dim:
             return int(self.pipeline.dim)
-        from transformers import AutoConfig
-
-        cfg = self.backbone.ref.load(AutoConfig, "model", what="config")
-        size = getattr(cfg, "hidden_size", None) or getattr(cfg, "d_model", None)
+        cfg = self.backbone.config
+        size = cfg.get("hidden_size") or cfg.get("d_model")
         if not isinstance(size, int):
             raise BraidError(f"model={self.name!r}: cannot tell the embedding dimension from its config")
         return size
@@ -246,29 +281,24 @@ class DenseEncoder:
         if prefix:
             texts = [prefix + t for t in texts]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
-        import torch
-
-        cfg = self._config
-        left = getattr(self.backbone.tokenizer, "padding_side", "right") == "left"
-
-        def head(batch, model):
-            outputs = model(**batch)
-            hidden = outputs.last_hidden_state if hasattr(outputs, "last_hidden_state") else outputs[0]
-            emb = pool(hidden, batch["attention_mask"], cfg.pooling, left)
-            if cfg.normalize:
-                emb = torch.nn.functional.normalize(emb, p=2, dim=1)
-            return emb.float().cpu().numpy()
-
-        for positions, emb in self.backbone.run_batches(texts, head):
+        for positions, emb in self.backbone.run_batches(texts):
             if emb.shape[1] != out.shape[1]:
                 raise BraidError(f"model={self.name!r} gives {emb.shape[1]}-d vectors, its config says {out.shape[1]}")
             out[positions] = emb
         return out
+
+    @property
+    def runtime(self) -> str:
+        """``"torch"`` or ``"onnx"``: what runs the model."""
+        return self.backbone.runtime
 
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
         return self.encode(texts, "document")
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self.encode(texts, "query")
+
+
+def _padding_side(ref: ModelRef) -> str:
+    cfg = read_json(ref.file("tokenizer_config.json"), "tokenizer_config.json") or {}
+    return "left" if isinstance(cfg, dict) and cfg.get("padding_side") == "left" else "right"
