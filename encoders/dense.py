@@ -159,6 +159,8 @@ class PoolingHead:
 
     loader = "AutoModel"
     max_batch_tokens = None
+    # torch's MKL GEMMs beat ONNX Runtime's on long batched texts (MiniLM: 0.8x in docs/CPU-s, encoders.md)
+    cpu_documents = "torch"
 
     def __init__(self, pooling: str, normalize: bool, left_padded: bool):
         self.pooling, self.normalize, self.left_padded = pooling, normalize, left_padded
@@ -281,7 +283,7 @@ class DenseEncoder:
         if prefix:
             texts = [prefix + t for t in texts]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for positions, emb in self.backbone.run_batches(texts):
+        for positions, emb in self.backbone.run_batches(texts, kind):
             if emb.shape[1] != out.shape[1]:
                 raise BraidError(f"model={self.name!r} gives {emb.shape[1]}-d vectors, its config says {out.shape[1]}")
             out[positions] = emb
@@ -289,7 +291,7 @@ class DenseEncoder:
 
     @property
     def runtime(self) -> str:
-        """``"torch"`` or ``"onnx"``: what runs the model."""
+        """``"torch"`` or ``"onnx"``: what runs the model for documents (queries: ``backbone.runtime_for("query")``)."""
         return self.backbone.runtime
 
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
