@@ -133,9 +133,11 @@ def main() -> None:
 @quiet_option
 @_fail_cleanly
 def index_cmd(source, out, retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_vectors, dense_index, batch_size, device, quiet):
-    """Index SOURCE (a BEIR dataset folder or a corpus JSONL[.gz] file) into --out."""
+    """Index SOURCE (a BEIR dataset folder, beir/NAME, irds:ID or a corpus JSONL[.gz] file) into --out."""
+    from braid.data.datasets import resolve_dataset
     from braid.retrieval.build.builder import build_index
 
+    source = resolve_dataset(source, progress=_progress(quiet))
     options = _make_build_options(retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_vectors, dense_index, batch_size, device, quiet)
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     manifest = build_index(source, out, options, log=log)
@@ -187,10 +189,12 @@ def search_cmd(index_dir, query, k, retriever, pipeline, knobs, fields, as_json,
 @quiet_option
 @_fail_cleanly
 def eval_cmd(datasets, index_root, split, k, metrics, keep_self_hits, runs_dir, threads, rebuild, retriever, pipeline, knobs, retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_vectors, dense_index, batch_size, device, as_json, quiet):
-    """Evaluate on one or more BEIR-layout DATASETS (building or reusing their indexes)."""
+    """Evaluate on one or more DATASETS: BEIR-layout folders, beir/NAME or irds:ID (building or reusing their indexes)."""
+    from braid.data.datasets import resolve_dataset
     from braid.retrieval.eval.evaluate import check_metrics, format_table
     from braid.retrieval.eval.experiment import evaluate_datasets
 
+    datasets = [resolve_dataset(d, progress=_progress(quiet)) for d in datasets]
     metric_names = check_metrics(m for m in metrics.split(",") if m.strip())
     options = _make_build_options(retrievers, overwrite or rebuild, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_vectors, dense_index, batch_size, device, quiet)
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
@@ -233,6 +237,7 @@ def eval_cmd(datasets, index_root, split, k, metrics, keep_self_hits, runs_dir, 
 def tune_cmd(dataset, output, split, report_split, metric, depth, index_root, no_prf, no_rescore, retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_vectors, dense_index, batch_size, device, quiet):
     """Tune fusion / PRF / rescoring on DATASET's --split and write the pipeline to --output."""
     from braid.data.beir import BeirDataset
+    from braid.data.datasets import resolve_dataset
     from braid.retrieval.eval.experiment import ensure_index
     from braid.retrieval.searcher import Searcher
     from braid.retrieval.eval.tune import tune_pipeline, write_pipeline
@@ -241,7 +246,7 @@ def tune_cmd(dataset, output, split, report_split, metric, depth, index_root, no
         from braid.data.errors import OptionError
 
         raise OptionError("--split", split, f"it is the split to report (--report-split {report_split}); tune on train or dev")
-    ds = BeirDataset(dataset)
+    ds = BeirDataset(resolve_dataset(dataset, progress=_progress(quiet)))
     options = _make_build_options(retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_vectors, dense_index, batch_size, device, quiet)
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     ensure_index(ds, Path(index_root) / ds.name, set(options.retrievers), options, False, log)

@@ -38,7 +38,7 @@ def train() -> None:
 
 @train.command("jpq")
 @click.argument("index_dir", type=click.Path(path_type=Path))
-@click.option("--dataset", required=True, type=click.Path(path_type=Path), help="BEIR folder with queries.jsonl and qrels/<split>.tsv.")
+@click.option("--dataset", required=True, type=click.Path(path_type=Path), help="BEIR folder with queries.jsonl and qrels/<split>.tsv, or beir/NAME, irds:ID.")
 @click.option("--split", default="train", show_default=True, help="Qrels split to train on (never the test split).")
 @click.option("--epochs", type=int, default=_D.epochs, show_default=True)
 @click.option("--lr", type=float, default=_D.lr, show_default=True, help="Query encoder learning rate.")
@@ -62,8 +62,10 @@ def jpq_cmd(index_dir, dataset, split, epochs, lr, centroid_lr, batch_size, nega
     Re-running after an interruption resumes from the checkpoint. The trained encoder and
     centroids are saved into the index; searching it then uses them.
     """
+    from braid.data.datasets import resolve_dataset
     from braid.retrieval.train.jpq import train_jpq_index
 
+    dataset = resolve_dataset(dataset, progress=not quiet and sys.stderr.isatty())
     config = JPQConfig(
         epochs=epochs,
         batch_size=batch_size,
