@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from braid import __version__
+from braid.cli.compare import compare
 from braid.data.errors import BraidError
 
 
@@ -261,6 +262,7 @@ def _register_subcommands() -> None:
     from braid.cli.serve import serve_cmd
 
     main.add_command(serve_cmd)
+    main.add_command(compare)
     for module, names in (("braid.cli.train", ("train",)), ("braid.cli.scale", ("shard", "milvus"))):
         try:
             mod = __import__(module, fromlist=list(names))
