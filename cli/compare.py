@@ -1,13 +1,15 @@
-"""Experiment commands: ``braid compare``.
+"""Experiment commands: ``braid compare`` and ``braid eval --reproduce FILE``.
 
-Registered by :mod:`braid.cli.main` (``main.add_command(compare)``).
+Registered by :mod:`braid.cli.main` (``main.add_command(compare)``; ``@reproduce_option`` on ``eval``).
 Each parses options, calls one library function, prints. This module imports nothing from
 ``braid.cli.main`` at import time, so that either can be imported first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import sys
 from pathlib import Path
 
@@ -92,3 +94,45 @@ def compare(dataset, systems, baseline, metrics, split, k, index_root, runs_dir,
             _log(quiet)(f"wrote {path}")
     fmt = "json" if as_json else fmt
     click.echo({"markdown": table.to_markdown, "latex": table.to_latex, "json": table.to_json}[fmt]().rstrip("\n"))
+
+
+def run_braid(args: list[str]) -> str:
+    """Run one ``braid`` command line in this process and return what it printed on stdout."""
+    from braid.cli.main import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            main.main(args=list(args), prog_name="braid", standalone_mode=False)
+        except click.ClickException as exc:
+            raise BraidError(exc.format_message()) from None
+    return out.getvalue()
+
+
+def reproduce_option(fn):
+    """``--reproduce FILE`` on ``braid eval``: run a golden file's commands (no DATASETS needed) and
+    print each row with OK / differs; exit status 1 when a row differs or fails."""
+
+    def callback(ctx: click.Context, param, value):
+        if value is None or ctx.resilient_parsing:
+            return
+        from braid.retrieval.eval.golden import format_outcomes, reproduce
+
+        def show(outcome):
+            click.echo(f"{outcome.case.name} {outcome.case.dataset}: {outcome.status}", err=True)
+
+        try:
+            outcomes = reproduce(value, run_braid, log=lambda msg: click.echo(msg, err=True), on_outcome=show)
+        except BraidError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(format_outcomes(outcomes))
+        ctx.exit(0 if all(o.ok for o in outcomes) else 1)
+
+    return click.option(
+        "--reproduce",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        is_eager=True,
+        expose_value=False,
+        callback=callback,
+        help="Run the commands of a golden file (2CR YAML or JSON: command + expected figures) and print each row with OK / differs.",
+    )(fn)

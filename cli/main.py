@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from braid import __version__
-from braid.cli.compare import compare
+from braid.cli.compare import compare, reproduce_option
 from braid.data.errors import BraidError
 
 
@@ -188,6 +188,7 @@ def search_cmd(index_dir, query, k, retriever, pipeline, knobs, fields, as_json,
 @build_options
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object {dataset: {metric: value}} on stdout.")
 @quiet_option
+@reproduce_option
 @_fail_cleanly
 def eval_cmd(datasets, index_root, split, k, metrics, keep_self_hits, runs_dir, threads, rebuild, retriever, pipeline, knobs, retrievers, overwrite, skip_bad, allow_empty, sparse_model, sparse_vectors, dense_model, dense_vectors, dense_index, batch_size, device, as_json, quiet):
     """Evaluate on one or more DATASETS: BEIR-layout folders, beir/NAME or irds:ID (building or reusing their indexes)."""
