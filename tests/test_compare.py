@@ -98,6 +98,15 @@ def test_identical_systems_and_holm_by_hand():
     assert table.wtl["copy"]["ndcg@10"] == (0, 12, 0)
     assert table.pvalues_holm["copy"]["map"] == {"t": 1.0, "fisher": 1.0}
     assert table.significant("copy", "map") == []
+    assert table.same_as() == {"copy": "base"} and "copy scores exactly as base on every query and measure." in table.to_markdown()
+
+
+def test_randomisation_p_of_zero_is_shown_as_a_bound():
+    qrels, runs = synthetic_case()
+    table = compare_runs({"base": runs["base"], "better": runs["better"]}, qrels, metrics=["ndcg@10"], permutations=1000)
+    assert table.pvalues["better"]["ndcg@10"]["fisher"] == 0.0
+    row = next(line for line in table.to_markdown().splitlines() if line.startswith("| better | nDCG@10 |"))
+    assert row.endswith("| < 1e-03 | < 1e-03 |")
 
 
 def test_holm_is_applied_across_systems():

@@ -95,6 +95,7 @@ class ComparisonTable:
     alpha: float = 0.05
     permutations: int = 10_000
     seed: int = 42
+    ignore_identical_ids: bool = True
     runs: dict[str, Run] = field(default_factory=dict, repr=False)
     qrels: dict = field(default_factory=dict, repr=False)
 
@@ -111,6 +112,17 @@ class ComparisonTable:
         if label == self.baseline:
             return []
         return [t for t in self.tests if self.pvalues_holm[label][metric][t] < self.alpha]
+
+    def same_as(self) -> dict[str, str]:
+        """Systems whose per-query scores equal an earlier system's on every measure: ``{label: earlier}``."""
+        out: dict[str, str] = {}
+        labels = self.labels
+        for i, label in enumerate(labels):
+            for earlier in labels[:i]:
+                if earlier not in out and all(np.array_equal(self.per_query[label][m], self.per_query[earlier][m]) for m in self.metrics):
+                    out[label] = earlier
+                    break
+        return out
 
     def legend(self) -> str:
         tests = " / ".join(f"{MARKS[t]} {TEST_NAMES[t]}" for t in self.tests)
@@ -180,6 +192,9 @@ class ComparisonTable:
             w, t, l = self.wtl[label][first] if label != self.baseline else ("", "", "")
             lines.append("| " + " | ".join([name] + cells + ["—" if label == self.baseline else f"{w}/{t}/{l}"]) + " |")
         lines += ["", self.legend()]
+        same = self.same_as()
+        if same:
+            lines += [""] + [f"{label} scores exactly as {earlier} on every query and measure." for label, earlier in same.items()]
         if details and self.others:
             head = ["system", "measure", "Δ", "W/T/L"]
             for t in self.tests:
@@ -191,7 +206,8 @@ class ComparisonTable:
                     w, t_, l = self.wtl[label][m]
                     cells = [label, metric_label(m), f"{delta:+.4f}", f"{w}/{t_}/{l}"]
                     for t in self.tests:
-                        cells += [_p(self.pvalues[label][m][t]), _p(self.pvalues_holm[label][m][t])]
+                        floor = self.permutations if t == "fisher" else None
+                        cells += [_p(self.pvalues[label][m][t], floor), _p(self.pvalues_holm[label][m][t], floor)]
                     lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
@@ -228,9 +244,12 @@ class ComparisonTable:
         return self.to_markdown()
 
 
-def _p(p: float) -> str:
+def _p(p: float, permutations: int | None = None) -> str:
+    """A p-value for a table; a randomisation test that no permutation reached shows as below 1/permutations."""
     if math.isnan(p):
         return "nan"
+    if p == 0 and permutations:
+        return f"< {1 / permutations:.0e}"
     return f"{p:.2e}" if 0 < p < 1e-3 else f"{p:.4f}"
 
 
@@ -244,6 +263,41 @@ def _tex(text: str, keep_math: bool = False) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- library
+DEPTH_MEASURES = {"recall": ("recall", "recall_{k}"), "ndcg": ("ndcg_cut", "ndcg_cut_{k}")}
+
+
+def measure_at_depths(
+    runs: Mapping[str, Run],
+    qrels: Mapping[str, Mapping[str, int]],
+    ks: Sequence[int],
+    measures: Sequence[str] = ("recall", "ndcg"),
+    ignore_identical_ids: bool = True,
+) -> dict[str, dict[str, np.ndarray]]:
+    """``{label: {measure: means}}``, ``means`` float64 of shape ``(len(ks),)``: recall@k and nDCG@k
+    (trec_eval's ``recall.k`` / ``ndcg_cut.k`` through pytrec_eval) averaged over the judged queries,
+    a query a run misses counting 0, as :func:`~braid.retrieval.eval.evaluate.evaluate` does."""
+    import pytrec_eval
+
+    from braid.retrieval.eval.evaluate import drop_self_hits
+
+    bad = [m for m in measures if m not in DEPTH_MEASURES]
+    if bad:
+        raise OptionError("measures", bad, "known: " + ", ".join(DEPTH_MEASURES))
+    ks = [int(k) for k in ks]
+    judged = {q: {d: int(r) for d, r in docs.items()} for q, docs in qrels.items() if docs}
+    names = {DEPTH_MEASURES[m][0] + "." + ",".join(map(str, ks)) for m in measures}
+    evaluator = pytrec_eval.RelevanceEvaluator(judged, names)
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for label, run in runs.items():
+        run = drop_self_hits(run) if ignore_identical_ids else run
+        scored = evaluator.evaluate({q: {d: float(s) for d, s in run[q].items()} for q in judged if run.get(q)})
+        out[label] = {
+            m: np.array([sum(scored.get(q, {}).get(DEPTH_MEASURES[m][1].format(k=k), 0.0) for q in judged) / len(judged) for k in ks])
+            for m in measures
+        }
+    return out
+
+
 def compare_runs(
     runs: Mapping[str, Run],
     qrels: Mapping[str, Mapping[str, int]],
@@ -312,6 +366,7 @@ def compare_runs(
         alpha=alpha,
         permutations=permutations,
         seed=seed,
+        ignore_identical_ids=ignore_identical_ids,
         runs=dict(runs),
         qrels=dict(qrels),
     )
