@@ -8,3 +8,12 @@ need them.
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # braid.compare(...) without importing the experiment machinery (or anything heavy) with braid
+    if name == "compare":
+        from braid.retrieval.eval.compare import compare
+
+        return compare
+    raise AttributeError(f"module 'braid' has no attribute {name!r}")

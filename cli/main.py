@@ -14,6 +14,7 @@ import click
 
 from braid import __version__
 from braid.cli import scale, serve, train
+from braid.cli.compare import compare, reproduce_option
 from braid.cli.common import (
     EXIT_STATUS_HELP,
     POSITIVE_INT,
@@ -42,9 +43,11 @@ def main() -> None:
 @build_options
 @quiet_option
 def index_cmd(source, out, build, quiet):
-    """Index SOURCE (a BEIR dataset folder or a corpus JSONL[.gz] file) into --out."""
+    """Index SOURCE (a BEIR dataset folder, beir/NAME, irds:ID or a corpus JSONL[.gz] file) into --out."""
+    from braid.data.datasets import resolve_dataset
     from braid.retrieval.build.builder import build_index
 
+    source = resolve_dataset(source, progress=progress_enabled(quiet))
     manifest = build_index(source, out, build, log=logger(quiet))
     if not quiet:
         click.echo(f"indexed {manifest['num_docs']} documents into {out} ({', '.join(manifest['components'])})", err=True)
@@ -87,11 +90,14 @@ def search_cmd(index_dir, query, k, retriever, pipeline, knobs, fields, as_json,
 @build_options
 @json_option("Print exactly one JSON object {dataset: {metric: value}} on stdout.")
 @quiet_option
+@reproduce_option
 def eval_cmd(datasets, index_root, evaluation, threads, rebuild, retriever, pipeline, knobs, build, as_json, quiet):
-    """Evaluate on one or more BEIR-layout DATASETS (building or reusing their indexes)."""
+    """Evaluate on one or more DATASETS: BEIR-layout folders, beir/NAME or irds:ID (building or reusing their indexes)."""
+    from braid.data.datasets import resolve_dataset
     from braid.retrieval.eval.evaluate import format_table
     from braid.retrieval.eval.experiment import evaluate_datasets
 
+    datasets = [resolve_dataset(d, progress=progress_enabled(quiet)) for d in datasets]
     results = evaluate_datasets(
         datasets,
         index_root=index_root,
@@ -122,10 +128,11 @@ def eval_cmd(datasets, index_root, evaluation, threads, rebuild, retriever, pipe
 @quiet_option
 def tune_cmd(dataset, output, split, report_split, metric, depth, no_prf, no_rescore, index_root, build, quiet):
     """Tune fusion / PRF / rescoring on DATASET's --split and write the pipeline to --output."""
+    from braid.data.datasets import resolve_dataset
     from braid.retrieval.eval.tune import tune_dataset
 
     report = tune_dataset(
-        dataset,
+        resolve_dataset(dataset, progress=progress_enabled(quiet)),
         output,
         index_root=index_root,
         build=build,
@@ -143,6 +150,7 @@ def tune_cmd(dataset, output, split, report_split, metric, depth, no_prf, no_res
 # The commands in their own modules, registered explicitly: a module that fails to import fails
 # `braid` itself, it never silently drops its command. Their heavy dependencies (torch, ray,
 # fastapi, uvicorn) load inside the commands, so importing the modules is cheap.
+main.add_command(compare)
 main.add_command(serve.serve_cmd)
 main.add_command(train.train)
 main.add_command(scale.shard_cmd)

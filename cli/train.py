@@ -45,7 +45,7 @@ def train() -> None:
 
 @train.command("jpq")
 @click.argument("index_dir", type=click.Path(path_type=Path))
-@click.option("--dataset", required=True, type=click.Path(path_type=Path), help="BEIR folder with queries.jsonl and qrels/<split>.tsv.")
+@click.option("--dataset", required=True, type=click.Path(path_type=Path), help="BEIR folder with queries.jsonl and qrels/<split>.tsv, or beir/NAME, irds:ID.")
 @click.option("--split", default="train", show_default=True, help="Qrels split to train on (never the test split).")
 @jpq_options
 @click.option("--checkpoint-dir", type=click.Path(path_type=Path), default=None, help="Where to checkpoint and resume (default: .INDEX.jpq-train next to the index, removed when done).")
@@ -58,8 +58,10 @@ def jpq_cmd(index_dir, dataset, split, config, checkpoint_dir, threads, quiet, a
     Re-running after an interruption resumes from the checkpoint. The trained encoder and
     centroids are saved into the index; searching it then uses them.
     """
+    from braid.data.datasets import resolve_dataset
     from braid.retrieval.train.jpq import train_jpq_index
 
+    dataset = resolve_dataset(dataset, progress=progress_enabled(quiet))
     summary = train_jpq_index(
         index_dir, dataset, split, config, checkpoint_dir=checkpoint_dir, progress=progress_enabled(quiet), log=logger(quiet), threads=threads
     )

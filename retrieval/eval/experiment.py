@@ -59,6 +59,34 @@ def unknown_judgments(qrels: dict, queries: dict, doc_ids: Sequence[str]) -> dic
     return {"documents": len(docs), "queries": len(missing_q), "first": first}
 
 
+def search_run(
+    searcher,
+    queries: dict[str, str],
+    k: int = 1000,
+    retriever=None,
+    threads: int = 1,
+    exclude_self: bool = True,
+    progress: bool = False,
+    desc: str = "search",
+    **knobs,
+) -> tuple[dict[str, dict[str, float]], str | None]:
+    """Search ``queries`` (``{query_id: text}``) in batches of 64; return ``(run, name of what ran)``."""
+    from tqdm.auto import tqdm
+
+    qids = list(queries)
+    run: dict[str, dict[str, float]] = {}
+    system = None
+    batch = 64
+    with tqdm(total=len(qids), disable=not progress, desc=desc, unit="q") as bar:
+        for start in range(0, len(qids), batch):
+            part = {q: queries[q] for q in qids[start : start + batch]}
+            res = searcher.batch_search(part, k=k, retriever=retriever, threads=threads, exclude_self=exclude_self, **knobs)
+            run.update(res.to_run())
+            system = res.retriever
+            bar.update(len(part))
+    return run, system
+
+
 def evaluate_datasets(
     datasets: Sequence[str | Path],
     index_root: Path,
@@ -81,8 +109,6 @@ def evaluate_datasets(
     Writes ``RUNS_DIR/NAME/SYSTEM.SPLIT.trec`` (TREC run) and ``...metrics.json`` (mean and per
     query) when ``runs_dir`` is given.
     """
-    from tqdm.auto import tqdm
-
     from braid.retrieval.searcher import Searcher
 
     knobs = knobs or {}
@@ -111,17 +137,7 @@ def evaluate_datasets(
                 f"{dataset.name}: qrels/{split}.tsv judges {unknown['documents']} documents not in the index"
                 f" and {unknown['queries']} queries not in the queries file (first: {unknown['first']}); they count as unretrieved"
             )
-        qids = list(queries)
-        run: dict[str, dict[str, float]] = {}
-        system = None
-        batch = 64
-        with tqdm(total=len(qids), disable=not progress, desc=f"search {dataset.name}", unit="q") as bar:
-            for start in range(0, len(qids), batch):
-                part = {q: queries[q] for q in qids[start : start + batch]}
-                res = searcher.batch_search(part, k=k, threads=threads, exclude_self=remove_self_hits, **knobs)
-                run.update(res.to_run())
-                system = res.retriever
-                bar.update(len(part))
+        run, system = search_run(searcher, queries, k=k, threads=threads, exclude_self=remove_self_hits, progress=progress, desc=f"search {dataset.name}", **knobs)
         mean, per_query = evaluate(run, qrels, metrics, ignore_identical_ids=remove_self_hits)
         results[dataset.name] = mean
         if runs_dir is not None:
