@@ -158,7 +158,7 @@ def test_cli_load_search_eval(setup, tmp_path):
     # hybrid-rrf, depth 1000, self-hits dropped), and the run file it writes is that run
     from braid.data.beir import BeirDataset
     from braid.data.runs import read_run
-    from braid.retrieval.evaluate import evaluate
+    from braid.retrieval.eval.evaluate import evaluate
     from braid.retrieval.milvus import MilvusSearcher
 
     ds = BeirDataset(setup["data"])
