@@ -129,7 +129,7 @@ def test_outputs(tmp_path):
     row = next(line for line in md.splitlines() if line.startswith("| better_one | 0."))
     assert row.endswith(f"| {w}/{t}/{l} |") and "†" in row and "‡" in row
     tex = table.to_latex()
-    assert r"\begin{tabular}{lrrr}" in tex and r"better\_one" in tex and r"$^{\dagger\ddagger}$" in tex and tex.count(r"\\") >= 3
+    assert "$p < 0.05$" in tex and r"\begin{tabular}{lrrr}" in tex and r"better\_one" in tex and r"$^{\dagger\ddagger}$" in tex and tex.count(r"\\") >= 3
     d = table.to_dict(per_query=True)
     json.dumps(d)
     other = d["systems"][1]

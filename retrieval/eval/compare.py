@@ -216,7 +216,7 @@ class ComparisonTable:
         first = self.metrics[0]
         cols = "l" + "r" * (len(self.metrics) + 1)
         head = ["System"] + [_tex(metric_label(m)) for m in self.metrics] + [f"W/T/L {_tex(metric_label(first))}"]
-        legend = self.legend().replace("†", "$^\\dagger$").replace("‡", "$^\\ddagger$")
+        legend = self.legend().replace("†", "$^\\dagger$").replace("‡", "$^\\ddagger$").replace(f"p < {self.alpha:g}", f"$p < {self.alpha:g}$")
         caption = caption or f"{_tex(self.dataset)} ({_tex(self.split)}, {len(self.query_ids)} queries). {_tex(legend, keep_math=True)}"
         lines = [
             r"\begin{table}[t]",
