@@ -8,34 +8,22 @@ Each parses options, calls one library function, prints. This module imports not
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import sys
 from pathlib import Path
 
 import click
 
+from braid.cli.common import command
+
 from braid.data.errors import BraidError
-
-
-def _fail_cleanly(fn):
-    """User-facing errors become a one-line message and exit status 1 (no traceback)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (BraidError, FileNotFoundError) as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper
 
 
 def _log(quiet: bool):
     return (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
 
 
-@click.command("compare")
+@command("compare")
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.argument("systems", nargs=-1, required=True)
 @click.option("--baseline", "-b", default=None, help="The system the others are tested against (a label or spec; default the first SYSTEM).")
@@ -55,7 +43,6 @@ def _log(quiet: bool):
 @click.option("--save", type=click.Path(path_type=Path), default=None, help="Also write PREFIX.md, PREFIX.tex and PREFIX.json.")
 @click.option("--plot", "plot_dir", type=click.Path(path_type=Path), default=None, help="Write per-query difference and measure-at-depth plots (PNG) into this folder.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or log lines.")
-@_fail_cleanly
 def compare(dataset, systems, baseline, metrics, split, k, index_root, runs_dir, tests, alpha, permutations, seed, keep_self_hits, threads, fmt, as_json, save, plot_dir, quiet):
     """Compare SYSTEMS on DATASET against a baseline: measures, wins/ties/losses, paired tests.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from braid.data.corpus import ReadStats
 from braid.data.errors import DataError
 from braid.data.qrels import Qrels, read_qrels
 from braid.data.queries import read_queries
@@ -43,17 +44,17 @@ class BeirDataset:
         qrels_dir = self.root / "qrels"
         return sorted(p.stem for p in qrels_dir.glob("*.tsv")) if qrels_dir.is_dir() else []
 
-    def qrels(self, split: str = "test") -> Qrels:
+    def qrels(self, split: str = "test", skip_bad: bool = False, stats: ReadStats | None = None) -> Qrels:
         path = self.root / "qrels" / f"{split}.tsv"
         if not path.exists():
             have = ", ".join(self.splits()) or "none"
             raise DataError(f"no qrels for split {split!r} (available: {have})", path)
-        return read_qrels(path)
+        return read_qrels(path, skip_bad=skip_bad, stats=stats)
 
-    def queries(self, split: str | None = "test") -> dict[str, str]:
+    def queries(self, split: str | None = "test", skip_bad: bool = False, stats: ReadStats | None = None) -> dict[str, str]:
         """Queries, restricted to those judged in ``split`` (all queries when ``split`` is None)."""
-        queries = read_queries(self.queries_path)
+        queries = read_queries(self.queries_path, skip_bad=skip_bad, stats=stats)
         if split is None:
             return queries
-        judged = self.qrels(split)
+        judged = self.qrels(split, skip_bad=skip_bad)
         return {qid: text for qid, text in queries.items() if qid in judged}

@@ -10,11 +10,13 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 from braid.data.errors import DataError
+from braid.data.text import id_problem, normalize_text, text_problem
 
 
 @dataclass(frozen=True)
@@ -56,10 +58,26 @@ def open_text(path: Path) -> io.TextIOBase:
     return raw
 
 
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def iter_raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """Yield ``(line_number, raw_bytes)``; decoding is the caller's, so one bad line does not end the stream."""
-    with open_text(path) as fh:
-        yield from enumerate(fh, start=1)
+    """Yield ``(line_number, raw_bytes)``; decoding is the caller's, so one bad line does not end the stream.
+
+    A UTF-8 byte-order mark at the start of the file is dropped. A file that cannot be decompressed
+    (``.gz`` that is truncated, corrupt or not gzip at all) raises a DataError naming the file and the
+    line where reading stopped.
+    """
+    line_no = 0
+    try:
+        with open_text(path) as fh:
+            for line_no, raw in enumerate(fh, start=1):
+                if line_no == 1 and raw.startswith(_UTF8_BOM):
+                    raw = raw[len(_UTF8_BOM) :]
+                yield line_no, raw
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        what = "truncated compressed file" if isinstance(exc, EOFError) else f"cannot decompress ({exc})"
+        raise DataError(f"{what}; reading stopped after line {line_no}", path, line_no + 1) from None
 
 
 def decode_line(raw: bytes, path: Path, line_no: int) -> str:
@@ -93,18 +111,23 @@ def _as_id(value: object, key: str, path: Path, line_no: int) -> str:
     text = str(value).strip()
     if not text:
         raise DataError(f"field {key!r} is empty", path, line_no)
-    if any(c.isspace() for c in text):
-        raise DataError(f"field {key!r} contains whitespace ({text!r}); TREC formats cannot hold it", path, line_no)
+    problem = id_problem(text)
+    if problem is not None:
+        raise DataError(f"field {key!r} ({text!r}) {problem}", path, line_no)
     return text
 
 
 def _as_text(obj: dict, key: str, path: Path, line_no: int) -> str:
+    """Field ``key`` as canonical text (see :mod:`braid.data.text`); missing or null is empty."""
     value = obj.get(key, "")
     if value is None:
         return ""
     if not isinstance(value, str):
         raise DataError(f"field {key!r} must be a string, got {type(value).__name__}", path, line_no)
-    return value
+    problem = text_problem(value)
+    if problem is not None:
+        raise DataError(f"field {key!r}: {problem}", path, line_no)
+    return normalize_text(value)
 
 
 def iter_corpus(

@@ -4,23 +4,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from braid.data.corpus import _as_id, _parse_json_line, iter_lines
+from braid.data.corpus import ReadStats, _as_id, _parse_json_line, decode_line, iter_raw_lines
 from braid.data.errors import DataError
+from braid.data.text import is_blank, normalize_text, text_problem
 
 
-def read_queries(path: str | Path, *, skip_bad: bool = False) -> dict[str, str]:
-    """Read queries into ``{query_id: text}`` (file order preserved).
+def read_queries(path: str | Path, *, skip_bad: bool = False, stats: ReadStats | None = None) -> dict[str, str]:
+    """Read queries into ``{query_id: text}`` (file order preserved), text in canonical form.
 
     ``.jsonl`` files hold ``{"_id", "text"}`` objects; anything else is read as TSV ``qid<TAB>text``.
-    Duplicate ids, empty text and malformed lines raise DataError naming file and line.
+    Duplicate ids, blank text (no letter or digit), invalid UTF-8 or Unicode and malformed lines raise
+    DataError naming file and line; with ``skip_bad`` they are skipped and counted in ``stats``.
     """
     path = Path(path)
+    stats = stats if stats is not None else ReadStats()
     queries: dict[str, str] = {}
     is_jsonl = path.name.endswith(".jsonl") or path.name.endswith(".jsonl.gz")
-    for line_no, line in iter_lines(path):
-        if not line.strip():
-            continue
+    for line_no, raw in iter_raw_lines(path):
         try:
+            line = decode_line(raw, path, line_no)
+            if not line.strip():
+                continue
             if is_jsonl:
                 obj = _parse_json_line(line, path, line_no)
                 qid = _as_id(obj.get("_id", obj.get("id", obj.get("qid"))), "_id", path, line_no)
@@ -33,13 +37,19 @@ def read_queries(path: str | Path, *, skip_bad: bool = False) -> dict[str, str]:
                     raise DataError("expected 'query_id<TAB>text'", path, line_no)
                 qid = _as_id(parts[0], "query id", path, line_no)
                 text = "\t".join(parts[1:])
-            if not text.strip():
-                raise DataError(f"query {qid!r} has empty text", path, line_no)
+            problem = text_problem(text)
+            if problem is not None:
+                raise DataError(f"query {qid!r}: {problem}", path, line_no)
+            text = normalize_text(text).strip()
+            if is_blank(text):
+                raise DataError(f"query {qid!r} has empty text (no letter or digit)", path, line_no)
             if qid in queries:
                 raise DataError(f"duplicate query id {qid!r}", path, line_no)
-        except DataError:
+        except DataError as exc:
             if skip_bad:
+                stats.skip(str(exc))
                 continue
             raise
-        queries[qid] = text.strip()
+        stats.read += 1
+        queries[qid] = text
     return queries

@@ -60,6 +60,8 @@ def read_run(path: str | Path) -> Run:
             value = float(score)
         except ValueError:
             raise DataError(f"bad rank {rank!r} or score {score!r}", path, line_no) from None
+        if not math.isfinite(value):
+            raise DataError(f"score {score!r} is not finite", path, line_no)
         hits = run.setdefault(qid, {})
         if docid in hits:
             raise DataError(f"document {docid!r} appears twice for query {qid!r}", path, line_no)

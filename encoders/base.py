@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from braid.data.errors import BraidError, OptionError
+from braid.data.errors import BraidError, OptionError, check_int, check_positive_int
 from braid.encoders.resolve import ModelRef, resolve_model
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -38,18 +38,13 @@ class RuntimeOptions:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 2:
-            raise OptionError("max_length", self.max_length, "an integer >= 2")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise OptionError("batch_size", self.batch_size, "an integer >= 1")
+        check_int("max_length", self.max_length, low=2)
+        check_positive_int("batch_size", self.batch_size)
         if self.device not in DEVICES:
             raise OptionError("device", self.device, f"one of {', '.join(DEVICES)}")
         if self.precision not in PRECISIONS:
             raise OptionError("precision", self.precision, f"one of {', '.join(PRECISIONS)}")
-        if self.threads is not None and (
-            isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
-        ):
-            raise OptionError("threads", self.threads, "None or an integer >= 1")
+        check_positive_int("threads", self.threads, allow_none=True)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -177,6 +172,48 @@ class TransformerBackbone:
         dtype = torch.bfloat16 if self.options.precision == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
+    def _pad(self, enc: Any, positions: np.ndarray, keys: Sequence[str], lengths: np.ndarray) -> dict:
+        """Rows ``positions`` of a tokenisation, padded to their longest on the tokenizer's padding side -> int64 tensors on the device."""
+        import torch
+
+        device = self.device
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = 0
+        left = self.tokenizer.padding_side == "left"
+        width = int(lengths[positions].max())
+        batch = {}
+        for key in keys:
+            fill = pad_id if key == "input_ids" else 0
+            arr = np.full((len(positions), width), fill, dtype=np.int64)
+            for row, p in enumerate(positions):
+                seq = enc[key][p]
+                if left:
+                    arr[row, width - len(seq) :] = seq
+                else:
+                    arr[row, : len(seq)] = seq
+            batch[key] = torch.from_numpy(arr).to(device)
+        return batch
+
+    def _tokenized(self, texts: Sequence[str]) -> tuple[Any, list[str], np.ndarray]:
+        enc = self.tokenize(texts)
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        lengths = np.fromiter((len(ids) for ids in enc["input_ids"]), dtype=np.int64, count=len(texts))
+        return enc, keys, lengths
+
+    def collate(self, texts: Sequence[str]) -> dict:
+        """One padded batch of ``texts`` in input order (the same tokenisation and padding as :meth:`run_batches`).
+
+        Returns ``{"input_ids", "attention_mask"[, "token_type_ids"]}``: int64 tensors (B, L) on the
+        device, L the longest text's token count. For training, where the caller runs the model
+        itself (with gradients); ``texts`` must not be empty.
+        """
+        texts = check_texts(texts)
+        if not texts:
+            raise OptionError("texts", "an empty list", "at least one text to make a batch of")
+        enc, keys, lengths = self._tokenized(texts)
+        return self._pad(enc, np.arange(len(texts)), keys, lengths)
+
     def run_batches(
         self, texts: Sequence[str], head: Callable[[Any, Any], np.ndarray | list]
     ) -> Iterator[tuple[np.ndarray, Any]]:
@@ -191,27 +228,10 @@ class TransformerBackbone:
         texts = check_texts(texts)
         if len(texts) == 0:
             return
-        enc = self.tokenize(texts)
-        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-        lengths = np.fromiter((len(ids) for ids in enc["input_ids"]), dtype=np.int64, count=len(texts))
+        enc, keys, lengths = self._tokenized(texts)
         model = self.model
-        device = self.device
-        pad_id = self.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = 0
         for positions in length_sorted_batches(lengths, self.options.batch_size):
-            width = int(lengths[positions].max())
-            batch = {}
-            for key in keys:
-                fill = pad_id if key == "input_ids" else 0
-                arr = np.full((len(positions), width), fill, dtype=np.int64)
-                for row, p in enumerate(positions):
-                    seq = enc[key][p]
-                    if self.tokenizer.padding_side == "left":
-                        arr[row, width - len(seq) :] = seq
-                    else:
-                        arr[row, : len(seq)] = seq
-                batch[key] = torch.from_numpy(arr).to(device)
+            batch = self._pad(enc, positions, keys, lengths)
             with torch.inference_mode(), self.autocast():
                 results = head(batch, model)
             yield positions, results

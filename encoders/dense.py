@@ -136,6 +136,34 @@ def read_pipeline(ref: ModelRef) -> ModelPipeline:
     return ModelPipeline(pooling or "mean", normalize, max_len, prompts, dim if isinstance(dim, int) else None, "sentence-transformers")
 
 
+def write_pipeline(directory: Path, pooling: str, normalize: bool, max_length: int, prompts: dict, dim: int) -> None:
+    """Write the sentence-transformers files :func:`read_pipeline` reads (``modules.json``, pooling config, max length, prompts).
+
+    ``prompts``: e.g. ``{"query": "query: "}``; empty prompts are left out, and with none
+    ``config_sentence_transformers.json`` is not written.
+    """
+    if pooling not in POOLINGS:
+        raise OptionError("pooling", pooling, f"one of {', '.join(POOLINGS)}")
+    directory = Path(directory)
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        (directory / "2_Normalize").mkdir(exist_ok=True)
+    (directory / "modules.json").write_text(json.dumps(modules, indent=2) + "\n", encoding="utf-8")
+    (directory / "1_Pooling").mkdir(exist_ok=True)
+    config: dict = {"word_embedding_dimension": int(dim)}
+    for key in ("pooling_mode_cls_token", "pooling_mode_mean_tokens", "pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens", "pooling_mode_lasttoken"):
+        config[key] = _ST_POOLING_KEYS[key] == pooling
+    (directory / "1_Pooling" / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    (directory / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": int(max_length), "do_lower_case": False}) + "\n", encoding="utf-8")
+    kept = {k: str(v) for k, v in prompts.items() if v}
+    if kept:
+        (directory / "config_sentence_transformers.json").write_text(json.dumps({"prompts": kept}) + "\n", encoding="utf-8")
+
+
 def pool(hidden: Any, attention_mask: Any, pooling: str, left_padded: bool = False) -> Any:
     """Pool token states into one vector per text (sentence-transformers' Pooling semantics).
 
@@ -237,35 +265,71 @@ class DenseEncoder:
             raise OptionError("kind", kind, f"one of {', '.join(KINDS)}")
         return {"encoder": "dense", "kind": kind, **self.config.to_dict()}
 
-    def encode(self, texts: Sequence[str], kind: str = "document") -> np.ndarray:
-        """Encode texts as ``kind`` (``"document"`` or ``"query"``) -> float32 (n, dim), C-contiguous, input order."""
+    def prefixed(self, texts: Sequence[str], kind: str = "document") -> list[str]:
+        """``texts`` with the ``kind`` prefix (``query_prefix`` or ``document_prefix``) prepended, as the model sees them."""
         if kind not in KINDS:
             raise OptionError("kind", kind, f"one of {', '.join(KINDS)}")
         texts = check_texts(texts)
         prefix = self._config.query_prefix if kind == "query" else self._config.document_prefix
-        if prefix:
-            texts = [prefix + t for t in texts]
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
+        return [prefix + t for t in texts] if prefix else texts
+
+    def embed(self, batch: dict, model: Any) -> Any:
+        """The model's pooled (and normalised) vectors of one padded batch: float32 tensor (B, dim).
+
+        ``batch``: token tensors from :meth:`TransformerBackbone.collate` or ``run_batches``;
+        ``model``: this encoder's transformers model. Differentiable: :meth:`encode` runs it under
+        ``inference_mode``, a :class:`~braid.encoders.towers.DenseTower` with gradients.
+        """
         import torch
 
         cfg = self._config
         left = getattr(self.backbone.tokenizer, "padding_side", "right") == "left"
+        outputs = model(**batch)
+        hidden = outputs.last_hidden_state if hasattr(outputs, "last_hidden_state") else outputs[0]
+        emb = pool(hidden, batch["attention_mask"], cfg.pooling, left)
+        if cfg.normalize:
+            emb = torch.nn.functional.normalize(emb, p=2, dim=1)
+        return emb
 
-        def head(batch, model):
-            outputs = model(**batch)
-            hidden = outputs.last_hidden_state if hasattr(outputs, "last_hidden_state") else outputs[0]
-            emb = pool(hidden, batch["attention_mask"], cfg.pooling, left)
-            if cfg.normalize:
-                emb = torch.nn.functional.normalize(emb, p=2, dim=1)
-            return emb.float().cpu().numpy()
-
-        for positions, emb in self.backbone.run_batches(texts, head):
+    def encode(self, texts: Sequence[str], kind: str = "document") -> np.ndarray:
+        """Encode texts as ``kind`` (``"document"`` or ``"query"``) -> float32 (n, dim), C-contiguous, input order."""
+        texts = self.prefixed(texts, kind)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        for positions, emb in self.backbone.run_batches(texts, lambda batch, model: self.embed(batch, model).float().cpu().numpy()):
             if emb.shape[1] != out.shape[1]:
                 raise BraidError(f"model={self.name!r} gives {emb.shape[1]}-d vectors, its config says {out.shape[1]}")
             out[positions] = emb
         return out
+
+    def tower(self, kind: str = "query") -> Any:
+        """This encoder's ``kind`` side as a trainable ``torch.nn.Module`` (:class:`~braid.encoders.towers.DenseTower`), sharing its model."""
+        from braid.encoders.towers import DenseTower
+
+        return DenseTower(self, kind)
+
+    def save(self, directory: str | Path) -> None:
+        """Write the model as a folder this class reads back to the same vectors: weights, tokenizer, sentence-transformers files.
+
+        Pooling, normalisation, ``max_length`` and the non-empty prefixes (as ``prompts``
+        "query" / "document") are those of this encoder, whatever the source folder said.
+        """
+        from transformers.utils import logging as hf_logging
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        was_enabled = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Writing model shards" bar under a caller's own
+        try:
+            self.backbone.model.save_pretrained(str(directory))
+            self.backbone.tokenizer.save_pretrained(str(directory))
+        finally:
+            if was_enabled:
+                hf_logging.enable_progress_bar()
+        cfg = self._config
+        prompts = {"query": cfg.query_prefix, "document": cfg.document_prefix}
+        write_pipeline(directory, cfg.pooling, cfg.normalize, self.options.max_length, prompts, self.dim)
 
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
         return self.encode(texts, "document")

@@ -1,8 +1,11 @@
 """The query tower of a JPQ dense index: the jointly trained query encoder saved in the index.
 
-JPQ training (:mod:`braid.retrieval.train.jpq`) writes a Hugging Face folder with sentence-transformers
-pooling files under ``INDEX/dense/`` and records it in the manifest's ``components["dense"]["jpq"]``;
-at query time it is an ordinary :class:`~braid.encoders.dense.DenseEncoder` over that folder.
+JPQ training (:mod:`braid.retrieval.train.jpq`) trains a :class:`~braid.encoders.towers.DenseTower`,
+writes it with :meth:`~braid.encoders.dense.DenseEncoder.save` (a Hugging Face folder with
+sentence-transformers pooling files) under ``INDEX/dense/`` and records it in the manifest's
+``components["dense"]["jpq"]``; at query time it is an ordinary
+:class:`~braid.encoders.dense.DenseEncoder` over that folder, giving the vectors the tower gave in
+eval mode. Nothing here imports training code.
 """
 
 from __future__ import annotations

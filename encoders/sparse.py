@@ -25,7 +25,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from braid.data.errors import BraidError, DataError, OptionError
+from braid.data.errors import BraidError, DataError, OptionError, check_finite, check_positive_int
 from braid.encoders.base import RuntimeOptions, TransformerBackbone, check_texts
 from braid.encoders.resolve import DEFAULT_SPARSE_MODEL
 
@@ -60,12 +60,8 @@ class SparseEncoderConfig:
 
     def __post_init__(self) -> None:
         for name in ("top_k", "query_top_k"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise OptionError(name, v, "None or an integer >= 1")
-        q = self.quantization_step
-        if q is not None and (isinstance(q, bool) or not isinstance(q, (int, float)) or not math.isfinite(q) or q <= 0):
-            raise OptionError("quantization_step", q, "None or a positive number")
+            check_positive_int(name, getattr(self, name), allow_none=True)
+        check_finite("quantization_step", self.quantization_step, low=0, low_open=True, allow_none=True)
         if self.query_mode not in QUERY_MODES:
             raise OptionError("query_mode", self.query_mode, f"one of {', '.join(QUERY_MODES)}")
 
@@ -116,8 +112,7 @@ def quantize_u8(data: np.ndarray, scale: float | None = None) -> tuple[np.ndarra
     if scale is None:
         top = float(data.max(initial=0.0))
         scale = top / 255.0 if top > 0 else 1.0
-    if not (scale > 0 and math.isfinite(scale)):
-        raise OptionError("scale", scale, "a positive finite number")
+    check_finite("scale", scale, low=0, low_open=True)
     codes = np.clip(np.round(data / scale), 0, 255).astype(np.uint8)
     return codes, float(scale)
 

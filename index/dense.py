@@ -1,4 +1,5 @@
-"""The dense index: a FAISS index over float32 vectors, its build config, search, save and load.
+"""The dense index: a FAISS index over float32 vectors (kind ``bin``: and a binary index of their signs),
+its build config, search, save and load.
 
 Takes vectors, never text or models. Documents are the rows of the vectors given at build
 (docno = row number). ``metric="ip"`` scores are inner products; ``metric="l2"`` scores are
@@ -18,15 +19,16 @@ from typing import Any
 
 import numpy as np
 
-from braid.data.errors import BraidError, IndexFormatError, OptionError
+from braid.data.errors import BraidError, IndexFormatError, OptionError, check_int, check_nonneg_int, check_positive_int
 from braid.index.hits import Hits
 
-KINDS = ("flat", "hnsw", "ivf", "ivfpq", "pq", "opq")
+KINDS = ("flat", "hnsw", "ivf", "ivfpq", "pq", "opq", "bin")
 METRICS = ("ip", "l2")
 STORE_DTYPES = ("float32", "float16")
 PQ_KINDS = ("ivfpq", "pq", "opq")
 IVF_KINDS = ("ivf", "ivfpq")
 INDEX_FILE = "dense.faiss"
+BINARY_FILE = "dense.bin.faiss"  # kind "bin": the sign bits of every vector in a FAISS binary index
 # Bytes per code that FAISS-GPU IVFPQ accepts (8 bits per sub-quantizer).
 GPU_PQ_CODE_BYTES = (1, 2, 3, 4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 96)
 ADD_BATCH = 65536  # rows copied to RAM and added per step, so a memory-mapped corpus is never loaded whole
@@ -42,7 +44,9 @@ class DenseIndexConfig:
     """Build-time settings of a dense index (saved in the manifest; query-time knobs are search arguments).
 
     ``kind``: ``flat`` (exact), ``hnsw`` (graph), ``ivf`` (inverted file, exact vectors), ``ivfpq``,
-    ``pq``, ``opq`` (OPQ rotation + PQ). ``nlist``: IVF lists (None: ``4 * sqrt(n)``, at most
+    ``pq``, ``opq`` (OPQ rotation + PQ), ``bin`` (flat, plus the sign bit of every dimension packed
+    into a FAISS binary index for the ``dense-bin`` retriever; the dimension must be a multiple of 8).
+    ``nlist``: IVF lists (None: ``4 * sqrt(n)``, at most
     ``n / 39``). ``m``: PQ sub-quantizers, must divide the dimension (None: the largest divisor of
     the dimension not above ``dim / 8``). ``nbits``: bits per sub-quantizer code. ``hnsw_m``,
     ``ef_construction``: HNSW graph degree and build beam. ``metric``: ``"ip"`` or ``"l2"``.
@@ -72,17 +76,12 @@ class DenseIndexConfig:
         if self.store_dtype == "float16" and self.kind in PQ_KINDS:
             raise OptionError("store_dtype", self.store_dtype, f"float16 storage applies to flat, hnsw and ivf; {self.kind} stores PQ codes")
         for name, low in (("nlist", 1), ("m", 1), ("train_size", 1)):
-            v = getattr(self, name)
-            if v is not None and (not _is_int(v) or v < low):
-                raise OptionError(name, v, f"None or an integer >= {low}")
+            check_int(name, getattr(self, name), low=low, allow_none=True)
         if not _is_int(self.nbits) or not 1 <= self.nbits <= 16:
             raise OptionError("nbits", self.nbits, "an integer in 1..16")
-        if not _is_int(self.hnsw_m) or self.hnsw_m < 2:
-            raise OptionError("hnsw_m", self.hnsw_m, "an integer >= 2")
-        if not _is_int(self.ef_construction) or self.ef_construction < 1:
-            raise OptionError("ef_construction", self.ef_construction, "an integer >= 1")
-        if not _is_int(self.seed) or self.seed < 0:
-            raise OptionError("seed", self.seed, "an integer >= 0")
+        check_int("hnsw_m", self.hnsw_m, low=2)
+        check_positive_int("ef_construction", self.ef_construction)
+        check_nonneg_int("seed", self.seed)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,6 +98,8 @@ class DenseIndexConfig:
 
     def validate_for(self, num_docs: int, dim: int) -> None:
         """Checks that need the data: ``m`` divides ``dim``; IVF/PQ have enough vectors to train."""
+        if self.kind == "bin" and dim % 8 != 0:
+            raise OptionError("kind", self.kind, f"binary codes pack 8 dimensions per byte; the dimension {dim} is not a multiple of 8")
         if self.m is not None and self.kind in PQ_KINDS and dim % self.m != 0:
             raise OptionError("m", self.m, f"the number of PQ sub-quantizers must divide the dimension {dim}")
         if self.kind in IVF_KINDS and self.nlist is not None and self.nlist > num_docs:
@@ -123,7 +124,26 @@ class DenseIndexConfig:
         return DenseIndexConfig(**{**self.to_dict(), "nlist": nlist, "m": m, "train_size": train})
 
 
+def pack_signs(vectors: np.ndarray) -> np.ndarray:
+    """Sign bits of float (n, dim) vectors, 8 dimensions per byte -> uint8 (n, dim / 8).
+
+    Bit set where the value is > 0 (sentence-transformers' binary quantization), most significant bit
+    first (``np.packbits``); queries and documents are packed alike, so Hamming distances are those of
+    the sign vectors.
+    """
+    return np.packbits(np.asarray(vectors) > 0, axis=-1)
+
+
 def _require_faiss() -> Any:
+    import sys
+
+    if "faiss" not in sys.modules:
+        import logging
+
+        # faiss's loader logs every CPU-specific library it fails to find at INFO ("Could not load library
+        # with AVX512 support ..."), which reads like an error under `braid serve --log-level info`. Only
+        # before the first import: setLevel clears every logger's cache (~1 ms), too slow per search.
+        logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     try:
         import faiss
     except ImportError:  # pragma: no cover - depends on the installation
@@ -146,7 +166,7 @@ def _new_index(cfg: DenseIndexConfig, dim: int) -> Any:
     faiss = _require_faiss()
     metric = faiss.METRIC_INNER_PRODUCT if cfg.metric == "ip" else faiss.METRIC_L2
     fp16 = cfg.store_dtype == "float16"
-    if cfg.kind == "flat":
+    if cfg.kind in ("flat", "bin"):
         if fp16:
             return faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, metric)
         return faiss.IndexFlatIP(dim) if metric == faiss.METRIC_INNER_PRODUCT else faiss.IndexFlatL2(dim)
@@ -195,7 +215,7 @@ def _gpu_plan(cfg: DenseIndexConfig) -> tuple[bool, str | None]:
         return False, None
     if cfg.kind == "hnsw":
         return False, "HNSW is built on the CPU (FAISS has no GPU HNSW)"
-    if cfg.store_dtype == "float16" and cfg.kind == "flat":
+    if cfg.store_dtype == "float16" and cfg.kind in ("flat", "bin"):
         return False, "flat float16 (scalar quantizer) is built on the CPU (no FAISS-GPU equivalent)"
     if cfg.kind in PQ_KINDS:
         if cfg.nbits != 8:
@@ -209,15 +229,17 @@ class DenseIndex:
     """A FAISS index whose row ids are the docnos 0..num_docs-1 of the vectors given at build.
 
     Build with :meth:`build`, open with :meth:`load`. ``info`` (returned by :meth:`save`) records
-    num_docs, dim, the resolved config and how it was built.
+    num_docs, dim, the resolved config and how it was built. ``binary`` (kind ``bin`` only): a FAISS
+    ``IndexBinaryFlat`` over :func:`pack_signs` of the same vectors, same row ids.
     """
 
-    def __init__(self, index: Any, config: DenseIndexConfig, num_docs: int, dim: int, info: dict | None = None):
+    def __init__(self, index: Any, config: DenseIndexConfig, num_docs: int, dim: int, info: dict | None = None, binary: Any = None):
         self.index = index
         self.config = config
         self.num_docs = int(num_docs)
         self.dim = int(dim)
         self.info = dict(info or {})
+        self.binary = binary
 
     # -- build ---------------------------------------------------------------------------------
     @classmethod
@@ -257,6 +279,11 @@ class DenseIndex:
             warnings.warn(note, stacklevel=2)
         if index.ntotal != n:
             raise BraidError(f"internal error: FAISS index holds {index.ntotal} vectors after adding {n}")
+        binary = None
+        if cfg.kind == "bin":  # signs of the given vectors (not of float16-rounded ones)
+            binary = faiss.IndexBinaryFlat(dim)
+            for start in range(0, n, ADD_BATCH):
+                binary.add(np.ascontiguousarray(pack_signs(vectors[start : start + ADD_BATCH])))
         info = {
             "num_docs": n,
             "dim": dim,
@@ -266,7 +293,7 @@ class DenseIndex:
             "notes": notes,
             "file": INDEX_FILE,
         }
-        return cls(index, cfg, n, dim, info)
+        return cls(index, cfg, n, dim, info, binary)
 
     @staticmethod
     def _train_and_add(index: Any, vectors: np.ndarray, cfg: DenseIndexConfig) -> None:
@@ -295,11 +322,9 @@ class DenseIndex:
         beam (default max(16, k)); both are ignored by kinds they do not apply to. ``threads``: OpenMP
         threads for this call. Scores: inner product (``ip``) or negated squared distance (``l2``).
         """
-        if not _is_int(k) or k < 1:
-            raise OptionError("k", k, "an integer >= 1")
+        check_positive_int("k", k)
         for name, v in (("nprobe", nprobe), ("ef_search", ef_search), ("threads", threads)):
-            if v is not None and (not _is_int(v) or v < 1):
-                raise OptionError(name, v, "None or an integer >= 1")
+            check_positive_int(name, v, allow_none=True)
         q = _check_vectors(query_vectors, "query_vectors", self.dim)
         q = np.ascontiguousarray(q, dtype=np.float32)
         if q.shape[0] == 0 or self.num_docs == 0:
@@ -355,7 +380,7 @@ class DenseIndex:
     def bytes_per_vector(self) -> float:
         """Approximate index memory per document: vector codes, plus ids (IVF) or graph links (HNSW level 0)."""
         c = self.config
-        if c.kind in ("flat", "hnsw", "ivf"):
+        if c.kind in ("flat", "hnsw", "ivf", "bin"):
             code = self.dim * (2 if c.store_dtype == "float16" else 4)
         else:
             code = math.ceil(c.m * c.nbits / 8)
@@ -363,23 +388,22 @@ class DenseIndex:
             code += 8  # the id stored next to each code in its inverted list
         if c.kind == "hnsw":
             code += 2 * c.hnsw_m * 4  # level-0 neighbour list (upper levels add ~1/M more)
+        if c.kind == "bin":
+            code += self.dim // 8  # the sign bits, next to the float vectors they are rescored with
         return float(code)
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, directory: str | Path) -> dict:
-        """Write ``directory/dense.faiss`` (atomically) and return the info dict to keep in the manifest."""
+        """Write ``directory/dense.faiss`` (and ``dense.bin.faiss`` for kind ``bin``), each atomically,
+        and return the info dict to keep in the manifest."""
         faiss = _require_faiss()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{INDEX_FILE}.", suffix=".tmp", dir=directory)
-        os.close(fd)
-        try:
-            faiss.write_index(self.index, tmp)
-            os.replace(tmp, directory / INDEX_FILE)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _write_atomic(lambda tmp: faiss.write_index(self.index, tmp), directory / INDEX_FILE)
         info = {**self.info, "num_docs": self.num_docs, "dim": self.dim, "config": self.config.to_dict(), "file": INDEX_FILE}
+        if self.binary is not None:
+            _write_atomic(lambda tmp: faiss.write_index_binary(self.binary, tmp), directory / BINARY_FILE)
+            info["binary_file"] = BINARY_FILE
         info["bytes_per_vector"] = self.bytes_per_vector()
         return info
 
@@ -418,7 +442,30 @@ class DenseIndex:
             raise IndexFormatError(f"{path}: holds {index.ntotal} vectors but the index has {num_docs} documents")
         if index.d != dim:
             raise IndexFormatError(f"{path}: holds {index.d}-d vectors but the manifest says {dim}")
-        return cls(index, config, num_docs, dim, info)
+        binary = None
+        if config.kind == "bin":
+            bpath = directory / str(info.get("binary_file", BINARY_FILE))
+            if not bpath.is_file():
+                raise IndexFormatError(f"{directory}: binary index file {bpath.name} is missing")
+            try:
+                binary = faiss.read_index_binary(str(bpath))
+            except RuntimeError as exc:
+                raise IndexFormatError(f"{bpath}: not a readable FAISS binary index ({str(exc).strip().splitlines()[-1]})") from None
+            if binary.ntotal != num_docs or binary.d != dim:
+                raise IndexFormatError(f"{bpath}: holds {binary.ntotal} codes of {binary.d} bits; the index has {num_docs} documents of {dim} dimensions")
+        return cls(index, config, num_docs, dim, info, binary)
+
+
+def _write_atomic(write, path: Path) -> None:
+    """``write(tmp_name)`` into a temporary sibling of ``path``, then rename it into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class _omp_threads:

@@ -107,13 +107,33 @@ def read_docids(index_dir: Path) -> list[str]:
         return [line.rstrip("\n") for line in fh]
 
 
+def replace_directory(src: str | Path, dst: str | Path, old: str | Path | None = None) -> None:
+    """Rename the finished directory ``src`` to ``dst``, replacing a ``dst`` that exists.
+
+    The old ``dst`` is first renamed aside to ``old`` (default: the hidden sibling ``.NAME.old-PID``),
+    then removed; ``dst`` is never half-written: it is the old directory, absent for the instant
+    between the two renames (a crash there leaves ``old``, which a reader may fall back to), or
+    the new one. ``src`` and ``dst`` must be on one file system (a temporary sibling is).
+    """
+    src, dst = Path(src), Path(dst)
+    if not dst.exists():
+        os.replace(src, dst)
+        return
+    old = Path(old) if old is not None else dst.parent / f".{dst.name}.old-{os.getpid()}"
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(dst, old)
+    os.replace(src, dst)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 @contextlib.contextmanager
-def building_index(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
+def building_index(out_dir: str | Path, overwrite: bool = False, marker: str = MANIFEST) -> Iterator[Path]:
     """Yield a temporary sibling directory to build a whole index in; rename it to ``out_dir`` on success.
 
     An existing ``out_dir`` is replaced only with ``overwrite=True``, and only after the new build
-    finished; a build that fails or is killed leaves ``out_dir`` as it was (a killed build leaves a
-    ``.NAME.tmp-*`` sibling that is not an index and is removed by the next build).
+    finished (the temporary directory holds ``marker``: the manifest, or ``sharded.json`` for a
+    sharded index); a build that fails or is killed leaves ``out_dir`` as it was (a killed build
+    leaves a ``.NAME.tmp-*`` sibling that is not an index and is removed by the next build).
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
@@ -130,15 +150,9 @@ def building_index(out_dir: str | Path, overwrite: bool = False) -> Iterator[Pat
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-{os.getpid()}-", dir=parent))
     try:
         yield tmp
-        if not (tmp / MANIFEST).exists():
-            raise IndexFormatError(f"internal error: build of {out_dir} finished without a manifest")
-        if out_dir.exists():
-            old = parent / f".{out_dir.name}.old-{os.getpid()}"
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        if not (tmp / marker).exists():
+            raise IndexFormatError(f"internal error: build of {out_dir} finished without {marker}")
+        replace_directory(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -158,9 +172,7 @@ def adding_component(index_dir: str | Path, name: str, config: dict, overwrite: 
         manifest = read_manifest(index_dir)
         manifest["components"].pop(name, None)
         write_manifest(index_dir, manifest)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        replace_directory(tmp, target)
         manifest["components"][name] = config
         write_manifest(index_dir, manifest)
     except BaseException:

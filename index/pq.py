@@ -60,11 +60,12 @@ class PQLayout:
 
 
 def _require_faiss() -> Any:
+    from braid.index.dense import _require_faiss as require
+
     try:
-        import faiss
-    except ImportError:  # pragma: no cover - depends on the installation
+        return require()
+    except BraidError:  # pragma: no cover - depends on the installation
         raise BraidError("product quantization needs faiss; install it with: pip install 'braid[dense]'") from None
-    return faiss
 
 
 def _parts(index: Any) -> tuple[str, Any, Any, Any]:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
-from braid.data.errors import BraidError, DataError, IndexFormatError, OptionError
+from braid.data.errors import BraidError, DataError, IndexFormatError, OptionError, check_positive_int
 from braid.index.hits import Hits
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -167,12 +167,6 @@ def pyserini_version() -> str:
         return "unknown"
 
 
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise OptionError(name, value, "a positive integer")
-    return int(value)
-
-
 class PyseriniBM25:
     """A Lucene BM25 index built and searched through Pyserini/Anserini (reference backend).
 
@@ -203,7 +197,7 @@ class PyseriniBM25:
         deleted. Returns the component info for the manifest.
         """
         directory = Path(directory)
-        threads = _check_positive_int("threads", threads)
+        threads = check_positive_int("threads", threads)
         if not directory.is_dir():
             raise OptionError("directory", str(directory), "an existing, empty directory")
         if any(directory.iterdir()):
@@ -310,8 +304,8 @@ class PyseriniBM25:
         for i, q in enumerate(queries):
             if not isinstance(q, str):
                 raise OptionError(f"queries[{i}]", q, "a string")
-        k = _check_positive_int("k", k)
-        threads = _check_positive_int("threads", threads)
+        k = check_positive_int("k", k)
+        threads = check_positive_int("threads", threads)
         if not queries:
             return Hits.empty(0, k)
         import jnius

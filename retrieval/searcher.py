@@ -13,8 +13,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from braid.data.errors import OptionError
+from braid.data.errors import OptionError, check_positive_int
 from braid.data.runs import Run
+from braid.data.text import is_blank, normalize_text, text_problem
 from braid.index.hits import Hits
 from braid.retrieval import retrievers as registry
 from braid.retrieval.context import IndexContext
@@ -148,8 +149,7 @@ class Searcher:
         (BEIR's convention). ``knobs`` are retriever arguments such as ``query_cut``,
         ``heap_factor``, ``nprobe`` (validated against the retrievers searched).
         """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-            raise OptionError("k", k, "a positive integer")
+        check_positive_int("k", k)
         if isinstance(queries, Mapping):
             query_ids = list(queries.keys())
             texts = list(queries.values())
@@ -158,9 +158,14 @@ class Searcher:
             query_ids = list(query_ids) if query_ids is not None else [str(i) for i in range(len(texts))]
         if len(query_ids) != len(texts):
             raise OptionError("query_ids", len(query_ids), f"one id per query ({len(texts)} queries)")
+        if isinstance(queries, (str, bytes)):
+            raise OptionError("queries", queries[:80], "a list of query strings or {query_id: text}, not one string (use search() for one query)")
         for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise OptionError("queries", t, f"query {i} must be a string")
+            problem = text_problem(t)
+            if problem is not None:
+                raise OptionError(f"queries[{i}]", t if isinstance(t, str) else type(t).__name__, problem)
+        texts = [normalize_text(t) for t in texts]
+        k = min(int(k), self.num_docs)  # never allocate beyond the collection
         engine = self.engine(retriever)
         if knobs and engine.name in registry.RETRIEVERS and not hasattr(engine, "pipeline"):
             spec = registry.get(engine.name)
@@ -168,7 +173,18 @@ class Searcher:
         exclude = None
         if exclude_self:
             exclude = np.array([self.docno(q) for q in query_ids], dtype=np.int64)
-        hits = engine.search(texts, k=int(k), threads=threads, exclude=exclude, **knobs)
+        # A blank query (no letter or digit) has no hits in any retriever, as in BM25.
+        live = [i for i, t in enumerate(texts) if not is_blank(t)]
+        if len(live) == len(texts):
+            hits = engine.search(texts, k=k, threads=threads, exclude=exclude, **knobs)
+        else:
+            hits = Hits.empty(len(texts), k)
+            if live:
+                sub = engine.search(
+                    [texts[i] for i in live], k=k, threads=threads, exclude=exclude[live] if exclude is not None else None, **knobs
+                )
+                hits.docnos[live, : sub.k] = sub.docnos
+                hits.scores[live, : sub.k] = sub.scores
         doc_ids = [[self.doc_ids[d] for d in row if d >= 0] for row in hits.docnos]
         return SearchResults(query_ids=query_ids, hits=hits, doc_ids=doc_ids, retriever=engine.name)
 

@@ -180,7 +180,7 @@ def main() -> None:
                 "train_s": round(result.seconds, 1),
                 "steps": len(result.history),
                 "epoch_losses": [round(x, 4) for x in result.epoch_losses],
-                "curve": jpq._curve(result.history, points=30),
+                "curve": jpq.loss_curve(result.history, points=30),
                 "config": config.to_dict(),
                 # the trained encoder against the base (untrained) centroids: how much the centroids add
                 "encoder_only": _evaluate(base.search(qv, k=101), test_ids, doc_ids, test_qrels, seen),

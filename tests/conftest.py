@@ -21,7 +21,7 @@ if (SHARED / "models").is_dir():
 @pytest.fixture(scope="session")
 def shared() -> Path:
     if not (SHARED / "data").is_dir():
-        pytest.skip(f"shared data not found at {SHARED}")
+        pytest.skip(f"shared collections not found at {SHARED / 'data'} (../shared from the repository root; set BRAID_SHARED)")
     return SHARED
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 
+import pytest
 from click.testing import CliRunner
 
 from braid.cli.main import main
@@ -27,7 +29,14 @@ def test_index_search_eval(toy_dataset, tmp_path):
     assert res.exit_code == 0, res.output
     metrics = json.loads(res.stdout)
     assert set(metrics) == {"toy"}
-    assert 0 < metrics["toy"]["ndcg@10"] <= 1
+    # BM25 hits worked out from TOY_DOCS with the index's analyzer (stop words, Snowball stemmer: "cats"
+    # and "cat" -> "cat", but "purring" -> "pur" and "wolves" -> "wolv"). q1 "why do cats purr" -> d1 (cat x2,
+    # purr; rel 1), d5 (cat; rel 0), d4 (cat, longer than d5; rel 2); q2 "dogs bark" -> d2 (rel 1), its own
+    # document q2 dropped but still judged; q3 "wolf habitat" -> d3 (rel 1). Linear gains, as trec_eval.
+    log2_3 = math.log2(3)
+    q1 = (1 + 2 / math.log2(4)) / (2 + 1 / log2_3)
+    q2 = 1 / (1 + 1 / log2_3)
+    assert metrics["toy"]["ndcg@10"] == pytest.approx((q1 + q2 + 1.0) / 3, abs=1e-9)
     assert (tmp_path / "runs" / "toy" / "bm25.test.trec").exists()
     per_query = json.loads((tmp_path / "runs" / "toy" / "bm25.test.metrics.json").read_text())["per_query"]
     # q2's own document (id "q2") is dropped by default, so its only relevant doc d2 is first
@@ -49,7 +58,7 @@ def test_cli_errors_are_clear(toy_dataset, tmp_path):
     res = runner.invoke(main, ["index", str(toy_dataset), "--out", str(tmp_path / "x"), "--retrievers", "bm25,nope"])
     assert res.exit_code != 0 and "--retrievers" in res.output
     res = runner.invoke(main, ["search", str(out), "q", "-k", "0"])
-    assert res.exit_code != 0 and "invalid value for k" in res.output
+    assert res.exit_code != 0 and "invalid value for -k: 0 (a positive integer)" in res.output
     res = runner.invoke(main, ["eval", str(toy_dataset), "--index-root", str(tmp_path), "--metrics", "ndcg@x"])
     assert res.exit_code != 0 and "--metrics" in res.output
 
@@ -58,16 +67,186 @@ def test_import_is_light():
     import subprocess
     import sys
 
-    code = "import sys, braid, braid.cli.main, braid.retrieval.searcher, braid.data; print(sorted(m for m in ('torch','faiss','ray','jnius','transformers','numba') if m in sys.modules))"
+    heavy = "('torch','faiss','ray','jnius','transformers','numba','fastapi','uvicorn','pymilvus')"
+    code = f"import sys, braid, braid.cli.main, braid.retrieval.searcher, braid.data; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
 
 
 def test_dense_index_spec_parses_sub_quantizers(toy_dataset, tmp_path):
-    from braid.cli.main import _parse_dense_index
+    from braid.cli.common import parse_dense_index
 
-    assert _parse_dense_index("flat") == {"kind": "flat"}
-    assert _parse_dense_index("pq:96") == {"kind": "pq", "m": 96}
+    assert parse_dense_index("flat") == {"kind": "flat"}
+    assert parse_dense_index("pq:96") == {"kind": "pq", "m": 96}
     res = CliRunner().invoke(main, ["index", str(toy_dataset), "--out", str(tmp_path / "x"), "--dense-index", "flat:8", "-q"])
     assert res.exit_code != 0 and "--dense-index" in res.output and "flat:8" in res.output
     assert not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------------------------------------- error handling
+def _one_line_error(res) -> str:
+    """The message of a clean failure: one 'Error: ...' line, no traceback."""
+    assert "Traceback" not in res.output, res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, res.output
+    return errors[0]
+
+
+def test_usage_errors_exit_2(toy_dataset, tmp_path):
+    """Click's usage errors and the library's OptionError (a bad option value) exit with status 2."""
+    runner = CliRunner()
+    res = runner.invoke(main, ["search"])
+    assert res.exit_code == 2 and "Missing argument" in _one_line_error(res)
+    res = runner.invoke(main, ["index", str(toy_dataset), "--out", str(tmp_path / "x"), "--bogus"])
+    assert res.exit_code == 2 and "No such option" in _one_line_error(res)
+    res = runner.invoke(main, ["index", str(toy_dataset), "--out", str(tmp_path / "x"), "--retrievers", "bm25,nope", "-q"])
+    assert res.exit_code == 2 and "invalid value for --retrievers: 'nope'" in _one_line_error(res)
+    res = runner.invoke(main, ["eval", str(toy_dataset), "--index-root", str(tmp_path), "--metrics", "ndcg@x", "-q"])
+    assert res.exit_code == 2 and "invalid value for --metrics: 'ndcg@x'" in _one_line_error(res)
+    res = runner.invoke(main, ["tune", str(toy_dataset), "-o", str(tmp_path / "p.toml"), "--split", "test", "--index-root", str(tmp_path / "ix")])
+    assert res.exit_code == 2 and "invalid value for --split" in _one_line_error(res)
+    assert not (tmp_path / "ix").exists()  # refused before building anything
+    res = runner.invoke(main, ["shard", str(toy_dataset), "--out", str(tmp_path / "s"), "--shards", "0"])
+    assert res.exit_code == 2 and "invalid value for --shards: 0 (a positive integer)" in _one_line_error(res)
+    res = runner.invoke(main, ["milvus", "search", "q", "--milvus-uri", "x.db", "--collection", "c", "--weights", "1"])
+    assert res.exit_code == 2 and "invalid value for --weights" in _one_line_error(res)
+    res = runner.invoke(main, ["train", "jpq", str(tmp_path), "--dataset", str(toy_dataset), "--epochs", "0"])
+    assert res.exit_code == 2 and "invalid value for --epochs: 0 (a positive integer)" in _one_line_error(res)
+    res = runner.invoke(main, ["serve", str(tmp_path), "--timeout", "nan"])
+    assert res.exit_code == 2 and "invalid value for --timeout: nan (a finite number > 0)" in _one_line_error(res)
+
+
+def test_failures_exit_1(toy_dataset, tmp_path):
+    """Other library errors (bad data, an unusable index) exit with status 1, naming what failed."""
+    runner = CliRunner()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"_id": "d1", "text": "wolf"}\nnot json\n')
+    res = runner.invoke(main, ["index", str(bad), "--out", str(tmp_path / "x"), "-q"])
+    assert res.exit_code == 1 and f"{bad}, line 2" in _one_line_error(res)
+    res = runner.invoke(main, ["search", str(tmp_path / "nope"), "q"])
+    assert res.exit_code == 1 and "no such index directory" in _one_line_error(res)
+    res = runner.invoke(main, ["serve", str(tmp_path / "nope")])
+    assert res.exit_code == 1 and "no such index directory" in _one_line_error(res)
+    res = runner.invoke(main, ["eval", str(tmp_path / "nope"), "--index-root", str(tmp_path), "-q"])
+    assert res.exit_code == 1 and "nope" in _one_line_error(res)
+
+
+def test_file_errors_exit_1(toy_dataset, tmp_path, monkeypatch):
+    """A missing, unreadable or wrong-kind file ends any command with status 1 and 'PATH: reason'."""
+    import braid.retrieval.build.builder as builder
+    import braid.retrieval.eval.experiment as experiment
+    import braid.retrieval.scale.distributed as distributed
+
+    def raising(exc):
+        def fail(*args, **kwargs):
+            raise exc
+
+        return fail
+
+    runner = CliRunner()
+    monkeypatch.setattr(builder, "build_index", raising(PermissionError(13, "Permission denied", "/data/corpus.jsonl")))
+    res = runner.invoke(main, ["index", str(toy_dataset), "--out", str(tmp_path / "x"), "-q"])
+    assert res.exit_code == 1 and _one_line_error(res) == "Error: /data/corpus.jsonl: Permission denied"
+    monkeypatch.setattr(experiment, "evaluate_datasets", raising(FileNotFoundError(2, "No such file or directory", "/data/qrels/test.tsv")))
+    res = runner.invoke(main, ["eval", str(toy_dataset), "-q"])
+    assert res.exit_code == 1 and _one_line_error(res) == "Error: /data/qrels/test.tsv: No such file or directory"
+    monkeypatch.setattr(distributed, "build_sharded", raising(IsADirectoryError(21, "Is a directory", "/data/out")))
+    res = runner.invoke(main, ["shard", str(toy_dataset), "--out", str(tmp_path / "s"), "--executor", "local", "-q"])
+    assert res.exit_code == 1 and _one_line_error(res) == "Error: /data/out: Is a directory"
+
+
+def test_bugs_keep_their_traceback(toy_dataset, tmp_path, monkeypatch):
+    """Only user errors are reported as one line: a bug in the library is not disguised as one."""
+    import braid.retrieval.build.builder as builder
+
+    def broken(*args, **kwargs):
+        raise KeyError("internal")
+
+    monkeypatch.setattr(builder, "build_index", broken)
+    res = CliRunner().invoke(main, ["index", str(toy_dataset), "--out", str(tmp_path / "x"), "-q"])
+    assert res.exit_code == 1 and isinstance(res.exception, KeyError)
+
+
+def _commands(cmd, path=("braid",)):
+    yield path, cmd
+    for name, sub in getattr(cmd, "commands", {}).items():
+        yield from _commands(sub, path + (name,))
+
+
+def test_every_command_reports_errors_and_documents_the_exit_status():
+    from braid.cli.common import BraidCommand, BraidGroup
+
+    found = dict(_commands(main))
+    assert {p[1] for p in found if len(p) == 2} == {"index", "search", "eval", "tune", "compare", "serve", "train", "shard", "milvus"}
+    assert ("braid", "train", "jpq") in found and ("braid", "milvus", "eval") in found
+    for path, cmd in found.items():
+        assert isinstance(cmd, (BraidCommand, BraidGroup)), path
+    res = CliRunner().invoke(main, ["--help"])
+    assert res.exit_code == 0
+    assert "Exit status: 0 on success; 2 when the command line is wrong" in " ".join(res.output.split())
+    for name in ("index", "search", "eval", "tune", "serve", "train", "shard", "milvus"):
+        assert f"\n  {name} " in res.output
+
+
+def test_a_broken_command_module_fails_loudly(monkeypatch):
+    """A subcommand module that does not import must break `braid`, not silently remove its command."""
+    import importlib
+    import sys
+
+    import braid.cli
+
+    for name in ("braid.cli.main", "braid.cli.train"):
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.delattr(braid.cli, "train")
+    monkeypatch.delattr(braid.cli, "main")
+    monkeypatch.setitem(sys.modules, "braid.retrieval.train.jpq", None)  # as if its import raised
+    with pytest.raises(ImportError, match="braid.retrieval.train.jpq"):
+        importlib.import_module("braid.cli.main")
+
+
+# ------------------------------------------------------------------------------- shared options
+def test_build_options_arrive_as_one_object(toy_dataset, tmp_path, monkeypatch):
+    """`index`, `shard` (and `eval`, `tune`) get the same build options as one BuildOptions."""
+    import braid.retrieval.build.builder as builder
+    import braid.retrieval.scale.distributed as distributed
+    from braid.retrieval.build.builder import BuildOptions
+    from braid.retrieval.scale.distributed import ShardingConfig
+
+    seen = {}
+
+    def build_index(source, out, build, log):
+        seen["index"] = build
+        return {"num_docs": 0, "components": {}}
+
+    def build_sharded(source, out, build, sharding, log):
+        seen["shard"] = (build, sharding)
+        return {}
+
+    monkeypatch.setattr(builder, "build_index", build_index)
+    monkeypatch.setattr(distributed, "build_sharded", build_sharded)
+    flags = ["--retrievers", "bm25, dense", "--dense-index", "pq:8", "--batch-size", "7", "--skip-bad", "-q"]
+    runner = CliRunner()
+    assert runner.invoke(main, ["index", str(toy_dataset), "--out", str(tmp_path / "x"), *flags]).exit_code == 0
+    assert runner.invoke(main, ["shard", str(toy_dataset), "--out", str(tmp_path / "s"), "--shards", "3", "--executor", "local", *flags]).exit_code == 0
+    build, sharding = seen["shard"]
+    assert build == seen["index"]
+    assert isinstance(build, BuildOptions) and build.retrievers == ("bm25", "dense")
+    assert build.dense_index == {"kind": "pq", "m": 8} and build.batch_size == 7 and build.skip_bad and not build.progress
+    assert sharding == ShardingConfig(shards=3, executor="local")
+
+
+def test_option_groups_keep_their_order_and_values():
+    import click
+
+    from braid.cli.common import command, option_group
+
+    @command("probe")
+    @click.option("--first")
+    @option_group("pair", click.option("--a", type=int, default=1), click.option("--b", default="x"), make=lambda v, rest: (v["a"], v["b"], rest["last"]))
+    @click.option("--last", default="z")
+    def probe(first, pair, last):
+        click.echo(f"{first} {pair} {last}")
+
+    assert [p.name for p in probe.params] == ["first", "a", "b", "last"]
+    res = CliRunner().invoke(probe, ["--first", "f", "--b", "y", "--a", "5"])
+    assert res.exit_code == 0 and res.output == "f (5, 'y', 'z') z\n"

@@ -122,3 +122,39 @@ def test_shared_collections_read(shared):
         docs = list(iter_corpus(path, skip_bad=True, stats=stats))
         # cranfield holds two empty documents in the original collection
         assert len(docs) + stats.skipped == n
+
+
+@pytest.mark.parametrize(
+    "check, value, kwargs, allowed",
+    [
+        ("check_positive_int", 0, {}, "a positive integer"),
+        ("check_positive_int", True, {}, "a positive integer"),  # a bool is never a count
+        ("check_positive_int", 2.0, {}, "a positive integer"),
+        ("check_positive_int", -1, {"allow_none": True}, "None or a positive integer"),
+        ("check_nonneg_int", -1, {}, "an integer >= 0"),
+        ("check_int", 1, {"low": 2}, "an integer >= 2"),
+        ("check_nonneg_int", "3", {"allow_none": True, "hint": "0: here"}, "None or an integer >= 0; 0: here"),
+        ("check_finite", float("nan"), {}, "a finite number"),
+        ("check_finite", float("inf"), {"low": 0}, "a finite number >= 0"),
+        ("check_finite", 0, {"low": 0, "low_open": True}, "a finite number > 0"),
+        ("check_finite", -0.5, {"low": 0, "allow_none": True}, "None or a finite number >= 0"),
+    ],
+)
+def test_value_checks_name_the_value_and_what_is_allowed(check, value, kwargs, allowed):
+    from braid.data import errors
+
+    with pytest.raises(errors.OptionError) as info:
+        getattr(errors, check)("--n", value, **kwargs)
+    assert str(info.value) == f"invalid value for --n: {value!r} ({allowed})"
+    assert info.value.name == "--n"
+
+
+def test_value_checks_return_the_canonical_type():
+    import numpy as np
+
+    from braid.data.errors import check_finite, check_nonneg_int, check_positive_int
+
+    assert check_positive_int("k", np.int64(3)) == 3 and type(check_positive_int("k", np.int64(3))) is int
+    assert check_positive_int("k", None, allow_none=True) is None
+    assert check_nonneg_int("n", 0) == 0
+    assert check_finite("w", np.float32(0.5), low=0) == 0.5 and type(check_finite("w", 1)) is float

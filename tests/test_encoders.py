@@ -485,12 +485,26 @@ def test_compute_idf_hand_worked_and_saved_as_npy(tiny_mlm, tmp_path):
         IdfTable.load(tmp_path / "nothing.npy")
 
 
-def test_vocabulary_maps_ids_to_tokens(tiny_mlm):
+def test_vocabulary_maps_ids_to_tokens(tiny_mlm, tmp_path):
+    import shutil
+
     enc = SparseEncoder(str(tiny_mlm), device="cpu")
     vocab = enc.vocabulary
-    assert vocab[0] == "[PAD]" and vocab[5] == WORDS[0]
+    # make_tiny_bert's WordPiece vocabulary, in id order
+    assert vocab == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, "##s", "##ed", "##ing"]
+    # a document vector read through the vocabulary is the by-the-book SPLADE vector, term by term
+    # (this random model's shifted MLM bias makes every one of the 34 terms positive, "cherry" included)
     v = enc.encode(["cherry"])
-    assert "cherry" in {vocab[i] for i in v.indices} or len(v.indices) > 0
+    ref = splade_reference(tiny_mlm, ["cherry"])[0]
+    got = {vocab[i]: w for i, w in zip(v.indices.tolist(), v.data.tolist())}
+    assert got == pytest.approx({vocab[i]: float(ref[i]) for i in np.flatnonzero(ref)}, rel=1e-6)
+    assert got["cherry"] > 0
+    # an inference-free query of one word is that word's term alone, weighted by its IDF
+    folder = tmp_path / "with-idf"
+    shutil.copytree(tiny_mlm, folder)
+    (folder / "idf.json").write_text(json.dumps({"cherry": 1.5, "apple": 2.0}))
+    q = SparseEncoder(str(folder), query_mode="idf", device="cpu").encode(["cherry"], kind="query")
+    assert [vocab[i] for i in q.indices] == ["cherry"] and q.data.tolist() == [1.5]
 
 
 def test_bf16_autocast_runs_close_to_fp32(tiny_mlm):

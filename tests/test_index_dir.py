@@ -117,3 +117,18 @@ def test_killed_build_leaves_no_openable_index(tmp_path, toy_dataset):
     # the next build cleans the stale temporary directories of dead builds
     build_index(toy_dataset, tmp_path / "new", BuildOptions(progress=False))
     assert not list(tmp_path.glob(".new.tmp-*"))
+
+
+def test_replace_directory(tmp_path):
+    from braid.index.manifest import replace_directory
+
+    new, dst = tmp_path / ".new", tmp_path / "dst"
+    new.mkdir()
+    (new / "a").write_text("1")
+    replace_directory(new, dst)  # nothing to replace
+    assert (dst / "a").read_text() == "1" and not new.exists()
+    new.mkdir()
+    (new / "b").write_text("2")
+    replace_directory(new, dst, old=tmp_path / "dst.old")
+    assert sorted(p.name for p in dst.iterdir()) == ["b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dst"]  # the old copy and the source are gone

@@ -1,7 +1,9 @@
-"""JPQ training (braid.retrieval.train.jpq) with a tiny randomly initialised bi-encoder on synthetic data."""
+"""JPQ training (braid.retrieval.train.jpq), its query tower (braid.encoders.towers) and the leakage rule, with a tiny
+randomly initialised bi-encoder on synthetic data."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -15,6 +17,7 @@ pytest.importorskip("transformers")
 from braid.data.errors import BraidError, OptionError  # noqa: E402
 from braid.index import pq as pqmod  # noqa: E402
 from braid.index.dense import DenseIndex, DenseIndexConfig  # noqa: E402
+from braid.encoders.towers import query_tower  # noqa: E402
 from braid.retrieval.train import jpq  # noqa: E402
 
 WORDS = (
@@ -138,10 +141,10 @@ def test_training_lowers_the_loss_and_keeps_the_codes(world, kind):
     codes_before = pqmod.get_codes(index.index)
     base = pqmod.get_codebooks(index.index)
     config = jpq.JPQConfig(epochs=4, **FAST)
-    qm = jpq.load_query_model(world["model"], config.max_length, "cpu")
-    loss_before = jpq.ranking_loss(qm, base, index.index, world["data"], config)
-    result = jpq.train_jpq(qm, index.index, world["data"], config)
-    loss_after = jpq.ranking_loss(result.model, result.centroids, index.index, world["data"], config)
+    tower = query_tower(world["model"], config.max_length, "cpu")
+    loss_before = jpq.ranking_loss(tower, base, index.index, world["data"], config)
+    result = jpq.train_jpq(tower, index.index, world["data"], config)
+    loss_after = jpq.ranking_loss(result.tower, result.centroids, index.index, world["data"], config)
     assert loss_after < 0.8 * loss_before, (loss_before, loss_after, result.epoch_losses)
     assert result.epoch_losses[-1] < result.epoch_losses[0]
     assert len(result.history) == 4 * int(np.ceil(world["data"].n_pairs / 8))
@@ -167,8 +170,8 @@ def test_resumed_training_equals_uninterrupted(world, tmp_path):
     assert [h["step"] for h in resumed.history] == [h["step"] for h in straight.history]
     np.testing.assert_allclose([h["loss"] for h in resumed.history], [h["loss"] for h in straight.history], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(resumed.centroids, straight.centroids, atol=1e-6)
-    a = straight.model.tower.backbone.state_dict()
-    b = resumed.model.tower.backbone.state_dict()
+    a = straight.tower.model.state_dict()
+    b = resumed.tower.model.state_dict()
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=1e-5)
     # a finished checkpoint re-run does no step and gives the same result
@@ -183,13 +186,13 @@ def test_resumed_training_equals_uninterrupted(world, tmp_path):
 def test_centroids_only_leaves_the_encoder_alone(world):
     index = _pq_index(world)
     config = jpq.JPQConfig(epochs=2, **{**FAST, "lr": 0.0})
-    qm = jpq.load_query_model(world["model"], config.max_length, "cpu")
-    before = {k: v.clone() for k, v in qm.tower.backbone.state_dict().items()}
-    loss_before = jpq.ranking_loss(qm, pqmod.get_codebooks(index.index), index.index, world["data"], config)
-    result = jpq.train_jpq(qm, index.index, world["data"], config)
-    for k, v in result.model.tower.backbone.state_dict().items():
+    tower = query_tower(world["model"], config.max_length, "cpu")
+    before = {k: v.clone() for k, v in tower.model.state_dict().items()}
+    loss_before = jpq.ranking_loss(tower, pqmod.get_codebooks(index.index), index.index, world["data"], config)
+    result = jpq.train_jpq(tower, index.index, world["data"], config)
+    for k, v in result.tower.model.state_dict().items():
         torch.testing.assert_close(v, before[k], rtol=0, atol=0)
-    assert jpq.ranking_loss(result.model, result.centroids, index.index, world["data"], config) < loss_before
+    assert jpq.ranking_loss(result.tower, result.centroids, index.index, world["data"], config) < loss_before
 
 
 def test_flat_index_is_refused(world):
@@ -221,6 +224,7 @@ def _index_dir(world, tmp_path: Path, kind: str = "pq") -> tuple[Path, Path]:
             fh.write(json.dumps({"_id": qid, "text": text}) + "\n")
     lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{r}" for q, docs in world["qrels"].items() for d, r in docs.items()]
     (ds / "qrels" / "train.tsv").write_text("\n".join(lines) + "\n")
+    (ds / "qrels" / "test.tsv").write_text("\n".join(lines[:6]) + "\n")
     return idx, ds
 
 
@@ -236,6 +240,13 @@ def test_save_load_round_trip(world, tmp_path):
     assert summary["pairs"] == world["data"].n_pairs
     assert summary["steps"] == 2 * int(np.ceil(world["data"].n_pairs / 8)) and len(summary["epoch_losses"]) == 2
     assert not jpq.default_checkpoint_dir(idx).exists()  # the default checkpoint goes once installed
+    # what it was trained on is recorded, in the manifest and in jpq.json
+    qrels_sha256 = hashlib.sha256((ds / "qrels" / "train.tsv").read_bytes()).hexdigest()
+    trained_on = {"name": "ds", "path": str(ds.resolve()), "qrels": "qrels/train.tsv", "qrels_sha256": qrels_sha256}
+    entry = summary["dense"]["jpq"]
+    assert entry["dataset"] == trained_on and entry["split"] == "train"
+    record = json.loads((idx / "dense" / "jpq" / "jpq.json").read_text())
+    assert record["dataset"] == trained_on and record["split"] == "train"
 
     info = read_manifest(idx)["components"]["dense"]
     assert jpq.is_jpq(info) and not jpq.is_jpq(before)
@@ -263,6 +274,65 @@ def test_save_load_round_trip(world, tmp_path):
     np.testing.assert_allclose(pqmod.get_codebooks(DenseIndex.load(idx / "dense", again["index"]).index), reference.centroids, atol=1e-6)
 
 
+def test_saved_query_encoder_encodes_as_the_training_tower(world, tmp_path):
+    """The query encoder saved into the index = the trained tower in eval mode, through DenseEncoder, to 1e-6."""
+    from braid.encoders.dense import DenseEncoder
+    from braid.index.manifest import read_manifest
+
+    idx, _ = _index_dir(world, tmp_path)
+    index = DenseIndex.load(idx / "dense", read_manifest(idx)["components"]["dense"]["index"]).index
+    result = jpq.train_jpq(world["model"], index, world["data"], jpq.JPQConfig(epochs=1, **FAST), query_prefix="find ")
+    info = jpq.install_jpq(idx, result, world["model"])
+    assert info["jpq"]["query_prefix"] == "find " and info["jpq"]["dataset"] is None and info["jpq"]["split"] is None
+    # texts of different lengths (padding), one beyond max_length (truncation)
+    texts = ["alpha", "red green blue", " ".join(WORDS[:30]), "omega psi", "teal navy olive grey pink brown"]
+    tower = result.tower
+    tower.eval()
+    with torch.no_grad():
+        through_tower = tower(texts).numpy()
+    assert through_tower.shape == (len(texts), 16) and through_tower.dtype == np.float32
+    saved = jpq.open_jpq_query_encoder(idx, info, device="cpu")
+    np.testing.assert_allclose(saved.encode_queries(texts), through_tower, rtol=0, atol=1e-6)
+    # the folder alone says the same: a plain DenseEncoder reads pooling, normalisation, length and prefix from it
+    plain = DenseEncoder(str(idx / "dense" / info["jpq"]["query_encoder"]), device="cpu")
+    np.testing.assert_allclose(plain.encode_queries(texts), through_tower, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(tower.encode(texts), through_tower, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(result.encode_queries(texts), through_tower, rtol=0, atol=1e-6)
+    # it did train, and with the prefix: the base model's vectors are others
+    base = DenseEncoder(world["model"], device="cpu", max_length=16, query_prefix="find ")
+    assert not np.allclose(base.encode_queries(texts), through_tower, atol=1e-3)
+    # train mode (dropout) is not what is saved; encode() stays eval-mode and leaves the mode as it was
+    tower.train()
+    with torch.no_grad():
+        assert not np.allclose(tower(texts).numpy(), through_tower, atol=1e-4)
+    np.testing.assert_allclose(tower.encode(texts), through_tower, rtol=0, atol=1e-6)
+    assert tower.training
+    tower.eval()
+
+
+def test_a_tower_of_another_max_length_is_refused(world):
+    index = _pq_index(world)
+    tower = query_tower(world["model"], 12, "cpu")
+    with pytest.raises(OptionError, match="max_length"):
+        jpq.train_jpq(tower, index.index, world["data"], jpq.JPQConfig(**FAST))
+
+
+def test_training_on_the_reported_split_is_refused(world, tmp_path):
+    from braid.index.manifest import read_manifest
+
+    idx, ds = _index_dir(world, tmp_path)
+    before = read_manifest(idx)
+    with pytest.raises(OptionError, match="would overfit"):
+        jpq.train_jpq_index(idx, ds, "test", jpq.JPQConfig(**FAST))
+    with pytest.raises(OptionError, match="would overfit"):
+        jpq.training_set_from_dataset(ds, "test", world["doc_ids"])
+    # another reported split moves the rule with it
+    with pytest.raises(OptionError, match="would overfit"):
+        jpq.training_set_from_dataset(ds, "train", world["doc_ids"], report_split="train")
+    assert jpq.training_set_from_dataset(ds, "test", world["doc_ids"], report_split="dev").n_pairs > 0
+    assert read_manifest(idx) == before and not jpq.default_checkpoint_dir(idx).exists()
+
+
 def test_cli_train_jpq(world, tmp_path):
     from click.testing import CliRunner
 
@@ -283,3 +353,5 @@ def test_cli_train_jpq(world, tmp_path):
     assert result.exit_code != 0 and "pq or opq" in result.output
     result = CliRunner().invoke(train, ["jpq", str(idx), "--dataset", str(ds), "--split", "dev", "--quiet"])
     assert result.exit_code != 0 and "no qrels for split" in result.output
+    result = CliRunner().invoke(train, ["jpq", str(idx), "--dataset", str(ds), "--split", "test", "--quiet"])
+    assert result.exit_code != 0 and "would overfit" in result.output and "'test'" in result.output

@@ -153,8 +153,21 @@ def test_cli_load_search_eval(setup, tmp_path):
     assert len(hits) == 3 and hits[0]["rank"] == 1
     res = runner.invoke(milvus_group, ["eval", str(setup["data"]), "--milvus-uri", uri, "--collection", "cli", "-k", "20", "--retriever", "hybrid-rrf", "--json", "--runs-dir", str(tmp_path / "runs")])
     assert res.exit_code == 0, res.output
-    assert 0.0 <= json.loads(res.output.strip().splitlines()[-1])["data"]["ndcg@10"] <= 1.0
-    assert (tmp_path / "runs" / "data" / "milvus-hybrid-rrf.test.trec").exists()
+    reported = json.loads(res.output.strip().splitlines()[-1])["data"]
+    # the CLI reports Braid's evaluation of the library's Milvus search with the same options (k 20,
+    # hybrid-rrf, depth 1000, self-hits dropped), and the run file it writes is that run
+    from braid.data.beir import BeirDataset
+    from braid.data.runs import read_run
+    from braid.retrieval.evaluate import evaluate
+    from braid.retrieval.milvus import MilvusSearcher
+
+    ds = BeirDataset(setup["data"])
+    want = MilvusSearcher(uri, "cli").batch_search(ds.queries("test"), k=20, retriever="hybrid-rrf", exclude_self=True, depth=1000)
+    mean, _ = evaluate(want.to_run(), ds.qrels("test"), ["ndcg@10", "recall@100"])
+    assert reported == pytest.approx(mean, abs=1e-12) and 0 < reported["ndcg@10"] < 1
+    written = read_run(tmp_path / "runs" / "data" / "milvus-hybrid-rrf.test.trec")
+    run = want.to_run()
+    assert set(written) == set(run) and all(written[q] == pytest.approx(run[q], abs=1e-6) for q in run)  # 6 decimals
     res = runner.invoke(milvus_group, ["search", "x", "--milvus-uri", uri, "--collection", "missing"])
     assert res.exit_code != 0 and "no such collection" in res.output
 

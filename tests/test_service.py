@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -26,79 +25,27 @@ uvicorn = pytest.importorskip("uvicorn")
 
 from braid.data.errors import IndexFormatError, OptionError  # noqa: E402
 from braid.retrieval.build.builder import BuildOptions, build_index  # noqa: E402
-from braid.retrieval.serve.client import BraidClient, ServiceError  # noqa: E402
 from braid.retrieval.searcher import Searcher  # noqa: E402
 from braid.retrieval.serve.app import ServiceConfig, create_app  # noqa: E402
+from braid.retrieval.serve.client import BraidClient, ServiceError  # noqa: E402
 
-DOCS = [
-    {"_id": "d1", "title": "Cats", "text": "Cats are small domesticated carnivorous mammals that purr."},
-    {"_id": "d2", "title": "Dogs", "text": "Dogs are domesticated descendants of wolves and bark loudly."},
-    {"_id": "d3", "title": "Wolves", "text": "The wolf is a large canine native to Eurasia and North America."},
-    {"_id": "d4", "title": "Purring", "text": "Purring is a tonal buzzing sound made by cats and some other felids."},
-    {"_id": "d5", "title": "Lions", "text": "The lion is a large cat of the genus Panthera, native to Africa."},
-    {"_id": "d6", "title": "Barking", "text": "A bark is a sound most often produced by dogs."},
-    {"_id": "d7", "title": "Crème brûlée", "text": "A dessert of rich custard topped with caramelised sugar. 猫"},
-    {"_id": "d8", "title": "Foxes", "text": "Foxes are small omnivorous canines with a bushy tail."},
-]
-QUERIES = ["why do cats purr", "dogs bark", "wolf habitat", "small canine", "crème", "猫"]
-RRF_PIPELINE = 'name = "mine"\ndepth = 100\n[[retriever]]\nname = "bm25"\n[fusion]\nmethod = "rrf"\nrrf_k = 60\n'
+from tests.serve_support import (  # noqa: E402
+    DOCS,
+    QUERIES,
+    RRF_PIPELINE,
+    LiveServer,
+    assert_problem,
+    build_toy_index,
+)
+from tests.serve_support import gated_server as _gated  # noqa: E402
+from tests.serve_support import wait_for as _wait  # noqa: E402
+
 LIMITS = dict(max_k=50, max_batch=4, max_body_bytes=4096, max_query_chars=200)
-
-
-# ---------------------------------------------------------------------- servers
-class LiveServer:
-    """uvicorn serving ``app`` in a thread on 127.0.0.1 (ephemeral port)."""
-
-    def __init__(self, app, http: str = "auto"):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.app = app
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=20, http=http))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-
-
-class GatedSearcher(Searcher):
-    """A Searcher whose searches of queries starting with ``"block"`` wait until ``gate`` is set,
-    and whose search of ``"explode"`` fails as a bug would."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.gate = threading.Event()
-        self.entered = threading.Semaphore(0)
-
-    def batch_search(self, queries, *args, **kwargs):
-        if "explode" in list(queries):
-            raise RuntimeError("a bug in a retriever")
-        if any(q.startswith("block") for q in queries):
-            self.entered.release()
-            self.gate.wait(60)
-        return super().batch_search(queries, *args, **kwargs)
-
-
-def _build(root: Path) -> Path:
-    corpus = root / "corpus.jsonl"
-    root.mkdir(parents=True, exist_ok=True)
-    corpus.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in DOCS), encoding="utf-8")
-    index = root / "index"
-    build_index(corpus, index, BuildOptions(progress=False), log=lambda m: None)
-    return index
 
 
 @pytest.fixture(scope="module")
 def index_dir(tmp_path_factory) -> Path:
-    index = _build(tmp_path_factory.mktemp("serve"))
+    index = build_toy_index(tmp_path_factory.mktemp("serve"))
     (index / "pipelines").mkdir()
     (index / "pipelines" / "mine.toml").write_text(RRF_PIPELINE)
     (index / "pipelines" / "broken.toml").write_text("this is not toml [")
@@ -125,19 +72,6 @@ def library(index_dir) -> Searcher:
     return Searcher(index_dir)
 
 
-def _gated(index_dir, http: str = "auto", **limits):
-    searcher = GatedSearcher(index_dir)
-    return searcher, LiveServer(create_app(index_dir, searcher=searcher, **limits), http=http)
-
-
-def _wait(predicate, what: str, limit: float = 20.0) -> None:
-    deadline = time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 def _expected(library: Searcher, query: str, k: int, retriever=None) -> list[tuple[str, float]]:
     return [(h["id"], h["score"]) for h in library.search(query, k=k, retriever=retriever)]
 
@@ -157,7 +91,10 @@ def test_health_and_info(http, index_dir):
     assert health["status"] == "ok" and health["in_flight"] == 0 and health["capacity"] == 10
     info = http.get("/info").json()
     assert info["num_docs"] == len(DOCS)
-    assert info["manifest"] == json.loads((index_dir / "manifest.json").read_text())
+    manifest = json.loads((index_dir / "manifest.json").read_text())
+    # The manifest as stored, but its server paths (corpus, source) cut to their names.
+    assert Path(manifest["corpus"]["path"]).is_absolute() and info["manifest"]["corpus"]["path"] == "corpus.jsonl"
+    assert info["manifest"]["components"] == manifest["components"] and info["manifest"]["num_docs"] == manifest["num_docs"]
     assert info["retrievers"] == ["bm25"]
     assert {"hybrid", "hybrid-rrf", "mine"} <= set(info["pipelines"])
     assert info["pipelines"]["mine"]["source"] == "pipelines/mine.toml"
@@ -197,8 +134,8 @@ def test_search_matches_hand_known_terms_and_fields(http):
         assert h["title"] == by_id[h["id"]]["title"] and h["text"] == by_id[h["id"]]["text"]
     unicode = http.post("/search", json={"query": "Crème brûlée 猫", "k": 3, "fields": True}).json()["hits"]
     assert unicode[0]["id"] == "d7" and unicode[0]["title"] == "Crème brûlée"
-    # Queries with nothing indexable are valid and simply find nothing.
-    for q in ["   ", "the of and", "\x00", "🙂"]:
+    # Queries with text that BM25 does not index are valid and simply find nothing.
+    for q in ["the of and", "🙂"]:
         res = http.post("/search", json={"query": q, "k": 5})
         assert res.status_code == 200 and res.json()["hits"] == [], (q, res.text)
 
@@ -231,21 +168,25 @@ def test_client_helper(live, library):
         assert client.info()["num_docs"] == len(DOCS)
         hits = client.search("dogs bark", k=3, fields=True)
         assert _same(_pairs(hits), _expected(library, "dogs bark", 3))
-        assert hits[0]["title"] == "Barking" or hits[0]["title"] == "Dogs"
+        titles = {d["_id"]: d["title"] for d in DOCS}
+        assert [h["title"] for h in hits] == [titles[h["id"]] for h in hits]  # fields=True: each hit's own title
         batch = client.batch_search({"a": "wolf", "b": "cats"}, k=2, pipeline="hybrid")
         assert set(batch) == {"a", "b"} and batch["a"][0]["id"] == "d3"
         with pytest.raises(ServiceError) as err:
             client.search("dogs", k=0)
-        assert err.value.status == 422 and "k" in err.value.message
+        assert err.value.status == 422 and "k" in err.value.message and err.value.code == "invalid_request"
         with pytest.raises(ServiceError) as err:
             client.search("dogs", heap_factor=0.5)
-        assert err.value.status == 400 and "bm25" in err.value.message
+        assert err.value.status == 400 and "bm25" in err.value.message and err.value.code == "bad_option"
 
 
 # ---------------------------------------------------------------------- bad requests: 4xx, never 500
 BAD_JSON = [
     ({"k": 3}, 422, "query"),
     ({"query": "", "k": 3}, 422, "query"),
+    ({"query": "   ", "k": 3}, 422, "visible character"),
+    ({"query": "\x00", "k": 3}, 422, "visible character"),
+    ({"query": "\x00\x00 \t\n\u200b\ufeff", "k": 3}, 422, "visible character"),
     ({"query": None}, 422, "query"),
     ({"query": 12}, 422, "query"),
     ({"query": ["cats"]}, 422, "query"),
@@ -274,10 +215,10 @@ BAD_JSON = [
 @pytest.mark.parametrize("body,status,field", BAD_JSON)
 def test_bad_search_requests(http, body, status, field):
     res = http.post("/search", json=body)
-    assert res.status_code == status, res.text
-    payload = res.json()
-    message = payload.get("message") or payload["detail"]
-    assert field in message, message
+    payload = assert_problem(res, status)
+    assert field in payload["detail"], payload
+    if status == 422:
+        assert payload["code"] == "invalid_request" and payload["errors"]
 
 
 @pytest.mark.parametrize(
@@ -296,14 +237,13 @@ def test_bad_search_requests(http, body, status, field):
 )
 def test_malformed_bodies(http, raw):
     res = http.post("/search", content=raw, headers={"content-type": "application/json"})
-    assert res.status_code == 422, res.text
-    assert res.json()["detail"]
+    assert_problem(res, 422)
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"])
 def test_other_content_types(http, content_type):
     res = http.post("/search", content=b"query=cats", headers={"content-type": content_type})
-    assert 400 <= res.status_code < 500, res.text
+    assert_problem(res)
 
 
 @pytest.mark.parametrize(
@@ -321,16 +261,15 @@ def test_other_content_types(http, content_type):
 )
 def test_bad_batch_requests(http, body, field):
     res = http.post("/batch_search", json=body)
-    assert res.status_code == 422, res.text
-    assert field in res.json()["message"]
+    assert field in assert_problem(res, 422, "invalid_request")["detail"]
 
 
 def test_oversized_bodies_get_413(http):
     res = http.post("/search", json={"query": "cats " * 2000, "k": 3})
-    assert res.status_code == 413 and "limit" in res.json()["detail"]
+    assert "limit" in assert_problem(res, 413, "body_too_large")["detail"]
     # Without a Content-Length (chunked transfer) the limit holds too.
     res = http.post("/search", content=(b'{"query": "' + b"a" * 1000 for _ in range(10)), headers={"content-type": "application/json"})
-    assert res.status_code == 413
+    assert_problem(res, 413, "body_too_large")
 
 
 def test_malformed_content_length_is_not_a_server_error(live):
@@ -351,9 +290,10 @@ def test_no_path_reaches_files(http, index_dir, name):
 
 
 def test_unknown_paths_and_methods(http):
-    assert http.get("/search").status_code == 405
-    assert http.get("/nope").status_code == 404
-    assert http.get("/../../etc/passwd").status_code == 404
+    assert_problem(http.get("/search"), 405, "method_not_allowed")
+    assert_problem(http.get("/nope"), 404, "not_found")
+    assert_problem(http.get("/../../etc/passwd"), 404, "not_found")
+    assert_problem(http.delete("/health"), 405)
 
 
 # ---------------------------------------------------------------------- load shedding, timeouts, shutdown
@@ -380,13 +320,13 @@ def test_overload_gets_503_not_a_queue_without_bound(index_dir, library, http):
             assert c.get("/health").json()["status"] == "full"
             res = c.post("/search", json={"query": "cats", "k": 2})
             assert res.status_code == 503 and res.headers["retry-after"] == "1"
-            assert "overloaded" in res.json()["detail"]
+            assert "overloaded" in assert_problem(res, 503, "overloaded")["detail"]
             with BraidClient(server.url) as client, pytest.raises(ServiceError) as err:
                 client.search("cats")
             assert err.value.status == 503 and err.value.retry_after == 1.0
             # Shed before its body is read; the connection stays usable.
             res = c.post("/batch_search", json={"queries": ["cats " * 100] * 4})
-            assert res.status_code == 503 and "overloaded" in res.json()["detail"]
+            assert "overloaded" in assert_problem(res, 503, "overloaded")["detail"]
             # Health and info are never queued behind searches.
             assert c.get("/info").status_code == 200
             searcher.gate.set()
@@ -408,7 +348,7 @@ def test_timeout_gets_504_and_a_running_search_keeps_its_slot(index_dir):
     try:
         with httpx.Client(base_url=server.url, timeout=30) as c:
             res = c.post("/search", json={"query": "block"})
-            assert res.status_code == 504 and "timeout" in res.json()["detail"]
+            assert "timeout" in assert_problem(res, 504, "timeout")["detail"]
             # The blocked search still runs; a queued one times out and is dropped before it starts.
             res = c.post("/search", json={"query": "cats"})
             assert res.status_code == 504
@@ -450,7 +390,8 @@ def test_a_bug_is_a_json_500_and_the_server_keeps_serving(index_dir):
     try:
         with httpx.Client(base_url=server.url, timeout=30) as c:
             res = c.post("/search", json={"query": "explode"})
-            assert res.status_code == 500 and res.json()["detail"] == "internal error: RuntimeError"
+            assert res.status_code == 500 and res.headers["content-type"] == "application/problem+json"
+            assert res.json()["detail"] == "internal error: RuntimeError" and res.json()["code"] == "internal_error"
             assert c.post("/search", json={"query": "cats"}).status_code == 200
             assert c.get("/health").json()["in_flight"] == 0
     finally:
@@ -503,7 +444,7 @@ def test_schema_fuzz_finds_no_server_error(live):
             seen[key] = seen.get(key, 0) + 1
             assert response.status_code < 500, f"{case.method} {case.path} {case.body!r} -> {response.status_code} {response.text[:300]}"
             if response.status_code >= 400:
-                assert json.loads(response.text)["detail"]
+                assert_problem(response)
 
         check()
     print("fuzz statuses", seen)
@@ -627,9 +568,8 @@ def test_create_app_errors(tmp_path, index_dir):
 
 
 def test_cli_serve_errors(tmp_path):
-    from click.testing import CliRunner
-
     from braid.cli.serve import serve_cmd
+    from click.testing import CliRunner
 
     res = CliRunner().invoke(serve_cmd, [str(tmp_path / "nope")])
     assert res.exit_code != 0 and "no such index directory" in res.output
@@ -666,7 +606,7 @@ def test_cli_serve_runs_and_stops_on_sigterm(index_dir, library):
         _wait(up, "the CLI server", limit=60)
         with BraidClient(url) as client:
             assert _same(_pairs(client.search("wolf", k=2)), _expected(library, "wolf", 2))
-            assert client.info()["pipelines"]["mine"]["source"].endswith("mine.toml")
+            assert client.info()["pipelines"]["mine"]["source"] == "--pipeline mine.toml"
         proc.send_signal(signal.SIGTERM)
         # uvicorn shuts down gracefully, then re-raises the signal so the exit status reports it.
         assert proc.wait(timeout=30) in (0, -signal.SIGTERM)

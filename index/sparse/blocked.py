@@ -45,7 +45,7 @@ from typing import Iterator
 import numba
 import numpy as np
 
-from braid.data.errors import DataError, IndexFormatError, OptionError
+from braid.data.errors import DataError, IndexFormatError, OptionError, check_finite, check_int, check_positive_int
 from braid.index.hits import Hits
 from braid.index.sparse import kernels
 from braid.data.vectors import SparseVectors
@@ -99,12 +99,7 @@ class BlockedIndexConfig:
 
     def __post_init__(self) -> None:
         def _int(name: str, low: int, allow_none: bool = False) -> None:
-            value = getattr(self, name)
-            if value is None and allow_none:
-                return
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise OptionError(name, value, f"an integer >= {low}" + (" or None" if allow_none else ""))
-            object.__setattr__(self, name, int(value))
+            object.__setattr__(self, name, check_int(name, getattr(self, name), low=low, allow_none=allow_none))
 
         def _float(name: str, low: float, high: float, low_open: bool) -> None:
             value = getattr(self, name)
@@ -173,8 +168,7 @@ def numba_threads(threads: int | None) -> Iterator[int]:
 
 
 def _check_threads(threads) -> None:
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise OptionError("threads", threads, "a positive integer or None")
+    check_positive_int("threads", threads, allow_none=True)
 
 
 class _Scratch(threading.local):
@@ -534,9 +528,7 @@ def exact_search(docs: SparseVectors, queries: SparseVectors, k: int) -> Hits:
     (-score, docno) as every Braid retriever does. Memory: one dense float32 block of
     ``num_docs x chunk`` scores at a time (chunk chosen to keep it near 256 MB).
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise OptionError("k", k, "a positive integer")
-    k = int(k)
+    k = check_positive_int("k", k)
     if queries.vocab_size > docs.vocab_size and queries.nnz and int(queries.indices.max()) >= docs.vocab_size:
         raise DataError(f"queries use term id {int(queries.indices.max())} beyond the documents' vocabulary ({docs.vocab_size})")
     import scipy.sparse as sp
@@ -567,14 +559,8 @@ def exact_search(docs: SparseVectors, queries: SparseVectors, k: int) -> Hits:
 # helpers
 # ----------------------------------------------------------------------------------------------
 def _check_search_args(k, query_cut, heap_factor) -> tuple[int, int, float]:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise OptionError("k", k, "a positive integer")
-    if isinstance(query_cut, bool) or not isinstance(query_cut, (int, np.integer)) or query_cut < 1:
-        raise OptionError("query_cut", query_cut, "a positive integer")
-    ok = isinstance(heap_factor, (int, float, np.floating)) and not isinstance(heap_factor, bool)
-    if not ok or not math.isfinite(heap_factor) or heap_factor < 0:
-        raise OptionError("heap_factor", heap_factor, "a finite number >= 0 (1.0 skips only blocks that cannot enter the top k by their estimate)")
-    return int(k), int(query_cut), float(heap_factor)
+    hint = "1.0 skips only blocks that cannot enter the top k by their estimate"
+    return check_positive_int("k", k), check_positive_int("query_cut", query_cut), check_finite("heap_factor", heap_factor, low=0, hint=hint)
 
 
 def _ptr(counts: np.ndarray) -> np.ndarray:

@@ -10,7 +10,6 @@ index parameters reuses them.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from typing import Iterator
 
 from braid.data.beir import BeirDataset
 from braid.data.corpus import Document, ReadStats, count_corpus, iter_corpus
-from braid.data.errors import DataError, OptionError
+from braid.data.errors import DataError, OptionError, check_positive_int
 from braid.index.manifest import building_index, new_manifest, read_docids, read_manifest, write_docids, write_manifest
 from braid.retrieval.build.components import COMPONENT_BUILDERS, corpus_fingerprint
 
@@ -61,9 +60,7 @@ class BuildOptions:
         if self.dense_vectors is not None and "dense" not in self.retrievers:
             self.retrievers = tuple(self.retrievers) + ("dense",)
         for name in ("batch_size", "max_length", "chunk_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise OptionError("--" + name.replace("_", "-"), value, "a positive integer")
+            check_positive_int("--" + name.replace("_", "-"), getattr(self, name))
 
 
 def corpus_path(source: str | Path) -> Path:

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from braid.data.errors import BraidError, DataError, OptionError
+from braid.data.errors import BraidError, DataError, OptionError, check_positive_int
 
 FORMAT = "braid-vector-cache"
 FORMAT_VERSION = 1
@@ -163,8 +163,7 @@ def encode_corpus(
     """
     if kind not in KINDS:
         raise OptionError("kind", kind, f"one of {', '.join(KINDS)}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise OptionError("chunk_size", chunk_size, "an integer >= 1")
+    check_positive_int("chunk_size", chunk_size)
     if isinstance(texts, str):
         raise OptionError("texts", "a single str", "an iterable of texts")
     cache_dir = Path(cache_dir)

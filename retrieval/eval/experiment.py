@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from braid.data.beir import BeirDataset
+from braid.data.corpus import ReadStats
 from braid.data.errors import IndexFormatError
 from braid.data.runs import write_run
 from braid.index.manifest import read_manifest
@@ -15,10 +16,13 @@ from braid.retrieval.build.builder import BuildOptions, add_components, build_in
 from braid.retrieval.eval.evaluate import evaluate
 
 
-def components_needed(retriever: str | None, pipeline, options: BuildOptions) -> set[str]:
+def components_needed(retriever: str | None, pipeline, options: BuildOptions, index_exists: bool = False) -> set[str]:
+    """Components to build for a search with ``retriever`` / ``pipeline``. A new index gets the build
+    options' components too; an existing one only what the search needs (asking for ``-r dense`` on a
+    dense-only index must not add a BM25 component to it)."""
     from braid.retrieval import retrievers as registry
 
-    need = set(options.retrievers)
+    need = set() if (index_exists and (retriever is not None or pipeline is not None)) else set(options.retrievers)
     if retriever is not None:
         if retriever in registry.RETRIEVERS:
             need.add(registry.get(retriever).component)
@@ -31,7 +35,6 @@ def components_needed(retriever: str | None, pipeline, options: BuildOptions) ->
 
 def ensure_index(dataset: BeirDataset, index_dir: Path, need: set[str], options: BuildOptions, rebuild: bool, log) -> None:
     """Build ``index_dir`` for ``dataset`` with at least the components ``need`` (reusing what exists)."""
-    opts = replace(options, retrievers=tuple(sorted(need)), overwrite=rebuild or options.overwrite)
     if index_dir.exists() and not rebuild:
         try:
             manifest = read_manifest(index_dir)
@@ -40,10 +43,20 @@ def ensure_index(dataset: BeirDataset, index_dir: Path, need: set[str], options:
         missing = sorted(need - set(manifest["components"]))
         if missing:
             log(f"{dataset.name}: adding {', '.join(missing)} to {index_dir}")
-            add_components(dataset.root, index_dir, replace(opts, retrievers=tuple(missing)), log=log)
+            add_components(dataset.root, index_dir, replace(options, retrievers=tuple(missing), overwrite=options.overwrite), log=log)
         return
+    opts = replace(options, retrievers=tuple(sorted(need or set(options.retrievers))), overwrite=rebuild or options.overwrite)
     log(f"{dataset.name}: building {', '.join(opts.retrievers)} into {index_dir}")
     build_index(dataset.root, index_dir, opts, log=log)
+
+
+def unknown_judgments(qrels: dict, queries: dict, doc_ids: Sequence[str]) -> dict:
+    """How many judged documents are not in the index and judged queries not in the queries file."""
+    known = set(doc_ids)
+    docs = sorted({d for judged in qrels.values() for d in judged if d not in known})
+    missing_q = sorted(q for q in qrels if q not in queries)
+    first = (f"document {docs[0]!r}" if docs else f"query {missing_q[0]!r}") if (docs or missing_q) else None
+    return {"documents": len(docs), "queries": len(missing_q), "first": first}
 
 
 def search_run(
@@ -102,8 +115,11 @@ def evaluate_datasets(
     results: dict[str, dict[str, float]] = {}
     for root in datasets:
         dataset = BeirDataset(root)
-        qrels = dataset.qrels(split)
-        queries = dataset.queries(split)
+        read = ReadStats()
+        qrels = dataset.qrels(split, skip_bad=build.skip_bad, stats=read)
+        queries = dataset.queries(split, skip_bad=build.skip_bad, stats=read)
+        if read.skipped:
+            log(f"{dataset.name}: skipped {read.skipped} bad query/qrels lines (first: {read.reasons[0]})")
         index_dir = Path(index_root) / dataset.name
         from braid.retrieval.scale.sharded import is_sharded_index, open_searcher
 
@@ -111,9 +127,16 @@ def evaluate_datasets(
             # A sharded index (``braid shard``) is searched as it is: exact top-k merge over its shards.
             searcher = open_searcher(index_dir, retriever=retriever, pipeline=pipeline, processes=0)
         else:
-            ensure_index(dataset, index_dir, components_needed(retriever, pipeline, build), build, rebuild, log)
+            exists = index_dir.exists() and not rebuild
+            ensure_index(dataset, index_dir, components_needed(retriever, pipeline, build, exists), build, rebuild, log)
             searcher = Searcher(index_dir, retriever=retriever, pipeline=pipeline)
         recipe = searcher.recipe(None, **knobs)
+        unknown = unknown_judgments(qrels, queries, searcher.doc_ids)
+        if unknown["documents"] or unknown["queries"]:
+            log(
+                f"{dataset.name}: qrels/{split}.tsv judges {unknown['documents']} documents not in the index"
+                f" and {unknown['queries']} queries not in the queries file (first: {unknown['first']}); they count as unretrieved"
+            )
         run, system = search_run(searcher, queries, k=k, threads=threads, exclude_self=remove_self_hits, progress=progress, desc=f"search {dataset.name}", **knobs)
         mean, per_query = evaluate(run, qrels, metrics, ignore_identical_ids=remove_self_hits)
         results[dataset.name] = mean
@@ -122,7 +145,11 @@ def evaluate_datasets(
             tag = (system or "braid").replace(" ", "_")
             write_run(run, out / f"{tag}.{split}.trec", tag=tag)
             (out / f"{tag}.{split}.metrics.json").write_text(
-                json.dumps({"dataset": dataset.name, "split": split, "system": tag, "recipe": recipe, "mean": mean, "per_query": per_query}, indent=1)
+                json.dumps(
+                    {"dataset": dataset.name, "split": split, "system": tag, "recipe": recipe, "mean": mean,
+                     "skipped_lines": read.skipped, "unknown_judgments": unknown, "per_query": per_query},
+                    indent=1,
+                )
             )
         log(f"{dataset.name}: " + "  ".join(f"{m} {v:.4f}" for m, v in mean.items()))
     return results

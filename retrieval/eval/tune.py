@@ -25,6 +25,7 @@ from braid.retrieval import retrievers as registry
 from braid.retrieval.pipeline.rerank import interpolate_head
 from braid.retrieval.pipeline.runner import PipelineRunner
 from braid.retrieval.pipeline.spec import Pipeline, RetrieverStep, pipeline_from_dict
+from braid.retrieval.train.leakage import check_training_split
 
 WEIGHT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 NORMS = ("minmax", "zscore")
@@ -71,8 +72,7 @@ def tune_pipeline(
     log: Callable[[str], None] = print,
 ) -> tuple[Pipeline, dict]:
     """Search fusion / PRF / rescoring settings on ``split``; return the best pipeline and a report."""
-    if split == report_split:
-        raise OptionError("--split", split, f"tuning on the split that is reported ({report_split!r}) would overfit it; use a train or dev split")
+    check_training_split(split, report_split, what="tuning")
     (metric,) = check_metrics([metric])
     qrels = dataset.qrels(split)
     queries = dataset.queries(split)
@@ -194,3 +194,33 @@ def write_pipeline(pipeline: Pipeline, path: Path, report: dict, dataset: str) -
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(header) + pipeline.to_toml(), encoding="utf-8")
+
+
+def tune_dataset(
+    dataset: str | Path,
+    output: str | Path,
+    index_root: str | Path,
+    build,
+    split: str = "train",
+    report_split: str = "test",
+    metric: str = "ndcg@10",
+    depth: int = 1000,
+    try_prf: bool = True,
+    try_rescore: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """``braid tune``: build or reuse ``index_root/NAME`` for the BEIR folder ``dataset`` (``build``:
+    BuildOptions), tune a pipeline on ``split`` (:func:`tune_pipeline`), write it to ``output``
+    (:func:`write_pipeline`); return the report. The splits are checked before anything is built."""
+    from braid.retrieval.eval.experiment import ensure_index
+    from braid.retrieval.searcher import Searcher
+
+    check_training_split(split, report_split, what="tuning")
+    ds = BeirDataset(dataset)
+    index_dir = Path(index_root) / ds.name
+    ensure_index(ds, index_dir, set(build.retrievers), build, False, log)
+    pipeline, report = tune_pipeline(
+        Searcher(index_dir), ds, split=split, report_split=report_split, metric=metric, depth=depth, try_prf=try_prf, try_rescore=try_rescore, log=log
+    )
+    write_pipeline(pipeline, output, report, ds.name)
+    return report

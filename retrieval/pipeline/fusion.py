@@ -48,7 +48,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from braid.data.errors import DataError, OptionError
+from braid.data.errors import DataError, OptionError, check_finite, check_positive_int
 from braid.index.hits import PAD_DOCNO, Hits, drop_docnos  # noqa: F401 (part of this module's API)
 from braid.retrieval.pipeline import fusion_kernels as K
 
@@ -152,9 +152,7 @@ def _check_runs(runs: Sequence[Hits]) -> list[Hits]:
 
 
 def _check_k(k: object) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise OptionError("k", k, "a positive integer")
-    return int(k)
+    return check_positive_int("k", k)
 
 
 def _check_weights(weights: Sequence[float] | None, n_runs: int) -> np.ndarray:
@@ -343,8 +341,7 @@ def rrf(
     k = _check_k(k)
     w = _check_weights(weights, len(runs))
     depths = _check_depth(depth, runs)
-    if isinstance(rrf_k, bool) or not isinstance(rrf_k, (int, float, np.integer, np.floating)) or not rrf_k >= 0:
-        raise OptionError("rrf_k", rrf_k, "a number >= 0")
+    check_finite("rrf_k", rrf_k, low=0)
     parts = []
     for r, (docnos, _, valid) in enumerate(_truncated(runs, depths)):
         ranks = np.cumsum(valid, axis=1)

@@ -18,13 +18,12 @@ No retrieval, no index access: the caller fetches term frequencies, forward vect
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Callable, Sequence
 
 import numpy as np
 
-from braid.data.errors import DataError, OptionError
+from braid.data.errors import DataError, OptionError, check_finite, check_positive_int
 from braid.index.hits import Hits
 
 __all__ = [
@@ -136,10 +135,8 @@ def rm3_expand(
         )
     if not np.all(np.isfinite(scores)):
         raise DataError("feedback_scores holds a NaN or infinite score")
-    if isinstance(fb_terms, bool) or not isinstance(fb_terms, (int, np.integer)) or fb_terms < 1:
-        raise OptionError("fb_terms", fb_terms, "a positive integer")
-    if isinstance(fb_docs, bool) or not isinstance(fb_docs, (int, np.integer)) or fb_docs < 1:
-        raise OptionError("fb_docs", fb_docs, "a positive integer")
+    check_positive_int("fb_terms", fb_terms)
+    check_positive_int("fb_docs", fb_docs)
     if not 0.0 <= float(original_query_weight) <= 1.0:
         raise OptionError("original_query_weight", original_query_weight, "a number in [0, 1]")
     weigh = DOC_WEIGHTINGS.get(doc_weighting) if isinstance(doc_weighting, str) else None
@@ -147,11 +144,9 @@ def rm3_expand(
         raise OptionError("doc_weighting", doc_weighting, "one of " + ", ".join(repr(x) for x in DOC_WEIGHTINGS))
     if (doc_freqs is None) != (num_docs is None):
         raise OptionError("doc_freqs/num_docs", (doc_freqs is None, num_docs), "give both (the df filter) or neither")
-    if num_docs is not None and (isinstance(num_docs, bool) or not isinstance(num_docs, (int, np.integer)) or num_docs < 1):
-        raise OptionError("num_docs", num_docs, "a positive integer")
+    check_positive_int("num_docs", num_docs, allow_none=True)
     for t, w in query_terms.items():
-        if not isinstance(w, (int, float, np.integer, np.floating)) or not math.isfinite(w) or w < 0:
-            raise OptionError(f"query_terms[{t!r}]", w, "a finite weight >= 0")
+        check_finite(f"query_terms[{t!r}]", w, low=0)
     stop = stopwords or set()
 
     def keep(term: str) -> bool:
@@ -248,15 +243,11 @@ def rocchio_sparse(
     q_idx, q_w = _check_sparse_query(query)
     indptr, indices, data = _csr_parts(feedback)
     for name, v in (("alpha", alpha), ("beta", beta)):
-        if not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
-            raise OptionError(name, v, "a finite number")
+        check_finite(name, v)
     n_rows = len(indptr) - 1
-    if fb_docs is not None:
-        if isinstance(fb_docs, bool) or not isinstance(fb_docs, (int, np.integer)) or fb_docs < 1:
-            raise OptionError("fb_docs", fb_docs, "None or a positive integer")
+    if check_positive_int("fb_docs", fb_docs, allow_none=True) is not None:
         n_rows = min(n_rows, int(fb_docs))
-    if fb_terms is not None and (isinstance(fb_terms, bool) or not isinstance(fb_terms, (int, np.integer)) or fb_terms < 1):
-        raise OptionError("fb_terms", fb_terms, "None or a positive integer")
+    check_positive_int("fb_terms", fb_terms, allow_none=True)
     end = indptr[n_rows]
     fb_idx, fb_sum = _sum_duplicates(indices[:end], data[:end])
     fb_mean = fb_sum / n_rows if n_rows else fb_sum
@@ -374,12 +365,10 @@ def dense_prf(
     n, dim = q.shape
     if method not in DENSE_PRF_DEPTH:
         raise OptionError("method", method, "one of " + ", ".join(repr(x) for x in DENSE_PRF_DEPTH))
+    check_positive_int("depth", depth, allow_none=True)
     depth = DENSE_PRF_DEPTH[method] if depth is None else depth
-    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
-        raise OptionError("depth", depth, "None or a positive integer")
     for name, v in (("alpha", alpha), ("beta", beta)):
-        if not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
-            raise OptionError(name, v, "a finite number")
+        check_finite(name, v)
     if hits is not None and hits.n_queries != n:
         raise OptionError("hits", f"{hits.n_queries} queries", f"one row per query vector ({n})")
 

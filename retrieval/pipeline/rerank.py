@@ -21,18 +21,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from braid.data.errors import BraidError, DataError, OptionError
+from braid.data.errors import BraidError, DataError, OptionError, check_positive_int
 from braid.index.hits import Hits
 
 __all__ = ["CrossEncoderReranker", "rescore", "interpolate_head", "RESCORE_STAGES", "RescoreStage"]
 
 
 def _check_top_n(top_n: int | None, k: int) -> int:
-    if top_n is None:
-        return k
-    if isinstance(top_n, bool) or not isinstance(top_n, (int, np.integer)) or top_n < 1:
-        raise OptionError("top_n", top_n, "None or a positive integer")
-    return min(int(top_n), k)
+    top_n = check_positive_int("top_n", top_n, allow_none=True)
+    return k if top_n is None else min(top_n, k)
 
 
 def _merge(candidates: Hits, top_n: int, new_scores: list[np.ndarray]) -> Hits:
@@ -99,8 +96,7 @@ class CrossEncoderReranker:
 
     def __init__(self, model_name_or_path: str, batch_size: int = 32, max_length: int = 512, device: str | None = None):
         for name, v in (("batch_size", batch_size), ("max_length", max_length)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise OptionError(name, v, "a positive integer")
+            check_positive_int(name, v)
         try:
             import torch
             from transformers import AutoModelForSequenceClassification, AutoTokenizer

@@ -38,14 +38,13 @@ records the pipeline that made it (``Pipeline.to_dict``).
 
 from __future__ import annotations
 
-import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 
-from braid.data.errors import OptionError
+from braid.data.errors import OptionError, check_finite, check_int
 
 from braid.retrieval import retrievers as registry
 
@@ -125,17 +124,9 @@ def _toml_value(value) -> str:
 
 # ---------------------------------------------------------------------- parsing / validation
 def _number(where: str, key: str, value, *, integer=False, positive=False, nonneg=False):
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if integer:
-        ok = ok and float(value).is_integer()
-    if ok and positive and value <= 0:
-        ok = False
-    if ok and nonneg and value < 0:
-        ok = False
-    if not ok:
-        kind = "a positive integer" if integer and positive else "a finite number" + (" >= 0" if nonneg else "")
-        raise OptionError(f"{where}.{key}", value, kind)
-    return int(value) if integer else float(value)
+        return check_int(f"{where}.{key}", value, low=1 if positive else 0)
+    return check_finite(f"{where}.{key}", value, low=0 if nonneg else None)
 
 
 def pipeline_from_dict(d: dict, where: str = "pipeline") -> Pipeline:

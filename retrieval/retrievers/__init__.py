@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping, Sequence
 
 from braid.data.errors import OptionError
-from braid.retrieval.retrievers import bm25, dense, pyserini, sparse
+from braid.retrieval.retrievers import bm25, dense, dense_bin, pyserini, sparse
 from braid.retrieval.retrievers.spec import Knob, RetrieverSpec
 
 RETRIEVERS: dict[str, RetrieverSpec] = {
@@ -22,6 +22,7 @@ RETRIEVERS: dict[str, RetrieverSpec] = {
         bm25.SPEC,
         sparse.SPEC,
         sparse.SPEC_IF,
+        dense_bin.SPEC,  # before dense: the default of a dense-only index built with --dense-index bin
         dense.SPEC,
         pyserini.SPEC,
     )

@@ -28,9 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -39,7 +37,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from braid import __version__
-from braid.data.errors import BraidError, DataError, OptionError
+from braid.data.errors import BraidError, DataError, OptionError, check_finite, check_positive_int
+from braid.index.manifest import building_index
 from braid.retrieval.build.builder import BuildOptions, corpus_fingerprint, corpus_path
 from braid.retrieval.scale.sharded import (
     PAD_TOKEN,
@@ -79,20 +78,14 @@ class ShardingConfig:
     gpus_per_actor: float | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.shards, bool) or not isinstance(self.shards, int) or self.shards < 1:
-            raise OptionError("--shards", self.shards, "a positive integer")
+        check_positive_int("--shards", self.shards)
         if self.executor not in EXECUTORS:
             raise OptionError("--executor", self.executor, "one of " + ", ".join(EXECUTORS))
         for name in ("num_cpus", "encode_actors"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise OptionError("--" + name.replace("_", "-"), v, "None or a positive integer")
-        if isinstance(self.encode_batch_size, bool) or not isinstance(self.encode_batch_size, int) or self.encode_batch_size < 1:
-            raise OptionError("--encode-batch-size", self.encode_batch_size, "a positive integer")
-        if not isinstance(self.cpus_per_actor, (int, float)) or self.cpus_per_actor <= 0:
-            raise OptionError("--cpus-per-actor", self.cpus_per_actor, "a number > 0")
-        if self.gpus_per_actor is not None and (not isinstance(self.gpus_per_actor, (int, float)) or self.gpus_per_actor < 0):
-            raise OptionError("--gpus-per-actor", self.gpus_per_actor, "None or a number >= 0")
+            check_positive_int("--" + name.replace("_", "-"), getattr(self, name), allow_none=True)
+        check_positive_int("--encode-batch-size", self.encode_batch_size)
+        check_finite("--cpus-per-actor", self.cpus_per_actor, low=0, low_open=True)
+        check_finite("--gpus-per-actor", self.gpus_per_actor, low=0, allow_none=True)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -111,30 +104,11 @@ class ShardingConfig:
 # --------------------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def _building_sharded(out_dir: Path, overwrite: bool) -> Iterator[Path]:
-    """A temporary sibling directory renamed to ``out_dir`` once it holds ``sharded.json``."""
-    if out_dir.exists() and not overwrite:
-        raise OptionError("--out", str(out_dir), "the directory exists; pass --overwrite to replace it")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OptionError("--out", str(out_dir), "exists and is not a directory")
-    parent = out_dir.parent if str(out_dir.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-{os.getpid()}-", dir=parent))
-    try:
+    """A temporary sibling directory renamed to ``out_dir`` once it holds ``sharded.json`` (staging removed)."""
+    with building_index(out_dir, overwrite=overwrite, marker=SHARDED_MANIFEST) as tmp:
         yield tmp
-        if not (tmp / SHARDED_MANIFEST).exists():
-            raise BraidError(f"internal error: sharded build of {out_dir} finished without {SHARDED_MANIFEST}")
         shutil.rmtree(tmp / _SRC, ignore_errors=True)
         shutil.rmtree(tmp / ".encoded", ignore_errors=True)
-        if out_dir.exists():
-            old = parent / f".{out_dir.name}.old-{os.getpid()}"
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def shard_name(i: int) -> str:
@@ -527,11 +501,13 @@ def build_sharded(
 
     ``options``: what to build, as for :func:`build_index` (retrievers among bm25, sparse, dense;
     ``options.sparse_vectors`` pre-encoded sparse vectors, .npz in corpus order or JSONL with ids).
-    ``dense_vectors``: pre-encoded dense vectors, float32 ``.npy`` (n_docs, dim) in corpus order.
+    ``dense_vectors`` (default ``options.dense_vectors``): pre-encoded dense vectors, float32 ``.npy``
+    (n_docs, dim) in corpus order.
     Kinds given pre-encoded are not encoded again. Returns the ``sharded.json`` manifest.
     """
     options = options or BuildOptions()
     sharding = sharding or ShardingConfig()
+    dense_vectors = options.dense_vectors if dense_vectors is None else dense_vectors
     bad = [r for r in options.retrievers if r not in SHARD_COMPONENTS]
     if bad:
         raise OptionError("--retrievers", ",".join(bad), "a sharded index holds " + ", ".join(SHARD_COMPONENTS))
@@ -569,7 +545,7 @@ def build_sharded(
                     target = tmp / _SRC / f"{shard_name(i)}.dense.npy"
                     np.save(target, np.ascontiguousarray(vectors[lo : lo + n], dtype=np.float32), allow_pickle=False)
                 arrays[i][kind] = str(target)
-        shard_options = replace(options, sparse_vectors=None, overwrite=False, progress=False)
+        shard_options = replace(options, sparse_vectors=None, dense_vectors=None, overwrite=False, progress=False)
 
         # Statistics: BM25 average length, IDF for inference-free sparse queries.
         t0 = time.perf_counter()

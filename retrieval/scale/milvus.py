@@ -33,7 +33,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from braid.data.errors import BraidError, DataError, OptionError
+from braid.data.errors import BraidError, DataError, OptionError, check_positive_int
 from braid.index.hits import Hits
 
 MAX_VARCHAR = 65535
@@ -88,8 +88,7 @@ class MilvusLoadConfig:
             raise OptionError("--collection", self.collection, "letters, digits and underscores, not starting with a digit")
         if self.dense_index not in DENSE_INDEXES:
             raise OptionError("--dense-index", self.dense_index, "one of " + ", ".join(DENSE_INDEXES))
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise OptionError("--batch-size", self.batch_size, "a positive integer")
+        check_positive_int("--batch-size", self.batch_size)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -351,10 +350,8 @@ class MilvusSearcher:
         pymilvus = require_pymilvus()
         if retriever not in self.RETRIEVERS:
             raise OptionError("--retriever", retriever, "one of " + ", ".join(self.RETRIEVERS))
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise OptionError("k", k, "a positive integer")
-        if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
-            raise OptionError("depth", depth, "a positive integer")
+        check_positive_int("k", k)
+        check_positive_int("depth", depth)
         kinds = ["sparse", "dense"] if retriever.startswith("hybrid") else [retriever]
         data = {}
         n = None
@@ -438,3 +435,38 @@ def _quote(value: str) -> str:
 def iter_batches(items: Sequence, size: int) -> Iterator[Sequence]:
     for lo in range(0, len(items), size):
         yield items[lo : lo + size]
+
+
+def evaluate_collection(
+    searcher: MilvusSearcher,
+    dataset: str | Path,
+    split: str = "test",
+    k: int = 1000,
+    metrics: Sequence[str] = ("ndcg@10", "recall@100"),
+    remove_self_hits: bool = True,
+    runs_dir: str | Path | None = None,
+    retriever: str = "hybrid-rrf",
+    **knobs,
+) -> dict[str, dict[str, float]]:
+    """Search the BEIR folder ``dataset``'s ``split`` queries in ``searcher``'s collection and score
+    them with Braid's evaluation (pytrec_eval); return ``{dataset_name: {metric: mean}}``.
+
+    ``knobs``: as for :meth:`MilvusSearcher.batch_search`. With ``runs_dir``, writes
+    ``RUNS_DIR/NAME/SYSTEM.SPLIT.trec`` and ``...metrics.json`` (mean and per query) as ``braid eval`` does.
+    """
+    from braid.data.beir import BeirDataset
+    from braid.data.runs import write_run
+    from braid.retrieval.eval.evaluate import check_metrics, evaluate
+
+    metrics = check_metrics(metrics)
+    ds = BeirDataset(dataset)
+    queries, qrels = ds.queries(split), ds.qrels(split)
+    res = searcher.batch_search(queries, k=k, retriever=retriever, exclude_self=remove_self_hits, **knobs)
+    run = res.to_run()
+    mean, per_query = evaluate(run, qrels, metrics, ignore_identical_ids=remove_self_hits)
+    if runs_dir is not None:
+        out = Path(runs_dir) / ds.name
+        write_run(run, out / f"{res.retriever}.{split}.trec", tag=res.retriever)
+        summary = {"dataset": ds.name, "split": split, "system": res.retriever, "mean": mean, "per_query": per_query}
+        (out / f"{res.retriever}.{split}.metrics.json").write_text(json.dumps(summary, indent=1))
+    return {ds.name: mean}

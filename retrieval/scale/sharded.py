@@ -52,7 +52,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from braid import __version__
-from braid.data.errors import BraidError, IndexFormatError, OptionError
+from braid.data.errors import BraidError, IndexFormatError, OptionError, check_nonneg_int, check_positive_int
 from braid.index.hits import PAD_DOCNO, Hits
 from braid.retrieval.context import IndexContext
 from braid.retrieval.searcher import Searcher
@@ -148,8 +148,7 @@ def merge_topk(parts: Sequence[tuple[np.ndarray, np.ndarray]], offsets: Sequence
         this is exactly the top-``k`` of the union (a document in the global top-k is in its own
         shard's top-k).
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise OptionError("k", k, "a positive integer")
+    check_positive_int("k", k)
     if len(parts) != len(offsets) or not parts:
         raise OptionError("parts", len(parts), f"one (docnos, scores) pair per offset ({len(offsets)})")
     n = parts[0][0].shape[0]
@@ -634,8 +633,7 @@ class ShardedSearcher(Searcher):
         from braid.index.manifest import read_docids, read_manifest
 
         self.pool = None
-        if processes is not None and (isinstance(processes, bool) or not isinstance(processes, int) or processes < 0):
-            raise OptionError("processes", processes, "None (one per shard), 0 (in this process) or a positive integer")
+        check_nonneg_int("processes", processes, allow_none=True, hint="None: one per shard; 0: in this process")
         if retriever is not None and pipeline is not None:
             raise OptionError("--retriever/--pipeline", f"{retriever} / {pipeline}", "give one of them, not both")
         index_dir = Path(path)

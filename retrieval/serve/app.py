@@ -1,29 +1,39 @@
 """The HTTP search service: one index directory behind a JSON API (``braid serve``).
 
-The service owns request validation, admission control and the mapping of library errors to HTTP
-statuses; searching is the :class:`~braid.retrieval.searcher.Searcher`'s job. Endpoints::
+The service owns request validation, admission control, limits, authentication and the mapping of
+library errors to HTTP statuses; searching is the :class:`~braid.retrieval.searcher.Searcher`'s
+job. Endpoints::
 
     POST /search        {"query": str, "k": int, "retriever"|"pipeline": str, "fields": bool, knobs}
                         -> {"hits": [{"rank", "id", "score"(, "title", "text")}], "retriever", "took_ms"}
     POST /batch_search  {"queries": [str | {"id", "query"}], "k", ...} -> {"results": [{"id", "hits"}], ...}
-    GET  /health        liveness and load: {"status", "in_flight", "capacity", ...}
-    GET  /info          manifest, num_docs, retrievers and pipelines served, limits
+    GET  /health        liveness and load: {"status", "in_flight", "capacity", ...} (HEAD too)
+    GET  /info          manifest (server paths cut to names), num_docs, what is served, limits
     GET  /openapi.json, /docs, /redoc
+
+Every error answer is one problem-details shape (:mod:`braid.retrieval.serve.errors`).
 
 Concurrency. The event loop only parses, admits and writes; every search (and the JSON encoding of
 its answer) runs in a thread pool of ``max_concurrency`` threads, so tantivy, Numba and FAISS work
-never blocks the loop. At most ``max_concurrency + queue_size`` searches are admitted at once: a
-request beyond that gets 503 at once with ``Retry-After`` (shedding load instead of queueing
-without bound), and one that is not answered within ``timeout_s`` of its admission gets 504 (a
-search still queued then is dropped; one already running finishes in its thread and keeps its
-slot until it does, so a stuck backend shows up as 503s, not as a growing pile of threads). A
-queued search whose client disconnects is dropped too.
+never blocks the loop. Admission (:mod:`braid.retrieval.serve.admission`) happens after the body
+is read and parsed, so slow clients never hold a search slot; at most ``max_concurrency +
+queue_size`` searches are admitted at once (503 beyond), and each must be answered within
+``timeout_s`` of its admission (504). At that deadline a queued search is dropped and a running
+one stops at its next check: a batch is searched in groups of :data:`BATCH_GROUP` queries with a
+check before each group, and answers are encoded with a check per query (and per slice of hits
+when ``fields`` are added). One group's retrieval cannot be interrupted.
 Retrievers that are not known to be thread-safe (the learned ones) are used by one thread at a
 time per index component (``/info`` lists them under ``serialized``).
 
+Limits on what a client can make the server hold: headers (uvicorn protocol,
+:mod:`braid.retrieval.serve.protocol`), the body's size and read time and the bytes being read at
+once (:mod:`braid.retrieval.serve.guard`), the answer's size (``max_response_bytes``: an answer
+that grows past it while being encoded is refused with 422 ``response_too_large`` and its work
+stopped).
+
 Files. The server reads only its index directory: pipelines are loaded once at start (the
 built-in ones, ``INDEX_DIR/pipelines/*.toml`` and files given to ``create_app``), and a request
-can only name one of those, never a path.
+can only name one of those, never a path. No answer carries a server path.
 
 FastAPI and pydantic are imported inside :func:`create_app`, so ``import braid`` (and this module)
 works without the ``serve`` extra.
@@ -34,20 +44,41 @@ works without the ``serve`` extra.
 import json
 import logging
 import math
+import sys
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Sequence
 
-from braid.data.errors import BraidError, OptionError
+from braid.data.errors import BraidError, OptionError, check_finite, check_nonneg_int, check_positive_int
 from braid.retrieval import retrievers as registry
+from braid.retrieval.serve.admission import (  # noqa: F401 - re-exported
+    Admission,
+    Cancelled,
+    ClientGone,
+    Deadline,
+    Overloaded,
+    SearchTimeout,
+)
+from braid.retrieval.serve.auth import AuthConfig
+from braid.retrieval.serve.errors import (
+    PROBLEM_MEDIA_TYPE,
+    problem_response,
+    scrub_paths,
+)
+from braid.retrieval.serve.guard import BODY_KEY, Guard
+from braid.retrieval.serve.queries import BLANK_QUERY_MESSAGE, is_blank_query
 
 log = logging.getLogger("braid.serve")
 
 PIPELINE_DIR = "pipelines"
 WARM_QUERY = "warm up"
+# Queries of a batch searched together between two deadline checks: small enough that a batch
+# stops soon after its deadline (one group's time), large enough to keep batched encoding.
+BATCH_GROUP = 8
+# Hits whose stored fields are fetched and encoded together between two checks.
+FIELD_SLICE = 64
 
 
 # ---------------------------------------------------------------------- configuration
@@ -57,9 +88,12 @@ class ServiceConfig:
 
     ``max_concurrency``: searches running at once (threads). ``queue_size``: admitted searches
     waiting for a thread; beyond ``max_concurrency + queue_size`` requests get 503.
-    ``timeout_s``: seconds from admission to answer before a 504. ``max_k``: largest ``k``.
-    ``max_body_bytes``: largest request body (413 beyond). ``max_batch``: most queries in one
-    ``/batch_search``. ``max_query_chars``: longest query string.
+    ``timeout_s``: seconds from admission to answer before a 504 (the work stops then too).
+    ``max_k``: largest ``k``. ``max_body_bytes``: largest request body (413 beyond).
+    ``body_timeout_s``: seconds from the end of the headers to the end of the body (408 beyond).
+    ``max_buffered_bytes``: request-body bytes held at once by all requests (503 beyond).
+    ``max_batch``: most queries in one ``/batch_search``. ``max_query_chars``: longest query
+    string. ``max_response_bytes``: largest answer body (422 ``response_too_large`` beyond).
     """
 
     max_concurrency: int = 2
@@ -70,17 +104,18 @@ class ServiceConfig:
     max_batch: int = 256
     max_query_chars: int = 4096
     retry_after_s: int = 1
+    body_timeout_s: float = 10.0
+    max_buffered_bytes: int = 64 << 20
+    max_response_bytes: int = 8 << 20
 
     def __post_init__(self) -> None:
-        for name in ("max_concurrency", "max_k", "max_body_bytes", "max_batch", "max_query_chars", "retry_after_s"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise OptionError(name, value, "a positive integer")
-        if isinstance(self.queue_size, bool) or not isinstance(self.queue_size, int) or self.queue_size < 0:
-            raise OptionError("queue_size", self.queue_size, "an integer >= 0")
-        t = self.timeout_s
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
-            raise OptionError("timeout_s", t, "a finite number of seconds > 0")
+        for name in ("max_concurrency", "max_k", "max_body_bytes", "max_batch", "max_query_chars", "retry_after_s", "max_buffered_bytes", "max_response_bytes"):
+            check_positive_int(name, getattr(self, name))
+        check_nonneg_int("queue_size", self.queue_size)
+        for name in ("timeout_s", "body_timeout_s"):
+            check_finite(name, getattr(self, name), low=0, low_open=True, hint="seconds")
+        if self.max_buffered_bytes < self.max_body_bytes:
+            raise OptionError("max_buffered_bytes", self.max_buffered_bytes, f"at least max_body_bytes ({self.max_body_bytes})")
 
     @property
     def capacity(self) -> int:
@@ -96,7 +131,6 @@ class ServiceConfig:
         if unknown:
             raise OptionError("service config", ", ".join(sorted(unknown)), "unknown key; allowed: " + ", ".join(cls.__dataclass_fields__))
         return cls(**d)
-
 
 # ---------------------------------------------------------------------- what is served
 @dataclass
@@ -288,176 +322,7 @@ def _knob_type(knob):
     return Annotated[float, Field(strict=True, allow_inf_nan=False, **bounds)]
 
 
-# ---------------------------------------------------------------------- admission control
-class Overloaded(Exception):
-    """More searches than ``capacity`` are admitted."""
-
-
-class SearchTimeout(Exception):
-    """A search was not answered within ``timeout_s``."""
-
-
-class ClientGone(Exception):
-    """The client disconnected before its search was answered."""
-
-
-class Admission:
-    """Runs blocking search work in a bounded pool; sheds load beyond ``capacity``.
-
-    ``in_flight`` counts admitted searches until their work has really finished (or was dropped
-    before starting), so a slot is only freed when its thread is.
-    """
-
-    def __init__(self, config: ServiceConfig):
-        self.config = config
-        self._lock = threading.Lock()
-        self._in_flight = 0
-        self.served = 0
-        self.rejected = 0
-        self.timed_out = 0
-        self.abandoned = 0
-        self._executor: ThreadPoolExecutor | None = None
-
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
-
-    def full(self) -> bool:
-        return self._in_flight >= self.config.capacity
-
-    def overloaded_message(self) -> str:
-        return f"overloaded: {self.config.capacity} searches are already running or queued; retry later"
-
-    def _pool(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=self.config.max_concurrency, thread_name_prefix="braid-search")
-        return self._executor
-
-    def _release(self, _fut: Future) -> None:
-        with self._lock:
-            self._in_flight -= 1
-
-    async def run(self, fn: Callable[[], Any], gone: Callable[[], Awaitable[None]] | None = None) -> Any:
-        """``fn()`` in a worker thread; Overloaded when full, SearchTimeout after ``timeout_s``.
-
-        ``gone``: an awaitable factory that returns when the client has disconnected; the search is
-        then dropped if it has not started (ClientGone), so abandoned requests do not hold the queue.
-        """
-        import asyncio
-
-        with self._lock:
-            if self._in_flight >= self.config.capacity:
-                self.rejected += 1
-                raise Overloaded()
-            self._in_flight += 1
-        try:
-            fut = self._pool().submit(fn)
-        except BaseException:
-            with self._lock:
-                self._in_flight -= 1
-            raise
-        fut.add_done_callback(self._release)
-        # Cancelling the wrapper cancels ``fut`` if it has not started yet; a running search
-        # finishes in its thread (and keeps its slot until then).
-        work = asyncio.wrap_future(fut)
-        if gone is None:
-            try:
-                result = await asyncio.wait_for(work, self.config.timeout_s)
-            except asyncio.TimeoutError:
-                self.timed_out += 1
-                raise SearchTimeout() from None
-        else:
-            watcher = asyncio.ensure_future(gone())
-            try:
-                done, _ = await asyncio.wait({work, watcher}, timeout=self.config.timeout_s, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                watcher.cancel()
-            if work not in done:
-                work.cancel()
-                if watcher in done:
-                    self.abandoned += 1
-                    raise ClientGone()
-                self.timed_out += 1
-                raise SearchTimeout()
-            result = work.result()
-        self.served += 1
-        return result
-
-    def shutdown(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
-
-
-# ---------------------------------------------------------------------- body size limit
-class BodyLimit:
-    """ASGI middleware in front of the app: 413 for a request body over ``max_bytes`` (declared or
-    streamed) and 400 for a malformed Content-Length, before the app parses anything; and, when
-    ``admission`` is full, 503 for a search request before its body is even read (shedding load
-    costs the event loop as little as possible)."""
-
-    def __init__(self, app, max_bytes: int, admission: "Admission | None" = None, shed_paths: Sequence[str] = ("/search", "/batch_search")):
-        self.app = app
-        self.max_bytes = max_bytes
-        self.admission = admission
-        self.shed_paths = frozenset(shed_paths)
-
-    async def _reply(self, send, status: int, message: str, headers: Sequence[tuple[bytes, bytes]] = (), close: bool = True) -> None:
-        body = json.dumps({"detail": message}).encode()
-        head = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
-        if close:
-            head.append((b"connection", b"close"))
-        await send({"type": "http.response.start", "status": status, "headers": head})
-        await send({"type": "http.response.body", "body": body})
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        admission = self.admission
-        if admission is not None and scope.get("path") in self.shed_paths and admission.full():
-            admission.rejected += 1
-            # The unread body is drained by the server before the connection is reused.
-            return await self._reply(send, 503, admission.overloaded_message(), [(b"retry-after", str(admission.config.retry_after_s).encode())], close=False)
-        declared = None
-        for key, value in scope.get("headers", ()):
-            if key == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = -1
-                break
-        if declared is not None and declared < 0:
-            return await self._reply(send, 400, "malformed Content-Length header")
-        if declared is not None and declared > self.max_bytes:
-            return await self._reply(send, 413, f"request body of {declared} bytes is over the limit of {self.max_bytes} bytes")
-        # Read the body here (bounded), then replay it: a chunked body over the limit is refused too.
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                return await self._reply(send, 413, f"request body is over the limit of {self.max_bytes} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        sent = False
-
-        async def replay():
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        return await self.app(scope, replay, send)
-
-
-# ---------------------------------------------------------------------- the app
+# ---------------------------------------------------------------------- what clients see
 def _valid_text(value: str) -> str:
     try:
         value.encode("utf-8")
@@ -466,18 +331,104 @@ def _valid_text(value: str) -> str:
     return value
 
 
-def _error_message(errors: list[dict]) -> str:
+def _query_text(value: str) -> str:
+    """The check of every query string after pydantic's type and length checks: valid Unicode,
+    and not blank (:func:`~braid.retrieval.serve.queries.is_blank_query`)."""
+    if is_blank_query(_valid_text(value)):
+        raise ValueError(BLANK_QUERY_MESSAGE)
+    return value
+
+
+def _validation_problem(errors: list[dict]) -> tuple[str, str]:
+    """``(code, detail)`` of pydantic/FastAPI validation errors: the first five, by field."""
+    if errors and all(e.get("type") == "json_invalid" for e in errors):
+        e = errors[0]
+        where = e.get("loc", ("body", None))[-1]
+        reason = (e.get("ctx") or {}).get("error", "malformed")
+        return "invalid_json", f"the request body is not valid JSON: {reason}" + (f" at offset {where}" if isinstance(where, int) else "")
     parts = []
     for e in errors[:5]:
-        if e.get("type") == "json_invalid":
-            parts.append("the request body is not valid JSON")
-            continue
         loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{loc}: {e.get('msg', 'invalid')}")
+        msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}")
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-    return "; ".join(parts) + more
+    return "invalid_request", "; ".join(parts) + more
 
 
+def _parse_failure(body: bytes | None) -> str:
+    """Why FastAPI could not parse ``body`` (it only says "There was an error parsing the body")."""
+    if body is None:
+        return "the request body could not be read as JSON"
+    try:
+        json.loads(body)
+    except RecursionError:
+        return "the request body nests too deep to parse"
+    except ValueError as exc:  # bad encoding, or Python's limit on the digits of an integer
+        if "integer string conversion" in str(exc):
+            return f"the request body holds an integer of more than {sys.get_int_max_str_digits()} digits"
+        return f"the request body is not valid JSON: {exc}"
+    return "the request body could not be read as JSON"
+
+
+def _public(value):
+    """``value`` (from the manifest or a message) with server paths cut to their last component."""
+    if isinstance(value, str):
+        return scrub_paths(value)
+    if isinstance(value, dict):
+        return {k: _public(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_public(v) for v in value]
+    return value
+
+
+def _openapi_problem_media(schema: dict) -> dict:
+    """Error responses of the OpenAPI schema are ``application/problem+json``, as served."""
+    for methods in schema.get("paths", {}).values():
+        for operation in methods.values():
+            for status, response in operation.get("responses", {}).items():
+                content = response.get("content", {})
+                if status[:1] in "45" and "application/json" in content:
+                    content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+    return schema
+
+
+class ResponseTooLarge(Exception):
+    """An answer grew past ``max_response_bytes`` while it was being encoded."""
+
+    def __init__(self, done: int, total: int):
+        super().__init__(done, total)
+        self.done = done
+        self.total = total
+
+
+class _Budget:
+    """Bytes of one answer so far, against ``max_response_bytes``."""
+
+    def __init__(self, limit: int, total: int):
+        self.limit = limit
+        self.total = total
+        self.used = 0
+        self.done = 0
+
+    def add(self, n: int) -> None:
+        self.used += n
+        if self.used > self.limit:
+            raise ResponseTooLarge(self.done, self.total)
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str, code: str = "invalid_request"):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+
+
+def _dumps(value) -> bytes:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+
+
+# ---------------------------------------------------------------------- the app
 def create_app(
     index_dir: str | Path,
     *,
@@ -488,6 +439,10 @@ def create_app(
     max_body_bytes: int = 1 << 20,
     max_batch: int = 256,
     max_query_chars: int = 4096,
+    body_timeout_s: float = 10.0,
+    max_buffered_bytes: int = 64 << 20,
+    max_response_bytes: int = 8 << 20,
+    auth: AuthConfig | None = None,
     pipelines: Sequence[str | Path] = (),
     default: str | None = None,
     warm: bool = True,
@@ -497,15 +452,24 @@ def create_app(
 
     The index is opened (and, with ``warm``, every retriever and pipeline loaded) now, so a bad
     index directory or pipeline file raises here (IndexFormatError / OptionError), not at the first
-    request. ``pipelines``: extra TOML pipeline files, read once now. ``default``: the retriever or
+    request. The limits are those of :class:`ServiceConfig`. ``auth``: the bearer token every
+    endpoint requires (:class:`~braid.retrieval.serve.auth.AuthConfig`; default none).
+    ``pipelines``: extra TOML pipeline files, read once now. ``default``: the retriever or
     pipeline used when a request names none (default: ``hybrid`` when the index has several
     retrievers, else its only one). ``searcher``: an already open Searcher (tests).
     """
     try:
         from fastapi import FastAPI, Request
         from fastapi.exceptions import RequestValidationError
-        from fastapi.responses import JSONResponse, Response
-        from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, create_model
+        from fastapi.responses import Response
+        from pydantic import (
+            AfterValidator,
+            BaseModel,
+            ConfigDict,
+            Field,
+            StrictBool,
+            create_model,
+        )
         from starlette.exceptions import HTTPException as StarletteHTTPException
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise OptionError("braid serve", str(exc), "needs the serve extra: pip install 'braid[serve]'") from None
@@ -523,7 +487,13 @@ def create_app(
         max_body_bytes=max_body_bytes,
         max_batch=max_batch,
         max_query_chars=max_query_chars,
+        body_timeout_s=body_timeout_s,
+        max_buffered_bytes=max_buffered_bytes,
+        max_response_bytes=max_response_bytes,
     )
+    auth = auth if auth is not None else AuthConfig()
+    if not isinstance(auth, AuthConfig):
+        raise OptionError("auth", type(auth).__name__, "an AuthConfig")
     if searcher is None:
         searcher = Searcher(index_dir)
     catalog = load_catalog(searcher, pipelines, default=default, warm=warm)
@@ -531,7 +501,7 @@ def create_app(
     admission = Admission(config)
 
     # ------------------------------------------------------------ request and response schemas
-    QueryText = Annotated[str, Field(strict=True, min_length=1, max_length=config.max_query_chars), AfterValidator(_valid_text)]
+    QueryText = Annotated[str, Field(strict=True, min_length=1, max_length=config.max_query_chars), AfterValidator(_query_text)]
     RetrieverName = Literal[tuple(catalog.names) + tuple(catalog.aliases)]  # type: ignore[valid-type]
     PipelineName = Literal[tuple(catalog.pipelines) + tuple(catalog.aliases)] if catalog.pipelines else Literal[None]  # type: ignore[valid-type]
     K = Annotated[int, Field(strict=True, ge=1, le=config.max_k, description=f"hits to return, 1..{config.max_k}")]
@@ -581,15 +551,31 @@ def create_app(
         retriever: str
         took_ms: float
 
-    class Error(BaseModel):
-        detail: Any
+    class Problem(BaseModel):
+        """Every error answer (RFC 9457 problem details; see braid.retrieval.serve.errors)."""
 
+        type: str = "about:blank"
+        title: str
+        status: int
+        code: str
+        detail: str
+        errors: Optional[list[dict]] = None
+
+    def problem_doc(text: str) -> dict:
+        return {"model": Problem, "description": text}
+
+    common = {
+        401: problem_doc("no bearer token (when the server requires one)"),
+        403: problem_doc("a wrong bearer token"),
+    }
     errors = {
-        400: {"model": Error, "description": "an option the chosen retriever cannot take"},
-        413: {"model": Error, "description": "request body too large"},
-        422: {"model": Error, "description": "invalid request (the message names the field)"},
-        503: {"model": Error, "description": "overloaded: retry after Retry-After seconds"},
-        504: {"model": Error, "description": "the search took longer than the server's timeout"},
+        **common,
+        400: problem_doc("an option the chosen retriever cannot take"),
+        408: problem_doc("the headers or body did not arrive within the read timeouts"),
+        413: problem_doc("request body too large"),
+        422: problem_doc("invalid request (detail names the field; errors lists each problem), or an answer over max_response_bytes"),
+        503: problem_doc("overloaded: retry after Retry-After seconds"),
+        504: problem_doc("the search took longer than the server's timeout and was stopped"),
     }
 
     # ------------------------------------------------------------ work done in the pool
@@ -603,13 +589,25 @@ def create_app(
     def knobs_of(opts) -> dict:
         return {key: getattr(opts, key) for key in registry.KNOBS if getattr(opts, key) is not None}
 
-    def hits_json(docnos, scores, fields: bool) -> list[dict]:
-        out = [{"rank": r + 1, "id": searcher.doc_ids[d], "score": float(s)} for r, (d, s) in enumerate(zip(docnos.tolist(), scores.tolist()))]
-        if fields and out:
-            for hit, stored in zip(out, searcher.documents(docnos)):
+    def encode_hits(docnos, scores, fields: bool, deadline: Deadline, budget: _Budget) -> bytes:
+        """One query's hits as a JSON array, counted against the answer's budget."""
+        ids = searcher.doc_ids
+        hits = [{"rank": r + 1, "id": ids[d], "score": float(s)} for r, (d, s) in enumerate(zip(docnos.tolist(), scores.tolist()))]
+        if not fields or not hits:
+            out = _dumps(hits)
+            budget.add(len(out))
+            return out
+        parts = []
+        for start in range(0, len(hits), FIELD_SLICE):
+            deadline.check()
+            part = hits[start : start + FIELD_SLICE]
+            for hit, stored in zip(part, searcher.documents(docnos[start : start + FIELD_SLICE])):
                 hit["title"] = stored["title"]
                 hit["text"] = stored["text"]
-        return out
+            encoded = _dumps(part)[1:-1]
+            budget.add(len(encoded) + 1)
+            parts.append(encoded)
+        return b"[" + b",".join(parts) + b"]"
 
     warmed = set(catalog.names) if warm else set()
     first_use = threading.Lock()
@@ -628,25 +626,35 @@ def create_app(
             warmed.add(name)
             return res
 
-    def do_search(req: SearchRequest, name: str, engine, knobs: dict) -> bytes:
+    def do_search(req: SearchRequest, name: str, engine, knobs: dict, deadline: Deadline) -> bytes:
         t0 = time.perf_counter()
+        budget = _Budget(config.max_response_bytes, 1)
+        deadline.check()
         res = run([req.query], req.k, name, engine, **knobs)
         docnos, scores = res.hits.row(0)
-        body = {"hits": hits_json(docnos, scores, req.fields), "retriever": name, "took_ms": 0.0}
-        body["took_ms"] = round((time.perf_counter() - t0) * 1000, 3)
-        return json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        hits = encode_hits(docnos, scores, req.fields, deadline, budget)
+        tail = _dumps({"retriever": name, "took_ms": round((time.perf_counter() - t0) * 1000, 3)})
+        return b'{"hits":' + hits + b"," + tail[1:]
 
-    def do_batch(req: BatchRequest, name: str, engine, knobs: dict) -> bytes:
+    def do_batch(req: BatchRequest, name: str, engine, knobs: dict, deadline: Deadline) -> bytes:
         t0 = time.perf_counter()
         ids = [q.id if isinstance(q, QueryItem) else str(i) for i, q in enumerate(req.queries)]
         texts = [q.query if isinstance(q, QueryItem) else q for q in req.queries]
-        res = run(texts, req.k, name, engine, query_ids=ids, **knobs)
+        budget = _Budget(config.max_response_bytes, len(texts))
         results = []
-        for i, qid in enumerate(ids):
-            docnos, scores = res.hits.row(i)
-            results.append({"id": qid, "hits": hits_json(docnos, scores, req.fields)})
-        body = {"results": results, "retriever": name, "took_ms": round((time.perf_counter() - t0) * 1000, 3)}
-        return json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        for start in range(0, len(texts), BATCH_GROUP):
+            deadline.check()
+            group = slice(start, start + BATCH_GROUP)
+            res = run(texts[group], req.k, name, engine, query_ids=ids[group], **knobs)
+            for i, qid in enumerate(ids[group]):
+                deadline.check()
+                docnos, scores = res.hits.row(i)
+                head = b'{"id":' + _dumps(qid) + b',"hits":'
+                budget.add(len(head) + 2)
+                results.append(head + encode_hits(docnos, scores, req.fields, deadline, budget) + b"}")
+                budget.done += 1
+        tail = _dumps({"retriever": name, "took_ms": round((time.perf_counter() - t0) * 1000, 3)})
+        return b'{"results":[' + b",".join(results) + b"]," + tail[1:]
 
     def disconnect_watch(request: Request):
         async def gone() -> None:
@@ -661,20 +669,23 @@ def create_app(
         try:
             body = await admission.run(fn, disconnect_watch(request))
         except Overloaded:
-            return JSONResponse(
-                {"detail": admission.overloaded_message()},
-                status_code=503,
-                headers={"Retry-After": str(config.retry_after_s)},
-            )
-        except ClientGone:
-            return Response(status_code=499)  # nobody reads it (nginx's "client closed request")
+            return problem_response(503, "overloaded", admission.overloaded_message(), headers={"Retry-After": str(config.retry_after_s)})
+        except ClientGone:  # nobody reads it (nginx's "client closed request")
+            return problem_response(499, "client_closed", "the client left before its answer was ready")
         except SearchTimeout:
-            return JSONResponse({"detail": f"the search did not finish within the server's timeout of {config.timeout_s:g} s"}, status_code=504)
+            return problem_response(504, "timeout", f"the search did not finish within the server's timeout of {config.timeout_s:g} s (timeout_s); its work was stopped")
+        except ResponseTooLarge as exc:
+            where = f" (after {exc.done} of {exc.total} queries)" if exc.total > 1 else ""
+            return problem_response(
+                422,
+                "response_too_large",
+                f"the answer would be over max_response_bytes = {config.max_response_bytes} bytes{where}; ask for fewer queries, a smaller k or no fields",
+            )
         except BraidError as exc:
-            return JSONResponse({"detail": str(exc)}, status_code=400)
-        except Exception as exc:  # noqa: BLE001 - a bug, not a bad request: log it, answer JSON
+            return problem_response(400, "bad_option", str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug, not a bad request: log it, answer the problem shape
             log.exception("search failed")
-            return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
+            return problem_response(500, "internal_error", f"internal error: {type(exc).__name__}")
         return Response(body, media_type="application/json")
 
     # ------------------------------------------------------------ app
@@ -689,42 +700,59 @@ def create_app(
     app = FastAPI(
         title="Braid search",
         version=__version__,
-        description=f"Hybrid retrieval over the index `{Path(searcher.index_dir).name}` ({searcher.num_docs} documents).",
+        description=f"Hybrid retrieval over the index `{Path(searcher.index_dir).name}` ({searcher.num_docs} documents). "
+        "Every error answer is an RFC 9457 problem-details object (application/problem+json): "
+        '{"type", "title", "status", "code", "detail"(, "errors")}.',
         lifespan=lifespan,
+        responses=common,
     )
     app.state.searcher = searcher
     app.state.catalog = catalog
     app.state.admission = admission
     app.state.config = config
+    app.state.auth = auth
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
         # The errors are rebuilt without the offending input: it may be huge or not encodable.
         errs = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))} for e in exc.errors()]
-        return JSONResponse({"detail": errs, "message": _error_message(errs)}, status_code=422)
+        code, detail = _validation_problem(exc.errors())
+        return problem_response(422, code, detail, errs)
 
     @app.exception_handler(_BadRequest)
     async def _bad(request: Request, exc: _BadRequest):
-        return JSONResponse({"detail": exc.message}, status_code=exc.status)
+        errs = [{"loc": ["body"], "msg": exc.message, "type": "value_error"}] if exc.code == "invalid_request" else None
+        return problem_response(exc.status, exc.code, exc.message, errs)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        status, headers = exc.status_code, getattr(exc, "headers", None)
+        if status == 404:
+            return problem_response(404, "not_found", f"no endpoint {request.url.path}; see GET /docs", headers=headers)
+        if status == 405:
+            return problem_response(405, "method_not_allowed", f"{request.method} is not allowed on {request.url.path}", headers=headers)
+        if status == 400:  # FastAPI's "There was an error parsing the body"
+            return problem_response(422, "invalid_json", _parse_failure(request.scope.get(BODY_KEY)), headers=headers)
+        return problem_response(status, "internal_error" if status >= 500 else "bad_http", str(exc.detail), headers=headers)
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception):
+        log.error("request failed: %s: %s", type(exc).__name__, exc)
+        return problem_response(500, "internal_error", f"internal error: {type(exc).__name__}")
 
     @app.post("/search", response_model=SearchResponse, responses=errors, summary="Search one query")
     async def search(req: SearchRequest, request: Request):
         name, engine = pick(req)
         knobs = knobs_of(req)
-        return await answer(lambda: do_search(req, name, engine, knobs), request)
+        return await answer(lambda deadline: do_search(req, name, engine, knobs, deadline), request)
 
     @app.post("/batch_search", response_model=BatchResponse, responses=errors, summary="Search several queries")
     async def batch_search(req: BatchRequest, request: Request):
         name, engine = pick(req)
         knobs = knobs_of(req)
-        return await answer(lambda: do_batch(req, name, engine, knobs), request)
+        return await answer(lambda deadline: do_batch(req, name, engine, knobs, deadline), request)
 
-    @app.get("/health", summary="Liveness and load")
-    async def health():
+    def load() -> dict:
         return {
             "status": "ok" if admission.in_flight < config.capacity else "full",
             "in_flight": admission.in_flight,
@@ -734,24 +762,48 @@ def create_app(
             "rejected": admission.rejected,
             "timed_out": admission.timed_out,
             "abandoned": admission.abandoned,
+            "stopped": admission.stopped,
         }
 
-    @app.get("/info", summary="The index and what this server serves")
+    @app.get("/health", summary="Liveness and load")
+    async def health():
+        return load()
+
+    @app.head("/health", summary="Liveness (headers only; X-Braid-Status says ok or full)")
+    async def health_head():
+        return Response(status_code=200, headers={"X-Braid-Status": load()["status"], "Cache-Control": "no-store"})
+
+    def source_of(name: str) -> str:
+        source = catalog.sources[name]
+        if source == "built-in" or source.startswith(PIPELINE_DIR + "/"):
+            return source
+        return "--pipeline " + Path(source).name
+
+    @app.get("/info", summary="The index and what this server serves (no server paths)")
     async def info():
-        return {
+        return _public({
             "index": Path(searcher.index_dir).name,
             "num_docs": searcher.num_docs,
             "manifest": searcher.manifest,
             "retrievers": catalog.retrievers,
-            "pipelines": {name: {"source": catalog.sources[name], **p.to_dict()} for name, p in catalog.pipelines.items()},
+            "pipelines": {name: {"source": source_of(name), **p.to_dict()} for name, p in catalog.pipelines.items()},
             "default": catalog.default,
             "unavailable": catalog.unavailable,
             "serialized": serialized,
             "limits": config.to_dict(),
+            "auth": "bearer" if auth.enabled else None,
             "version": __version__,
-        }
+        })
 
-    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes, admission=admission)
+    plain_openapi = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = _openapi_problem_media(plain_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi
+    app.add_middleware(Guard, config=config, admission=admission, auth=auth)
     return app
 
 
@@ -779,9 +831,3 @@ def _serial_lock_if_needed(max_concurrency: int) -> "threading.Lock | None":
         return threading.Lock()
     return None
 
-
-class _BadRequest(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message

@@ -3,8 +3,10 @@
 >>> with BraidClient("http://127.0.0.1:8080") as client:
 ...     client.search("microglia in the brain", k=5)[0]["id"]
 
-Errors come back as :class:`ServiceError` carrying the HTTP status and the server's message
-(``status == 503`` means overloaded: retry after ``retry_after`` seconds).
+Errors come back as :class:`ServiceError` carrying the HTTP status, the server's ``code`` and
+message (the problem-details body of :mod:`braid.retrieval.serve.errors`; ``status == 503`` means
+overloaded: retry after ``retry_after`` seconds). ``token``: the bearer token of a server started
+with ``--token``.
 """
 
 from __future__ import annotations
@@ -15,24 +17,29 @@ from braid.data.errors import BraidError
 
 
 class ServiceError(BraidError):
-    """A non-2xx answer from the server: ``status``, ``message``, ``retry_after`` (seconds or None)."""
+    """A non-2xx answer from the server: ``status``, ``code`` (e.g. ``invalid_request``; None when
+    the body was not a problem-details object), ``message``, ``retry_after`` (seconds or None)."""
 
-    def __init__(self, status: int, message: str, retry_after: float | None = None):
+    def __init__(self, status: int, message: str, retry_after: float | None = None, code: str | None = None):
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
         self.message = message
         self.retry_after = retry_after
+        self.code = code
 
 
 class BraidClient:
     """Talks to one ``braid serve`` server at ``base_url`` (keeps a connection pool; close it or use ``with``)."""
 
-    def __init__(self, base_url: str = "http://127.0.0.1:8080", timeout: float = 30.0, **httpx_kwargs):
+    def __init__(self, base_url: str = "http://127.0.0.1:8080", timeout: float = 30.0, token: str | None = None, **httpx_kwargs):
         try:
             import httpx
         except ImportError:  # pragma: no cover - depends on the environment
             raise BraidError("BraidClient needs httpx: pip install 'braid[serve]'") from None
-        self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, **httpx_kwargs)
+        headers = dict(httpx_kwargs.pop("headers", None) or {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=headers, **httpx_kwargs)
 
     # ------------------------------------------------------------ plumbing
     def close(self) -> None:
@@ -47,13 +54,18 @@ class BraidClient:
     def _check(self, response) -> Any:
         if response.is_success:
             return response.json()
+        code = None
         try:
             body = response.json()
-            message = body.get("message") or body.get("detail") if isinstance(body, dict) else body
         except ValueError:
             message = response.text
+        else:
+            if isinstance(body, dict):
+                message, code = body.get("detail", body), body.get("code")
+            else:
+                message = body
         retry = response.headers.get("retry-after")
-        raise ServiceError(response.status_code, str(message), float(retry) if retry and retry.replace(".", "", 1).isdigit() else None)
+        raise ServiceError(response.status_code, str(message), float(retry) if retry and retry.replace(".", "", 1).isdigit() else None, code)
 
     @staticmethod
     def _options(k: int, retriever, pipeline, fields: bool, knobs: Mapping[str, Any]) -> dict:

@@ -1,0 +1,64 @@
+"""The one canonical form of text entering Braid: documents, queries and ids, validated once at the boundary.
+
+Every reader (corpus, queries) and every entry point (the Python ``Searcher``, the HTTP service, the
+CLI) passes text through :func:`text_problem` / :func:`normalize_text`, so nothing below the boundary
+sees invalid Unicode, NUL bytes or compatibility forms:
+
+* **Valid Unicode**: a lone surrogate (e.g. a JSON escape ``"\\ud800"``) cannot be encoded as UTF-8 and
+  would break tantivy and the tokenizers; it is refused with its position.
+* **NFKC normalisation** (Unicode compatibility composition): full-width letters (``ｃａｔ``), ligatures
+  (``ﬁ``), superscripts and other compatibility forms become their plain forms, so ``ｃａｔ`` matches
+  ``cat`` in every retriever. Applied to documents and queries alike.
+* **Control characters**: NUL and the other C0/C1 controls except tab, newline and carriage return become
+  spaces.
+
+Ids are not normalised (they are keys that qrels and runs must match byte for byte); :func:`id_problem`
+only refuses what TREC files cannot hold. A query with no letter or digit is *blank*: every retriever
+returns no hits for it (:func:`is_blank`), as BM25 does, instead of arbitrary "top" documents.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+NORMALIZATION = "NFKC"
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def text_problem(value: object) -> str | None:
+    """Why ``value`` cannot be taken as text (None when it can)."""
+    if not isinstance(value, str):
+        return f"expected a string, got {type(value).__name__}"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"invalid Unicode: lone surrogate U+{ord(value[exc.start]):04X} at character {exc.start}"
+    return None
+
+
+def normalize_text(value: str) -> str:
+    """NFKC, with control characters (NUL included; not tab, newline, CR) replaced by spaces.
+
+    ``value`` must be valid text (:func:`text_problem` is None). Idempotent.
+    """
+    if value.isascii():
+        return _CONTROL.sub(" ", value) if _CONTROL.search(value) else value
+    return _CONTROL.sub(" ", unicodedata.normalize(NORMALIZATION, value))
+
+
+def id_problem(value: str) -> str | None:
+    """Why an id (already a non-empty string) cannot be used: invalid Unicode, whitespace or controls."""
+    problem = text_problem(value)
+    if problem is not None:
+        return problem
+    if any(c.isspace() for c in value):
+        return "contains whitespace; TREC formats cannot hold it"
+    if _CONTROL.search(value):
+        return "contains a control character"
+    return None
+
+
+def is_blank(text: str) -> bool:
+    """True when ``text`` has no letter or digit (empty, whitespace, NUL or punctuation only)."""
+    return not any(c.isalnum() for c in text)
