@@ -206,8 +206,9 @@ class ComparisonTable:
                     w, t_, l = self.wtl[label][m]
                     cells = [label, metric_label(m), f"{delta:+.4f}", f"{w}/{t_}/{l}"]
                     for t in self.tests:
-                        floor = self.permutations if t == "fisher" else None
-                        cells += [_p(self.pvalues[label][m][t], floor), _p(self.pvalues_holm[label][m][t], floor)]
+                        # a randomisation p of 0 is below 1/permutations; Holm multiplies it by at most len(others)
+                        low = 1 / self.permutations if t == "fisher" else None
+                        cells += [_p(self.pvalues[label][m][t], low), _p(self.pvalues_holm[label][m][t], low and low * len(self.others))]
                     lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
@@ -216,7 +217,7 @@ class ComparisonTable:
         first = self.metrics[0]
         cols = "l" + "r" * (len(self.metrics) + 1)
         head = ["System"] + [_tex(metric_label(m)) for m in self.metrics] + [f"W/T/L {_tex(metric_label(first))}"]
-        legend = self.legend().replace("†", "$^\\dagger$").replace("‡", "$^\\ddagger$")
+        legend = self.legend().replace("†", "$^\\dagger$").replace("‡", "$^\\ddagger$").replace(f"p < {self.alpha:g}", f"$p < {self.alpha:g}$")
         caption = caption or f"{_tex(self.dataset)} ({_tex(self.split)}, {len(self.query_ids)} queries). {_tex(legend, keep_math=True)}"
         lines = [
             r"\begin{table}[t]",
@@ -244,12 +245,13 @@ class ComparisonTable:
         return self.to_markdown()
 
 
-def _p(p: float, permutations: int | None = None) -> str:
-    """A p-value for a table; a randomisation test that no permutation reached shows as below 1/permutations."""
+def _p(p: float, bound: float | None = None) -> str:
+    """A p-value for a table; a randomisation p of 0 (no permutation reached the observed difference)
+    shows as below ``bound``."""
     if math.isnan(p):
         return "nan"
-    if p == 0 and permutations:
-        return f"< {1 / permutations:.0e}"
+    if p == 0 and bound:
+        return f"< {bound:.0e}"
     return f"{p:.2e}" if 0 < p < 1e-3 else f"{p:.4f}"
 
 
