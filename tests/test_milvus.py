@@ -159,7 +159,7 @@ def test_cli_load_search_eval(setup, tmp_path):
     from braid.data.beir import BeirDataset
     from braid.data.runs import read_run
     from braid.retrieval.eval.evaluate import evaluate
-    from braid.retrieval.milvus import MilvusSearcher
+    from braid.retrieval.scale.milvus import MilvusSearcher
 
     ds = BeirDataset(setup["data"])
     want = MilvusSearcher(uri, "cli").batch_search(ds.queries("test"), k=20, retriever="hybrid-rrf", exclude_self=True, depth=1000)
