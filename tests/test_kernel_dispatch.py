@@ -81,7 +81,7 @@ def test_sparse_search_passes_plain_tuples(monkeypatch):
         lambda: unpruned.search(queries.take([0]), k=5),
         lambda: unpruned.search(queries, k=5, threads=1),
         lambda: unpruned.search(queries, k=5, threads=2),
-        lambda: unpruned.search(queries, k=5, exact=True),
+        lambda: unpruned.search_with_stats(queries, k=5, exact=True),
         lambda: pruned.search(queries, k=5, exact=True),
         lambda: pruned.search(queries, k=5, block_order="best_first"),
     ]

@@ -4,12 +4,13 @@
 :mod:`.blocked` the index (config, build, search, save/load) and the brute-force reference.
 """
 
-from braid.index.sparse.blocked import BlockedIndexConfig, BlockedSparseIndex, exact_search
+from braid.index.sparse.blocked import BlockedIndexConfig, BlockedSparseIndex, SearchStats, exact_search
 from braid.index.sparse.vectors import SparseVectors, load_vocab, read_vectors_jsonl, read_vectors_npz
 
 __all__ = [
     "BlockedIndexConfig",
     "BlockedSparseIndex",
+    "SearchStats",
     "SparseVectors",
     "exact_search",
     "load_vocab",

@@ -163,6 +163,17 @@ def _check_threads(threads) -> None:
         raise OptionError("threads", threads, "a positive integer or None")
 
 
+@dataclass(frozen=True)
+class SearchStats:
+    """What a :meth:`BlockedSparseIndex.search_with_stats` call did, per query.
+
+    ``docs_scored``: int64 (n_queries,), the documents scored exactly through the forward index (each at
+    most once per query; every document when an exact search scans the forward index of a pruned index).
+    """
+
+    docs_scored: np.ndarray
+
+
 class _Scratch(threading.local):
     """Per-thread search scratch for the serial path (allocated once, left zeroed by the kernel): the
     :class:`kernels.SearchScratch` fields as a plain tuple (see :meth:`BlockedSparseIndex._run`)."""
@@ -173,7 +184,8 @@ class _Scratch(threading.local):
 class BlockedSparseIndex:
     """A Seismic-style blocked inverted index over documents numbered ``0..num_docs-1``.
 
-    Build with :meth:`build`, query with :meth:`search`, persist with :meth:`save` / :meth:`load`.
+    Build with :meth:`build`, query with :meth:`search` (or :meth:`search_with_stats`, which also returns
+    the documents scored per query), persist with :meth:`save` / :meth:`load`.
     """
 
     def __init__(self, arrays: dict[str, np.ndarray], num_docs: int, vocab_size: int, config: BlockedIndexConfig, info: dict):
@@ -346,6 +358,23 @@ class BlockedSparseIndex:
         estimate (Seismic's order); ``"best_first"`` visits the blocks of all ``query_cut`` lists in one
         decreasing-estimate order and stops at the first block the heap rule skips.
         """
+        return self._search(queries, k, query_cut, heap_factor, exact, threads, block_order)[0]
+
+    def search_with_stats(
+        self,
+        queries: SparseVectors,
+        k: int = 10,
+        query_cut: int = 10,
+        heap_factor: float = 0.7,
+        exact: bool = False,
+        threads: int | None = None,
+        block_order: str = "seismic",
+    ) -> tuple[Hits, "SearchStats"]:
+        """:meth:`search` (same arguments, same hits), and the work it did per query: :class:`SearchStats`."""
+        hits, docs_scored = self._search(queries, k, query_cut, heap_factor, exact, threads, block_order)
+        return hits, SearchStats(docs_scored)
+
+    def _search(self, queries, k, query_cut, heap_factor, exact, threads, block_order) -> tuple[Hits, np.ndarray]:
         k, query_cut, heap_factor = _check_search_args(k, query_cut, heap_factor)
         if block_order not in _BLOCK_ORDERS:
             raise OptionError("block_order", block_order, f"one of {sorted(_BLOCK_ORDERS)}")
@@ -354,7 +383,7 @@ class BlockedSparseIndex:
         out_docs = np.empty((nq, k), np.int64)
         out_scores = np.empty((nq, k), np.float32)
         if nq == 0:
-            return Hits(out_docs, out_scores)
+            return Hits(out_docs, out_scores), np.zeros(0, np.int64)
         # one query or one thread: the serial kernel, without numba's thread-count switch (two
         # set_num_threads calls cost ~10 us); the pruned exact scan is always the parallel kernel
         serial = not (exact and self._pruned) and (nq == 1 or threads == 1)
@@ -368,12 +397,12 @@ class BlockedSparseIndex:
                     queries.indptr, queries.indices, queries.data, k,
                     a.fwd_ptr, a.fwd_terms, a.fwd_weights, self.vocab_size, n_chunks, out_docs, out_scores,
                 )  # fmt: skip
-                return Hits(out_docs, out_scores)
+                return Hits(out_docs, out_scores), np.full(nq, self.num_docs, np.int64)
             n_scored = np.empty(nq, np.int64)
             query_cut = self.vocab_size if exact else query_cut
             order = _BLOCK_ORDERS[block_order]
             self._run(queries, k, query_cut, heap_factor, not exact, order, n_threads, out_docs, out_scores, n_scored)
-        return Hits(out_docs, out_scores)
+        return Hits(out_docs, out_scores), n_scored
 
     def _run(self, queries, k, query_cut, heap_factor, use_summaries, sort_blocks, n_threads, out_docs, out_scores, n_scored):
         nq = queries.n_rows
@@ -614,4 +643,4 @@ def _check_structure(a: dict[str, np.ndarray], num_docs: int, vocab_size: int, m
             fail(f"{name} has values outside [0, {bound})")
 
 
-__all__ = ["BlockedIndexConfig", "BlockedSparseIndex", "exact_search", "numba_threads", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["BlockedIndexConfig", "BlockedSparseIndex", "SearchStats", "exact_search", "numba_threads", "FORMAT", "FORMAT_VERSION"]
