@@ -68,6 +68,18 @@ if _JIT:
         return sig, codegen
 
     @intrinsic
+    def load_at(typingctx, arr, idx):
+        """``arr[idx]`` for an index known to lie in ``[0, len(arr))``: one plain load. numba's own indexing
+        with a signed index adds a negative-index wraparound (compare and select) to every access."""
+        sig = arr.dtype(arr, idx)
+
+        def codegen(context, builder, signature, args):
+            ary = context.make_array(signature.args[0])(context, builder, args[0])
+            return builder.load(builder.gep(ary.data, [args[1]]))
+
+        return sig, codegen
+
+    @intrinsic
     def _f16x4_to_f32x4(typingctx, arr, idx):
         """float32 values of the four half-float bit patterns ``arr[idx:idx+4]`` (one vcvtph2ps)."""
         f32 = types.float32
@@ -97,7 +109,10 @@ if _JIT:
         if weights.dtype == types.uint16:
             return lambda weights, i: _f16x4_to_f32x4(weights, i)
         return lambda weights, i: (
-            np.float32(weights[i]), np.float32(weights[i + 1]), np.float32(weights[i + 2]), np.float32(weights[i + 3])
+            np.float32(load_at(weights, i)),
+            np.float32(load_at(weights, i + 1)),
+            np.float32(load_at(weights, i + 2)),
+            np.float32(load_at(weights, i + 3)),
         )
 
     @intrinsic
@@ -140,8 +155,8 @@ if _JIT:
     @overload(load_weight, inline="always")
     def _load_weight_overload(weights, i):
         if weights.dtype == types.uint16:
-            return lambda weights, i: f16_to_f32(weights[i])
-        return lambda weights, i: np.float32(weights[i])
+            return lambda weights, i: f16_to_f32(load_at(weights, i))
+        return lambda weights, i: np.float32(load_at(weights, i))
 
 else:
 
@@ -159,6 +174,9 @@ else:
 
     def prefetch(arr, idx):
         return None
+
+    def load_at(arr, idx):
+        return arr[idx]
 
     def load_weight(weights, i):
         if weights.dtype == np.uint16:
@@ -894,13 +912,13 @@ def score_doc(d, fwd_ptr, fwd_terms, fwd_weights, dense_q):
     end = fwd_ptr[d + 1]
     while e + 4 <= end:
         w0, w1, w2, w3 = load_weights4(fwd_weights, e)
-        s0 += dense_q[fwd_terms[e]] * w0
-        s1 += dense_q[fwd_terms[e + 1]] * w1
-        s2 += dense_q[fwd_terms[e + 2]] * w2
-        s3 += dense_q[fwd_terms[e + 3]] * w3
+        s0 += dense_q[load_at(fwd_terms, e)] * w0
+        s1 += dense_q[load_at(fwd_terms, e + 1)] * w1
+        s2 += dense_q[load_at(fwd_terms, e + 2)] * w2
+        s3 += dense_q[load_at(fwd_terms, e + 3)] * w3
         e += 4
     while e < end:
-        s0 += dense_q[fwd_terms[e]] * load_weight(fwd_weights, e)
+        s0 += dense_q[load_at(fwd_terms, e)] * load_weight(fwd_weights, e)
         e += 1
     return (s0 + s1) + (s2 + s3)
 
