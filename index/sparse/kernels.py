@@ -815,13 +815,13 @@ def build_lists(
 # ---------------------------------------------------------------------------------------------
 # Search
 # ---------------------------------------------------------------------------------------------
-@njit
+@njit_inline
 def _heap_worse(s1, d1, s2, d2):
     """(s1, d1) ranks below (s2, d2) in the (-score, docno) order."""
     return s1 < s2 or (s1 == s2 and d1 > d2)
 
 
-@njit
+@njit_inline
 def heap_push(heap_scores, heap_docs, size, k, score, doc):
     """Offer (score, doc) to a fixed-size min-heap of the k best; returns the new size.
 
@@ -896,7 +896,7 @@ def top_query_terms(q_terms, q_weights, query_cut):
     return order[:m]
 
 
-@njit
+@njit_inline
 def score_doc(d, fwd_ptr, fwd_terms, fwd_weights, dense_q):
     """Inner product of forward-index row ``d`` with a dense query (float32 accumulation).
 
@@ -923,7 +923,7 @@ def score_doc(d, fwd_ptr, fwd_terms, fwd_weights, dense_q):
     return (s0 + s1) + (s2 + s3)
 
 
-@njit
+@njit_inline
 def estimate_blocks(t, q_terms, q_weights, dense_q, ix, b0, nb, est, est_q):
     """Summary estimates of the ``nb`` blocks of term ``t``'s list (first block ``b0``) into ``est[:nb]``.
 
@@ -972,7 +972,7 @@ def estimate_blocks(t, q_terms, q_weights, dense_q, ix, b0, nb, est, est_q):
         est[i] = est[i] * ix.block_step[b0 + i] + est_q[i] * ix.block_min[b0 + i]
 
 
-@njit
+@njit_inline
 def score_block(b, k, ix, dense_q, visited, touched, n_touched, heap_scores, heap_docs, size):
     """Score block ``b``'s unvisited docs into the heap; returns ``(size, n_touched)``.
 
