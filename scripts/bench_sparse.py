@@ -331,29 +331,26 @@ def throughput(system, setting, truth, threads: int, repeat: int = 2) -> dict | 
 
 
 def profile_braid(system, setting) -> dict:
-    """Where a query's time goes: documents scored, and the time of the same traversal with every block
-    skipped once the heap is full (heap_factor 1e9: query setup + summary estimates + k docs), so
-    (total - that) / documents scored = the cost of one exact score."""
-    from braid.index.sparse.blocked import _BLOCK_ORDERS
-
+    """Where a query's time goes: documents scored (``search_with_stats``), and the time of the same
+    traversal with every block skipped once the heap is full (heap_factor 1e9: query setup + summary
+    estimates + the first blocks' docs), so (total - that) / (the difference in documents scored) = the
+    cost of one exact score. One batch call on one thread, CPU time."""
     index, queries = system.index, system.queries
     nq, k = queries.n_rows, 10
-    out_d, out_s, n_scored = np.empty((nq, k), np.int64), np.empty((nq, k), np.float32), np.empty(nq, np.int64)
-    order = _BLOCK_ORDERS[system.order]
     qc, hf = setting
-    times = {}
+    times, scored = {}, {}
     for name, factor in (("full", hf), ("summaries_only", 1e9)):
         c0 = time.thread_time()
-        index._run(queries, k, qc, factor, True, order, 1, out_d, out_s, n_scored)
+        _, stats = index.search_with_stats(queries, k=k, query_cut=qc, heap_factor=factor, threads=1, block_order=system.order)
         times[name] = (time.thread_time() - c0) / nq * 1e6
-        if name == "full":
-            scored = float(n_scored.mean())
-    per_doc = (times["full"] - times["summaries_only"]) / max(scored, 1)
+        scored[name] = float(stats.docs_scored.mean())
+    per_doc = (times["full"] - times["summaries_only"]) / max(scored["full"] - scored["summaries_only"], 1)
     return {
-        "docs_scored_mean": round(scored, 1),
-        "docs_scored_frac": round(scored / index.num_docs, 5),
+        "docs_scored_mean": round(scored["full"], 1),
+        "docs_scored_frac": round(scored["full"] / index.num_docs, 5),
         "cpu_us_per_query": round(times["full"], 1),
         "cpu_us_summaries_and_setup": round(times["summaries_only"], 1),
+        "docs_scored_summaries_and_setup": round(scored["summaries_only"], 1),
         "cpu_ns_per_scored_doc": round(per_doc * 1000, 1),
     }
 

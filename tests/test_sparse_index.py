@@ -11,6 +11,7 @@ import pytest
 
 from braid.data.errors import DataError, IndexFormatError, OptionError
 from braid.index.sparse import BlockedIndexConfig, BlockedSparseIndex, SparseVectors, exact_search
+from braid.index.sparse.blocked import numba_threads
 
 
 def _random_vectors(rng, n, vocab, nnz_low, nnz_high):
@@ -143,8 +144,44 @@ def test_default_settings_meet_recall_floor(topical_data):
     assert _accuracy(hits, ref, 10) >= 0.90
     # more of the query and less skipping cannot lose accuracy here
     assert _accuracy(index.search(queries, k=10, query_cut=30, heap_factor=1.0), ref, 10) >= 0.97
-    # the approximate path scores fewer documents than the exact one
-    assert np.all(hits.scores[:, 0] <= ref.scores[:, 0] * (1 + 3e-3))
+
+
+def _docs_sharing_a_term(docs: SparseVectors, queries: SparseVectors) -> np.ndarray:
+    """Per query, the documents with a positive weight on one of its positive-weight terms (scipy)."""
+    d = docs.to_scipy() > 0
+    q = queries.to_scipy() > 0
+    return np.asarray(((d @ q.T).astype(np.int64) > 0).sum(axis=0)).ravel()
+
+
+def test_docs_scored_exact_and_approximate(topical_data):
+    """Exact traversal of unpruned lists scores every document that shares a term with the query (what
+    brute force implies); the approximate settings score strictly fewer, and fewer with more skipping."""
+    docs, queries = topical_data
+    index = BlockedSparseIndex.build(docs, BlockedIndexConfig(n_postings=docs.n_rows))
+    assert not index.info["pruned"]
+    exact_hits, exact_stats = index.search_with_stats(queries, k=10, exact=True)
+    assert np.array_equal(exact_hits.docnos, index.search(queries, k=10, exact=True).docnos)
+    sharing = _docs_sharing_a_term(docs, queries)
+    assert exact_stats.docs_scored.dtype == np.int64 and exact_stats.docs_scored.shape == (queries.n_rows,)
+    assert np.array_equal(exact_stats.docs_scored, sharing)
+    previous = exact_stats.docs_scored
+    for heap_factor in (0.7, 1.0, 1.3):
+        hits, stats = index.search_with_stats(queries, k=10, query_cut=10, heap_factor=heap_factor)
+        assert np.array_equal(hits.docnos, index.search(queries, k=10, query_cut=10, heap_factor=heap_factor).docnos)
+        assert np.all(stats.docs_scored >= 1) and np.all(stats.docs_scored <= sharing)
+        assert np.all(stats.docs_scored < sharing), heap_factor  # every query skips blocks
+        assert stats.docs_scored.sum() < previous.sum()  # a larger heap_factor skips more
+        previous = stats.docs_scored
+    # serial and parallel paths count alike
+    one = index.search_with_stats(queries, k=10, threads=1)[1]
+    two = index.search_with_stats(queries, k=10, threads=2)[1]
+    assert np.array_equal(one.docs_scored, two.docs_scored)
+    # a pruned index answers exact queries by scanning every document
+    pruned = BlockedSparseIndex.build(docs, BlockedIndexConfig(n_postings=20))
+    assert pruned.info["pruned"]
+    hits, stats = pruned.search_with_stats(queries, k=10, exact=True)
+    assert np.array_equal(stats.docs_scored, np.full(queries.n_rows, docs.n_rows))
+    assert pruned.search_with_stats(SparseVectors.empty(0, docs.vocab_size))[1].docs_scored.shape == (0,)
 
 
 def test_best_first_block_order(topical_data):
@@ -174,11 +211,18 @@ def test_threads_give_identical_results_and_are_restored(topical_data):
 
 
 def test_build_is_deterministic(topical_data):
+    """One build thread or two: the same arrays (the term ranges are split by cost, not by thread); another
+    seed: other centroids, so other blocks (the seed is used)."""
     docs, _ = topical_data
-    a = BlockedSparseIndex.build(docs, BlockedIndexConfig(n_postings=200))
-    with_threads = BlockedSparseIndex.build(docs, BlockedIndexConfig(n_postings=200))
-    for name, arr in a.arrays.items():
-        assert np.array_equal(arr, with_threads.arrays[name]), name
+    with numba_threads(1):
+        one = BlockedSparseIndex.build(docs, BlockedIndexConfig(n_postings=200))
+    with numba_threads(2) as n:
+        assert n == min(2, numba.config.NUMBA_NUM_THREADS)
+        two = BlockedSparseIndex.build(docs, BlockedIndexConfig(n_postings=200))
+    for name, arr in one.arrays.items():
+        assert np.array_equal(arr, two.arrays[name]), name
+    other = BlockedSparseIndex.build(docs, BlockedIndexConfig(n_postings=200, seed=1))
+    assert not np.array_equal(one.arrays["post_docs"], other.arrays["post_docs"])
 
 
 def test_forward_vectors(random_data):

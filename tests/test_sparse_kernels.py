@@ -206,7 +206,7 @@ def _tiny_index(forward_half=False):
     list 1: b2 = [doc0, doc2] (summary {1: 2, 2: 4}); list 2: b3 = [doc2, doc3] (summary {2: 4}).
     """
     fwd_weights = np.array([1, 2, 3, 1, 4, 0.5, 1], F32)
-    a = dict(
+    return kernels.BlockedArrays(
         list_ptr=np.array([0, 2, 3, 4, 4], np.int64),
         block_ptr=np.array([0, 1, 3, 5, 7], np.int64),
         post_docs=np.array([1, 0, 3, 0, 2, 2, 3], np.int32),
@@ -221,23 +221,18 @@ def _tiny_index(forward_half=False):
         fwd_terms=np.array([0, 1, 0, 1, 2, 0, 2], np.uint16),
         fwd_weights=fwd_weights.astype(np.float16).view(np.uint16) if forward_half else fwd_weights,
     )
-    return a
 
 
 def _search(a, q_terms, q_weights, k, query_cut, heap_factor, use_summaries=True, sort_blocks=1):
     q_ptr = np.array([0, len(q_terms)], np.int64)
     out_d, out_s = np.empty((1, k), np.int64), np.empty((1, k), F32)
     n_scored = np.empty(1, np.int64)
-    dense_q = np.zeros(4, F32)
-    visited = np.zeros(1, np.uint64)
+    scratch = kernels.new_scratch(4, 4, 2)
     kernels.search_batch(
         q_ptr, np.array(q_terms, np.int32), np.array(q_weights, F32), k, query_cut, heap_factor, use_summaries, sort_blocks,
-        a["list_ptr"], a["block_ptr"], a["post_docs"], a["block_min"], a["block_step"],
-        a["sum_list_ptr"], a["sum_comp_ids"], a["sum_comp_ptr"], a["sum_blocks"], a["sum_codes"],
-        a["fwd_ptr"], a["fwd_terms"], a["fwd_weights"],
-        dense_q, visited, np.empty(4, np.int32), np.empty(2, F32), np.empty(2, F32), out_d, out_s, n_scored, 0, 1,
+        tuple(a), tuple(scratch), out_d, out_s, n_scored, 0, 1,
     )  # fmt: skip
-    assert not dense_q.any() and not visited.any()  # scratch left clean
+    assert not scratch.dense_q.any() and not scratch.visited.any()  # scratch left clean
     return out_d[0].tolist(), out_s[0].tolist(), int(n_scored[0])
 
 
@@ -283,6 +278,6 @@ def test_scan_batch_scores_every_doc():
     q_ptr = np.array([0, 2, 3], np.int64)
     out_d, out_s = np.empty((2, 4), np.int64), np.empty((2, 4), F32)
     kernels.scan_batch(q_ptr, np.array([0, 2, 3], np.int32), np.array([1.0, 1.0, 5.0], F32), 4,
-                       a["fwd_ptr"], a["fwd_terms"], a["fwd_weights"], 4, 2, out_d, out_s)  # fmt: skip
+                       a.fwd_ptr, a.fwd_terms, a.fwd_weights, 4, 2, out_d, out_s)  # fmt: skip
     assert out_d[0].tolist() == [2, 1, 3, 0] and out_s[0].tolist() == [4.0, 3.0, 1.5, 1.0]
     assert out_d[1].tolist() == [-1, -1, -1, -1]  # term 3 is in no document: no positive score

@@ -55,21 +55,7 @@ FORMAT_VERSION = 1
 _F16_MAX = 65504.0
 
 _BLOCK_ORDERS = {"seismic": 1, "best_first": 3}  # kernels.search_query's sort_blocks
-_ARRAYS = (
-    "list_ptr",
-    "block_ptr",
-    "post_docs",
-    "block_min",
-    "block_step",
-    "sum_list_ptr",
-    "sum_comp_ids",
-    "sum_comp_ptr",
-    "sum_blocks",
-    "sum_codes",
-    "fwd_ptr",
-    "fwd_terms",
-    "fwd_weights",
-)
+_ARRAYS = kernels.BlockedArrays._fields  # the saved arrays, in kernel order
 
 
 @dataclass(frozen=True)
@@ -171,8 +157,20 @@ def _check_threads(threads) -> None:
     check_positive_int("threads", threads, allow_none=True)
 
 
+@dataclass(frozen=True)
+class SearchStats:
+    """What a :meth:`BlockedSparseIndex.search_with_stats` call did, per query.
+
+    ``docs_scored``: int64 (n_queries,), the documents scored exactly through the forward index (each at
+    most once per query; every document when an exact search scans the forward index of a pruned index).
+    """
+
+    docs_scored: np.ndarray
+
+
 class _Scratch(threading.local):
-    """Per-thread search scratch for the serial path (allocated once, left zeroed by the kernel)."""
+    """Per-thread search scratch for the serial path (allocated once, left zeroed by the kernel): the
+    :class:`kernels.SearchScratch` fields as a plain tuple (see :meth:`BlockedSparseIndex._run`)."""
 
     arrays: tuple | None = None
 
@@ -180,11 +178,15 @@ class _Scratch(threading.local):
 class BlockedSparseIndex:
     """A Seismic-style blocked inverted index over documents numbered ``0..num_docs-1``.
 
-    Build with :meth:`build`, query with :meth:`search`, persist with :meth:`save` / :meth:`load`.
+    Build with :meth:`build`, query with :meth:`search` (or :meth:`search_with_stats`, which also returns
+    the documents scored per query), persist with :meth:`save` / :meth:`load`.
     """
 
     def __init__(self, arrays: dict[str, np.ndarray], num_docs: int, vocab_size: int, config: BlockedIndexConfig, info: dict):
-        self._a = arrays
+        self._a = kernels.BlockedArrays(**arrays)
+        # the kernels' index argument, built once: a plain tuple, because numba's dispatcher fingerprints a
+        # named tuple by encoding its field names on every call (~1.5 us more per search, measured)
+        self._kernel_arrays = tuple(self._a)
         self.num_docs = int(num_docs)
         self.vocab_size = int(vocab_size)
         self.config = config
@@ -350,6 +352,23 @@ class BlockedSparseIndex:
         estimate (Seismic's order); ``"best_first"`` visits the blocks of all ``query_cut`` lists in one
         decreasing-estimate order and stops at the first block the heap rule skips.
         """
+        return self._search(queries, k, query_cut, heap_factor, exact, threads, block_order)[0]
+
+    def search_with_stats(
+        self,
+        queries: SparseVectors,
+        k: int = 10,
+        query_cut: int = 10,
+        heap_factor: float = 0.7,
+        exact: bool = False,
+        threads: int | None = None,
+        block_order: str = "seismic",
+    ) -> tuple[Hits, "SearchStats"]:
+        """:meth:`search` (same arguments, same hits), and the work it did per query: :class:`SearchStats`."""
+        hits, docs_scored = self._search(queries, k, query_cut, heap_factor, exact, threads, block_order)
+        return hits, SearchStats(docs_scored)
+
+    def _search(self, queries, k, query_cut, heap_factor, exact, threads, block_order) -> tuple[Hits, np.ndarray]:
         k, query_cut, heap_factor = _check_search_args(k, query_cut, heap_factor)
         if block_order not in _BLOCK_ORDERS:
             raise OptionError("block_order", block_order, f"one of {sorted(_BLOCK_ORDERS)}")
@@ -358,8 +377,7 @@ class BlockedSparseIndex:
         out_docs = np.empty((nq, k), np.int64)
         out_scores = np.empty((nq, k), np.float32)
         if nq == 0:
-            return Hits(out_docs, out_scores)
-        a = self._a
+            return Hits(out_docs, out_scores), np.zeros(0, np.int64)
         # one query or one thread: the serial kernel, without numba's thread-count switch (two
         # set_num_threads calls cost ~10 us); the pruned exact scan is always the parallel kernel
         serial = not (exact and self._pruned) and (nq == 1 or threads == 1)
@@ -367,50 +385,37 @@ class BlockedSparseIndex:
             _check_threads(threads)
         with contextlib.nullcontext(1) if serial else numba_threads(threads) as n_threads:
             if exact and self._pruned:
+                a = self._a
                 n_chunks = min(nq, 4 * n_threads)
                 kernels.scan_batch(
                     queries.indptr, queries.indices, queries.data, k,
-                    a["fwd_ptr"], a["fwd_terms"], a["fwd_weights"], self.vocab_size, n_chunks, out_docs, out_scores,
+                    a.fwd_ptr, a.fwd_terms, a.fwd_weights, self.vocab_size, n_chunks, out_docs, out_scores,
                 )  # fmt: skip
-                return Hits(out_docs, out_scores)
+                return Hits(out_docs, out_scores), np.full(nq, self.num_docs, np.int64)
             n_scored = np.empty(nq, np.int64)
             query_cut = self.vocab_size if exact else query_cut
             order = _BLOCK_ORDERS[block_order]
             self._run(queries, k, query_cut, heap_factor, not exact, order, n_threads, out_docs, out_scores, n_scored)
-        return Hits(out_docs, out_scores)
+        return Hits(out_docs, out_scores), n_scored
 
     def _run(self, queries, k, query_cut, heap_factor, use_summaries, sort_blocks, n_threads, out_docs, out_scores, n_scored):
-        a = self._a
         nq = queries.n_rows
         if n_threads == 1 or nq == 1:
-            dense_q, visited, touched, est, est_q = self._serial_scratch()
             kernels.search_batch(
                 queries.indptr, queries.indices, queries.data, k, query_cut, heap_factor, use_summaries, sort_blocks,
-                a["list_ptr"], a["block_ptr"], a["post_docs"], a["block_min"], a["block_step"],
-                a["sum_list_ptr"], a["sum_comp_ids"], a["sum_comp_ptr"], a["sum_blocks"], a["sum_codes"],
-                a["fwd_ptr"], a["fwd_terms"], a["fwd_weights"],
-                dense_q, visited, touched, est, est_q, out_docs, out_scores, n_scored, 0, 1,
+                self._kernel_arrays, self._serial_scratch(), out_docs, out_scores, n_scored, 0, 1,
             )  # fmt: skip
         else:
-            n_chunks = min(nq, n_threads)
             kernels.search_batch_parallel(
                 queries.indptr, queries.indices, queries.data, k, query_cut, heap_factor, use_summaries, sort_blocks,
-                a["list_ptr"], a["block_ptr"], a["post_docs"], a["block_min"], a["block_step"],
-                a["sum_list_ptr"], a["sum_comp_ids"], a["sum_comp_ptr"], a["sum_blocks"], a["sum_codes"],
-                a["fwd_ptr"], a["fwd_terms"], a["fwd_weights"],
-                self.vocab_size, self.num_docs, self._max_blocks, n_chunks, out_docs, out_scores, n_scored,
+                self._kernel_arrays, self.vocab_size, self.num_docs, self._max_blocks, min(nq, n_threads),
+                out_docs, out_scores, n_scored,
             )  # fmt: skip
 
     def _serial_scratch(self) -> tuple:
         s = self._scratch.arrays
         if s is None:
-            s = (
-                np.zeros(self.vocab_size, np.float32),
-                np.zeros((self.num_docs >> 6) + 1, np.uint64),
-                np.empty(max(self.num_docs, 1), np.int32),
-                np.empty(max(self._max_blocks, 1), np.float32),
-                np.empty(max(self._max_blocks, 1), np.float32),
-            )
+            s = tuple(kernels.new_scratch(self.vocab_size, self.num_docs, self._max_blocks))
             self._scratch.arrays = s
         return s
 
@@ -435,27 +440,27 @@ class BlockedSparseIndex:
         if docnos.size and (docnos.min() < 0 or docnos.max() >= self.num_docs):
             raise OptionError("docnos", docnos.tolist()[:5], f"document numbers in [0, {self.num_docs})")
         a = self._a
-        lengths = a["fwd_ptr"][docnos + 1] - a["fwd_ptr"][docnos]
+        lengths = a.fwd_ptr[docnos + 1] - a.fwd_ptr[docnos]
         indptr = np.zeros(docnos.shape[0] + 1, np.int64)
         np.cumsum(lengths, out=indptr[1:])
-        terms = np.empty(int(indptr[-1]), a["fwd_terms"].dtype)
-        weights = np.empty(int(indptr[-1]), a["fwd_weights"].dtype)
-        kernels.gather_rows(a["fwd_ptr"], a["fwd_terms"], a["fwd_weights"], docnos, indptr, terms, weights)
+        terms = np.empty(int(indptr[-1]), a.fwd_terms.dtype)
+        weights = np.empty(int(indptr[-1]), a.fwd_weights.dtype)
+        kernels.gather_rows(a.fwd_ptr, a.fwd_terms, a.fwd_weights, docnos, indptr, terms, weights)
         if weights.dtype == np.uint16:
             weights = weights.view(np.float16)
         return SparseVectors(indptr, terms.astype(np.int32), weights.astype(np.float32), self.vocab_size)
 
     def nbytes(self) -> int:
         """Bytes of all index arrays (what :meth:`save` writes, less the .npy headers)."""
-        return int(sum(arr.nbytes for arr in self._a.values()))
+        return int(sum(arr.nbytes for arr in self._a))
 
     def nbytes_by_array(self) -> dict[str, int]:
-        return {name: int(arr.nbytes) for name, arr in self._a.items()}
+        return {name: int(arr.nbytes) for name, arr in self._a._asdict().items()}
 
     @property
     def arrays(self) -> dict[str, np.ndarray]:
         """The index arrays (read-only), by name (see the module docstring)."""
-        return dict(self._a)
+        return self._a._asdict()
 
     # ------------------------------------------------------------------------------------------
     # persistence
@@ -471,7 +476,7 @@ class BlockedSparseIndex:
         info = dict(self.info)
         info["arrays"] = {}
         for name in _ARRAYS:
-            arr = self._a[name]
+            arr = getattr(self._a, name)
             np.save(directory / f"{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)
             info["arrays"][name] = {"dtype": arr.dtype.str, "shape": list(arr.shape)}
         return info
@@ -624,4 +629,4 @@ def _check_structure(a: dict[str, np.ndarray], num_docs: int, vocab_size: int, m
             fail(f"{name} has values outside [0, {bound})")
 
 
-__all__ = ["BlockedIndexConfig", "BlockedSparseIndex", "exact_search", "numba_threads", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["BlockedIndexConfig", "BlockedSparseIndex", "SearchStats", "exact_search", "numba_threads", "FORMAT", "FORMAT_VERSION"]

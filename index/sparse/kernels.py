@@ -10,10 +10,13 @@ stored *inverted* (as Seismic's ``QuantizedSummary`` does): the list's summary c
 ``sum_comp_ids[sum_list_ptr[t]:sum_list_ptr[t+1]]`` (sorted), and component ``c`` at position ``j``
 lists (block within the list, u8 code) pairs in ``sum_blocks/sum_codes[sum_comp_ptr[j]:sum_comp_ptr[j+1]]``,
 so the summary estimates of all blocks of a list cost one pass over the query's matching components.
-A code dequantizes to ``block_min[b] + code * block_step[b]``.
+A code dequantizes to ``block_min[b] + code * block_step[b]``. The search kernels take these arrays as
+one :class:`BlockedArrays` and their scratch as one :class:`SearchScratch`.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -72,6 +75,18 @@ if _JIT:
         return sig, codegen
 
     @intrinsic
+    def load_at(typingctx, arr, idx):
+        """``arr[idx]`` for an index known to lie in ``[0, len(arr))``: one plain load. numba's own indexing
+        with a signed index adds a negative-index wraparound (compare and select) to every access."""
+        sig = arr.dtype(arr, idx)
+
+        def codegen(context, builder, signature, args):
+            ary = context.make_array(signature.args[0])(context, builder, args[0])
+            return builder.load(builder.gep(ary.data, [args[1]]))
+
+        return sig, codegen
+
+    @intrinsic
     def _f16x4_to_f32x4(typingctx, arr, idx):
         """float32 values of the four half-float bit patterns ``arr[idx:idx+4]`` (one vcvtph2ps)."""
         f32 = types.float32
@@ -101,7 +116,10 @@ if _JIT:
         if weights.dtype == types.uint16:
             return lambda weights, i: _f16x4_to_f32x4(weights, i)
         return lambda weights, i: (
-            np.float32(weights[i]), np.float32(weights[i + 1]), np.float32(weights[i + 2]), np.float32(weights[i + 3])
+            np.float32(load_at(weights, i)),
+            np.float32(load_at(weights, i + 1)),
+            np.float32(load_at(weights, i + 2)),
+            np.float32(load_at(weights, i + 3)),
         )
 
     @intrinsic
@@ -144,8 +162,8 @@ if _JIT:
     @overload(load_weight, inline="always")
     def _load_weight_overload(weights, i):
         if weights.dtype == types.uint16:
-            return lambda weights, i: f16_to_f32(weights[i])
-        return lambda weights, i: np.float32(weights[i])
+            return lambda weights, i: f16_to_f32(load_at(weights, i))
+        return lambda weights, i: np.float32(load_at(weights, i))
 
 else:
 
@@ -164,6 +182,9 @@ else:
     def prefetch(arr, idx):
         return None
 
+    def load_at(arr, idx):
+        return arr[idx]
+
     def load_weight(weights, i):
         if weights.dtype == np.uint16:
             return np.float32(weights[i : i + 1].view(np.float16)[0])
@@ -179,6 +200,46 @@ else:
 
 njit = numba.njit(cache=True, nogil=True)
 njit_parallel = numba.njit(cache=True, nogil=True, parallel=True)
+# inlined into the caller in numba's IR: a separate function's call passes every array field on the stack
+# and increments and decrements the reference count of each (atomic operations)
+njit_inline = numba.njit(cache=True, nogil=True, inline="always")
+
+
+# ---------------------------------------------------------------------------------------------
+# The search kernels' arguments: the index's arrays and the per-thread scratch, each one named tuple
+# ---------------------------------------------------------------------------------------------
+class BlockedArrays(NamedTuple):
+    """The arrays of a blocked index (dtypes, shapes and meaning: :mod:`braid.index.sparse.blocked`),
+    as Seismic's ``PostingList`` struct holds them. The search kernels read them by name."""
+
+    list_ptr: np.ndarray
+    block_ptr: np.ndarray
+    post_docs: np.ndarray
+    block_min: np.ndarray
+    block_step: np.ndarray
+    sum_list_ptr: np.ndarray
+    sum_comp_ids: np.ndarray
+    sum_comp_ptr: np.ndarray
+    sum_blocks: np.ndarray
+    sum_codes: np.ndarray
+    fwd_ptr: np.ndarray
+    fwd_terms: np.ndarray
+    fwd_weights: np.ndarray
+
+
+class SearchScratch(NamedTuple):
+    """Per-thread search scratch (:func:`new_scratch`); every search leaves ``dense_q`` and ``visited`` all-zero.
+
+    ``dense_q`` float32 (V,): the query as a dense vector; ``visited`` uint64 ((N >> 6) + 1,): bitset of
+    the docs scored; ``touched`` int32 (N,): those docs, to clear the bitset; ``est``, ``est_q`` float32
+    (max blocks per list,): one list's block estimates.
+    """
+
+    dense_q: np.ndarray
+    visited: np.ndarray
+    touched: np.ndarray
+    est: np.ndarray
+    est_q: np.ndarray
 
 
 @njit_parallel
@@ -692,13 +753,13 @@ def build_lists(
 # ---------------------------------------------------------------------------------------------
 # Search
 # ---------------------------------------------------------------------------------------------
-@njit
+@njit_inline
 def _heap_worse(s1, d1, s2, d2):
     """(s1, d1) ranks below (s2, d2) in the (-score, docno) order."""
     return s1 < s2 or (s1 == s2 and d1 > d2)
 
 
-@njit
+@njit_inline
 def heap_push(heap_scores, heap_docs, size, k, score, doc):
     """Offer (score, doc) to a fixed-size min-heap of the k best; returns the new size.
 
@@ -773,7 +834,7 @@ def top_query_terms(q_terms, q_weights, query_cut):
     return order[:m]
 
 
-@njit
+@njit_inline
 def score_doc(d, fwd_ptr, fwd_terms, fwd_weights, dense_q):
     """Inner product of forward-index row ``d`` with a dense query (float32 accumulation).
 
@@ -789,31 +850,32 @@ def score_doc(d, fwd_ptr, fwd_terms, fwd_weights, dense_q):
     end = fwd_ptr[d + 1]
     while e + 4 <= end:
         w0, w1, w2, w3 = load_weights4(fwd_weights, e)
-        s0 += dense_q[fwd_terms[e]] * w0
-        s1 += dense_q[fwd_terms[e + 1]] * w1
-        s2 += dense_q[fwd_terms[e + 2]] * w2
-        s3 += dense_q[fwd_terms[e + 3]] * w3
+        s0 += dense_q[load_at(fwd_terms, e)] * w0
+        s1 += dense_q[load_at(fwd_terms, e + 1)] * w1
+        s2 += dense_q[load_at(fwd_terms, e + 2)] * w2
+        s3 += dense_q[load_at(fwd_terms, e + 3)] * w3
         e += 4
     while e < end:
-        s0 += dense_q[fwd_terms[e]] * load_weight(fwd_weights, e)
+        s0 += dense_q[load_at(fwd_terms, e)] * load_weight(fwd_weights, e)
         e += 1
     return (s0 + s1) + (s2 + s3)
 
 
-@njit
-def estimate_blocks(t, q_terms, q_weights, dense_q, sum_list_ptr, sum_comp_ids, sum_comp_ptr, sum_blocks,
-                    sum_codes, block_min, block_step, b0, nb, est, est_q):  # fmt: skip
+@njit_inline
+def estimate_blocks(t, q_terms, q_weights, dense_q, ix, b0, nb, est, est_q):
     """Summary estimates of the ``nb`` blocks of term ``t``'s list (first block ``b0``) into ``est[:nb]``.
 
     The list's summary terms that are in the query (a scan against the dense query when the list
     has at most 8x as many summary terms as the query, else binary searches) have their (block, code)
     entries accumulated as ``sum(q * code)`` and ``sum(q)``: ``est = step * sum(q * code) + min * sum(q)``.
+    ``ix``: the index's :class:`BlockedArrays`.
     """
+    sum_comp_ids, sum_comp_ptr, sum_blocks, sum_codes = ix.sum_comp_ids, ix.sum_comp_ptr, ix.sum_blocks, ix.sum_codes
     for i in range(nb):
         est[i] = 0.0
         est_q[i] = 0.0
-    c_lo = sum_list_ptr[t]
-    c_hi = sum_list_ptr[t + 1]
+    c_lo = ix.sum_list_ptr[t]
+    c_hi = ix.sum_list_ptr[t + 1]
     nq = q_terms.shape[0]
     if c_hi - c_lo <= 8 * nq:
         # short list of summary terms: one sequential pass, looking each up in the dense query
@@ -845,19 +907,19 @@ def estimate_blocks(t, q_terms, q_weights, dense_q, sum_list_ptr, sum_comp_ids, 
                     est[b] += qv * np.float32(sum_codes[e])
                     est_q[b] += qv
     for i in range(nb):
-        est[i] = est[i] * block_step[b0 + i] + est_q[i] * block_min[b0 + i]
+        est[i] = est[i] * ix.block_step[b0 + i] + est_q[i] * ix.block_min[b0 + i]
 
 
-@njit
-def score_block(b, k, block_ptr, post_docs, fwd_ptr, fwd_terms, fwd_weights, dense_q, visited, touched,
-                n_touched, heap_scores, heap_docs, size):  # fmt: skip
+@njit_inline
+def score_block(b, k, ix, dense_q, visited, touched, n_touched, heap_scores, heap_docs, size):
     """Score block ``b``'s unvisited docs into the heap; returns ``(size, n_touched)``.
 
     Software prefetch three docs ahead (their forward-index offsets) and one doc ahead (every cache
     line of its row), so the random reads of a block overlap instead of queuing.
     """
-    p_end = block_ptr[b + 1]
-    p0 = block_ptr[b]
+    post_docs, fwd_ptr, fwd_terms, fwd_weights = ix.post_docs, ix.fwd_ptr, ix.fwd_terms, ix.fwd_weights
+    p_end = ix.block_ptr[b + 1]
+    p0 = ix.block_ptr[b]
     for p in range(p0, min(p0 + 3, p_end)):
         prefetch(fwd_ptr, post_docs[p])
     t_step = 64 // fwd_terms.itemsize
@@ -889,38 +951,10 @@ def score_block(b, k, block_ptr, post_docs, fwd_ptr, fwd_terms, fwd_weights, den
 
 
 @njit
-def search_query(
-    q_terms,
-    q_weights,
-    k,
-    query_cut,
-    heap_factor,
-    use_summaries,
-    sort_blocks,
-    list_ptr,
-    block_ptr,
-    post_docs,
-    block_min,
-    block_step,
-    sum_list_ptr,
-    sum_comp_ids,
-    sum_comp_ptr,
-    sum_blocks,
-    sum_codes,
-    fwd_ptr,
-    fwd_terms,
-    fwd_weights,
-    dense_q,
-    visited,
-    touched,
-    est,
-    est_q,
-    heap_scores,
-    heap_docs,
-    out_docs,
-    out_scores,
-):
-    """Top-k of one query (sorted term ids, positive weights) over the blocked index.
+def search_query(q_terms, q_weights, k, query_cut, heap_factor, use_summaries, sort_blocks, ix, sc, heap_scores,
+                 heap_docs, out_docs, out_scores):  # fmt: skip
+    """Top-k of one query (sorted term ids, positive weights) over the blocked index ``ix``
+    (:class:`BlockedArrays`) with scratch ``sc`` (:class:`SearchScratch`).
 
     For each of the ``query_cut`` heaviest query terms: estimate every block of the term's list from
     its quantized summary (all query terms take part), skip a block when the heap holds k docs and the
@@ -933,6 +967,8 @@ def search_query(
     covers the query). Scratch (``dense_q``, ``visited``) is left all-zero on return.
     Returns the number of docs scored.
     """
+    list_ptr = ix.list_ptr
+    dense_q, visited, touched, est, est_q = sc.dense_q, sc.visited, sc.touched, sc.est, sc.est_q
     nq = q_terms.shape[0]
     for j in range(nq):
         dense_q[q_terms[j]] = q_weights[j]
@@ -953,8 +989,7 @@ def search_query(
             nb = list_ptr[t + 1] - b0
             if nb == 0:
                 continue
-            estimate_blocks(t, q_terms, q_weights, dense_q, sum_list_ptr, sum_comp_ids, sum_comp_ptr, sum_blocks,
-                            sum_codes, block_min, block_step, b0, nb, est, est_q)  # fmt: skip
+            estimate_blocks(t, q_terms, q_weights, dense_q, ix, b0, nb, est, est_q)
             for i in range(nb):
                 all_est[at + i] = est[i]
                 all_block[at + i] = b0 + i
@@ -964,8 +999,8 @@ def search_query(
             i = order[oi]
             if size == k and all_est[i] < heap_factor * heap_scores[0]:
                 break
-            size, n_touched = score_block(all_block[i], k, block_ptr, post_docs, fwd_ptr, fwd_terms, fwd_weights,
-                                          dense_q, visited, touched, n_touched, heap_scores, heap_docs, size)  # fmt: skip
+            size, n_touched = score_block(all_block[i], k, ix, dense_q, visited, touched, n_touched, heap_scores,
+                                          heap_docs, size)  # fmt: skip
     else:
         for si in range(sel.shape[0]):
             t = q_terms[sel[si]]
@@ -974,8 +1009,7 @@ def search_query(
             if nb == 0:
                 continue
             if use_summaries:
-                estimate_blocks(t, q_terms, q_weights, dense_q, sum_list_ptr, sum_comp_ids, sum_comp_ptr,
-                                sum_blocks, sum_codes, block_min, block_step, b0, nb, est, est_q)  # fmt: skip
+                estimate_blocks(t, q_terms, q_weights, dense_q, ix, b0, nb, est, est_q)
                 if sort_blocks == 2 or (sort_blocks == 1 and si == 0):
                     order = np.argsort(-est[:nb])
                 else:
@@ -986,8 +1020,8 @@ def search_query(
                 i = order[oi]
                 if use_summaries and size == k and est[i] < heap_factor * heap_scores[0]:
                     continue
-                size, n_touched = score_block(b0 + i, k, block_ptr, post_docs, fwd_ptr, fwd_terms, fwd_weights,
-                                              dense_q, visited, touched, n_touched, heap_scores, heap_docs, size)  # fmt: skip
+                size, n_touched = score_block(b0 + i, k, ix, dense_q, visited, touched, n_touched, heap_scores,
+                                              heap_docs, size)  # fmt: skip
     heap_write_sorted(heap_scores, heap_docs, size, out_docs, out_scores)
     for j in range(nq):
         dense_q[q_terms[j]] = 0.0
@@ -996,109 +1030,63 @@ def search_query(
     return n_touched
 
 
-@njit
-def search_batch(
-    q_ptr,
-    q_terms,
-    q_weights,
-    k,
-    query_cut,
-    heap_factor,
-    use_summaries,
-    sort_blocks,
-    list_ptr,
-    block_ptr,
-    post_docs,
-    block_min,
-    block_step,
-    sum_list_ptr,
-    sum_comp_ids,
-    sum_comp_ptr,
-    sum_blocks,
-    sum_codes,
-    fwd_ptr,
-    fwd_terms,
-    fwd_weights,
-    dense_q,
-    visited,
-    touched,
-    est,
-    est_q,
-    out_docs,
-    out_scores,
-    n_scored,
-    first,
-    stride,
-):
-    """:func:`search_query` over a CSR batch of queries, one after the other, with caller scratch
-    (the low-overhead path: a single query costs one call and no allocation beyond the heap).
-    ``first``, ``stride``: search only queries ``first, first + stride, ...`` (a parallel worker's share;
-    ``0, 1`` for all). No defaults: a jitted kernel called with an omitted defaulted argument takes numba's
-    slow dispatch path (~310 us per call against ~4 us; tests/test_kernel_dispatch.py guards this)."""
+@njit_inline
+def _search_share(q_ptr, q_terms, q_weights, k, query_cut, heap_factor, use_summaries, sort_blocks, ix, sc, out_docs,
+                  out_scores, n_scored, first, stride):  # fmt: skip
+    """:func:`search_query` for queries ``first, first + stride, ...`` of a CSR batch, one after the other."""
     heap_scores = np.empty(k, np.float32)
     heap_docs = np.empty(k, np.int64)
     for qi in range(first, q_ptr.shape[0] - 1, stride):
         s, e = q_ptr[qi], q_ptr[qi + 1]
-        n_scored[qi] = search_query(
-            q_terms[s:e], q_weights[s:e], k, query_cut, heap_factor, use_summaries, sort_blocks,
-            list_ptr, block_ptr, post_docs, block_min, block_step,
-            sum_list_ptr, sum_comp_ids, sum_comp_ptr, sum_blocks, sum_codes,
-            fwd_ptr, fwd_terms, fwd_weights,
-            dense_q, visited, touched, est, est_q, heap_scores, heap_docs,
-            out_docs[qi], out_scores[qi],
-        )  # fmt: skip
+        n_scored[qi] = search_query(q_terms[s:e], q_weights[s:e], k, query_cut, heap_factor, use_summaries,
+                                    sort_blocks, ix, sc, heap_scores, heap_docs, out_docs[qi], out_scores[qi])  # fmt: skip
+
+
+@njit
+def new_scratch(vocab_size, num_docs, max_blocks):
+    """A :class:`SearchScratch` (``dense_q`` and ``visited`` zeroed) for an index of ``vocab_size`` terms,
+    ``num_docs`` docs and at most ``max_blocks`` blocks per list."""
+    return SearchScratch(
+        np.zeros(vocab_size, np.float32),
+        np.zeros((num_docs >> 6) + 1, np.uint64),
+        np.empty(max(num_docs, 1), np.int32),
+        np.empty(max(max_blocks, 1), np.float32),
+        np.empty(max(max_blocks, 1), np.float32),
+    )
+
+
+@njit
+def search_batch(q_ptr, q_terms, q_weights, k, query_cut, heap_factor, use_summaries, sort_blocks, index, scratch,
+                 out_docs, out_scores, n_scored, first, stride):  # fmt: skip
+    """:func:`search_query` over a CSR batch of queries, one after the other, with caller scratch
+    (the low-overhead path: a single query costs one call and no allocation beyond the heap).
+
+    ``index``: the :class:`BlockedArrays` fields as a plain tuple, ``scratch``: the :class:`SearchScratch`
+    fields as a plain tuple (named tuples work too, but cost more to dispatch: numba's type fingerprint
+    encodes every field name of a named tuple on every call, ~1.5 us for the 13 index arrays and ~0.9 us
+    for the scratch, against ~0.1 us for plain tuples; see tests/test_kernel_dispatch.py).
+    ``first``, ``stride``: search only queries ``first, first + stride, ...`` (a parallel worker's share;
+    ``0, 1`` for all). Fills ``out_docs``/``out_scores`` rows (n_queries, k) and ``n_scored`` (docs scored
+    per query). No defaults: a jitted kernel called with an omitted defaulted argument takes numba's slow
+    dispatch path (~310 us per call against ~4 us; tests/test_kernel_dispatch.py guards this)."""
+    _search_share(q_ptr, q_terms, q_weights, k, query_cut, heap_factor, use_summaries, sort_blocks,
+                  BlockedArrays(*index), SearchScratch(*scratch), out_docs, out_scores, n_scored, first, stride)  # fmt: skip
 
 
 @njit_parallel
-def search_batch_parallel(
-    q_ptr,
-    q_terms,
-    q_weights,
-    k,
-    query_cut,
-    heap_factor,
-    use_summaries,
-    sort_blocks,
-    list_ptr,
-    block_ptr,
-    post_docs,
-    block_min,
-    block_step,
-    sum_list_ptr,
-    sum_comp_ids,
-    sum_comp_ptr,
-    sum_blocks,
-    sum_codes,
-    fwd_ptr,
-    fwd_terms,
-    fwd_weights,
-    vocab_size,
-    num_docs,
-    max_blocks,
-    n_chunks,
-    out_docs,
-    out_scores,
-    n_scored,
-):
+def search_batch_parallel(q_ptr, q_terms, q_weights, k, query_cut, heap_factor, use_summaries, sort_blocks, index,
+                          vocab_size, num_docs, max_blocks, n_chunks, out_docs, out_scores, n_scored):  # fmt: skip
     """:func:`search_batch` parallel over queries: ``prange`` over ``n_chunks`` workers, worker ``c``
     taking queries ``c, c + n_chunks, ...`` (strided, so that costly queries spread evenly), each with
     its own scratch (allocated once per worker, not per query)."""
+    ix = BlockedArrays(*index)
     nq = q_ptr.shape[0] - 1
     for c in prange(n_chunks):
         if c >= nq:
             continue
-        dense_q = np.zeros(vocab_size, np.float32)
-        visited = np.zeros((num_docs >> 6) + 1, np.uint64)
-        touched = np.empty(max(num_docs, 1), np.int32)
-        est = np.empty(max(max_blocks, 1), np.float32)
-        est_q = np.empty(max(max_blocks, 1), np.float32)
-        search_batch(
-            q_ptr, q_terms, q_weights, k, query_cut, heap_factor, use_summaries, sort_blocks,
-            list_ptr, block_ptr, post_docs, block_min, block_step,
-            sum_list_ptr, sum_comp_ids, sum_comp_ptr, sum_blocks, sum_codes,
-            fwd_ptr, fwd_terms, fwd_weights,
-            dense_q, visited, touched, est, est_q, out_docs, out_scores, n_scored, c, n_chunks,
-        )  # fmt: skip
+        sc = new_scratch(vocab_size, num_docs, max_blocks)
+        _search_share(q_ptr, q_terms, q_weights, k, query_cut, heap_factor, use_summaries, sort_blocks, ix, sc,
+                      out_docs, out_scores, n_scored, c, n_chunks)  # fmt: skip
 
 
 @njit_parallel
