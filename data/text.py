@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Mapping, Sequence
+
+from braid.data.errors import OptionError
 
 NORMALIZATION = "NFKC"
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
@@ -62,3 +65,26 @@ def id_problem(value: str) -> str | None:
 def is_blank(text: str) -> bool:
     """True when ``text`` has no letter or digit (empty, whitespace, NUL or punctuation only)."""
     return not any(c.isalnum() for c in text)
+
+
+def query_batch(queries: Sequence[str] | Mapping[str, str], query_ids: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
+    """A batch of queries as ``(ids, normalised texts)``, checked once for every batch entry point.
+
+    ``queries``: a list of strings (ids from ``query_ids``, else ``"0"``, ``"1"``, ...) or ``{query_id: text}``.
+    One string is refused (iterating it would search one-letter queries), as is an id count that does not
+    match, or an entry that is not valid text (:func:`text_problem`, naming ``queries[i]``).
+    """
+    if isinstance(queries, (str, bytes)):
+        raise OptionError("queries", queries[:80], "a list of query strings or {query_id: text}, not one string (use search() for one query)")
+    if isinstance(queries, Mapping):
+        ids, texts = list(queries.keys()), list(queries.values())
+    else:
+        texts = list(queries)
+        ids = list(query_ids) if query_ids is not None else [str(i) for i in range(len(texts))]
+    if len(ids) != len(texts):
+        raise OptionError("query_ids", len(ids), f"one id per query ({len(texts)} queries)")
+    for i, t in enumerate(texts):
+        problem = text_problem(t)
+        if problem is not None:
+            raise OptionError(f"queries[{i}]", t if isinstance(t, str) else type(t).__name__, problem)
+    return ids, [normalize_text(t) for t in texts]

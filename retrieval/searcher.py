@@ -15,7 +15,7 @@ import numpy as np
 
 from braid.data.errors import OptionError, check_positive_int
 from braid.data.runs import Run
-from braid.data.text import is_blank, normalize_text, text_problem
+from braid.data.text import is_blank, query_batch
 from braid.index.hits import Hits
 from braid.retrieval import retrievers as registry
 from braid.retrieval.context import IndexContext
@@ -150,21 +150,7 @@ class Searcher:
         ``heap_factor``, ``nprobe`` (validated against the retrievers searched).
         """
         check_positive_int("k", k)
-        if isinstance(queries, Mapping):
-            query_ids = list(queries.keys())
-            texts = list(queries.values())
-        else:
-            texts = list(queries)
-            query_ids = list(query_ids) if query_ids is not None else [str(i) for i in range(len(texts))]
-        if len(query_ids) != len(texts):
-            raise OptionError("query_ids", len(query_ids), f"one id per query ({len(texts)} queries)")
-        if isinstance(queries, (str, bytes)):
-            raise OptionError("queries", queries[:80], "a list of query strings or {query_id: text}, not one string (use search() for one query)")
-        for i, t in enumerate(texts):
-            problem = text_problem(t)
-            if problem is not None:
-                raise OptionError(f"queries[{i}]", t if isinstance(t, str) else type(t).__name__, problem)
-        texts = [normalize_text(t) for t in texts]
+        query_ids, texts = query_batch(queries, query_ids)
         k = min(int(k), self.num_docs)  # never allocate beyond the collection
         engine = self.engine(retriever)
         if knobs and engine.name in registry.RETRIEVERS and not hasattr(engine, "pipeline"):

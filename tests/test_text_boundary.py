@@ -12,7 +12,7 @@ from braid.data.errors import DataError, OptionError
 from braid.data.qrels import read_qrels
 from braid.data.queries import read_queries
 from braid.data.runs import read_run
-from braid.data.text import is_blank, normalize_text, text_problem
+from braid.data.text import is_blank, normalize_text, query_batch, text_problem
 from braid.retrieval.build.builder import BuildOptions, build_index
 from braid.retrieval.searcher import Searcher
 
@@ -33,6 +33,20 @@ def _write(path, lines, *, gz=False, bom=False):
         data = gzip.compress(data)
     path.write_bytes(data)
     return path
+
+
+def test_query_batch_one_rule_for_every_batch_entry_point():
+    assert query_batch({"q1": "ｃａｔ", "q2": "dog"}) == (["q1", "q2"], ["cat", "dog"])
+    assert query_batch(["a", "b"]) == (["0", "1"], ["a", "b"])
+    assert query_batch(["a"], query_ids=["x"]) == (["x"], ["a"])
+    with pytest.raises(OptionError, match="not one string"):
+        query_batch("information")
+    with pytest.raises(OptionError, match="one id per query"):
+        query_batch(["a", "b"], query_ids=["x"])
+    with pytest.raises(OptionError, match=r"queries\[1\].*lone surrogate"):
+        query_batch(["fine", "bad \ud800"])
+    with pytest.raises(OptionError, match=r"queries\[0\].*expected a string"):
+        query_batch([3])
 
 
 def test_bom_is_dropped_and_first_record_kept(tmp_path):

@@ -34,6 +34,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from braid.data.errors import BraidError, DataError, OptionError, check_positive_int
+from braid.data.text import query_batch
 from braid.index.hits import Hits
 
 MAX_VARCHAR = 65535
@@ -413,14 +414,7 @@ class MilvusSearcher:
         """
         from braid.retrieval.searcher import SearchResults
 
-        if isinstance(queries, Mapping):
-            query_ids = list(queries.keys())
-            texts = list(queries.values())
-        else:
-            texts = list(queries)
-            query_ids = list(query_ids) if query_ids is not None else [str(i) for i in range(len(texts))]
-        if len(query_ids) != len(texts):
-            raise OptionError("query_ids", len(query_ids), f"one id per query ({len(texts)} queries)")
+        query_ids, texts = query_batch(queries, query_ids)
         kinds = ["sparse", "dense"] if retriever.startswith("hybrid") else [retriever]
         vectors = self.encode_queries(texts, kinds)
         hits, doc_ids = self.search_vectors(vectors, k=k, retriever=retriever, exclude_ids=query_ids if exclude_self else None, **knobs)
