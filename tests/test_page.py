@@ -80,6 +80,8 @@ def browser(width: int, height: int):
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", f"--window-size={width},{height}", "--force-device-scale-factor=1"):
         options.add_argument(arg)
+    if width < 500:  # headless Chromium keeps windows at least 500 px wide: emulate the phone's viewport instead
+        options.add_experimental_option("mobileEmulation", {"deviceMetrics": {"width": width, "height": height, "pixelRatio": 1}})
     try:
         return webdriver.Chrome(service=webdriver.ChromeService(executable_path=DRIVER), options=options)
     except Exception as exc:  # noqa: BLE001 - a browser that cannot start is a reason to skip, said plainly
@@ -139,6 +141,7 @@ def test_query_results_explanation_and_pipeline_switch(server, hybrid_index, pag
     _, queries = hybrid_index
     page.get(server.url + "/")
     wait(page, lambda d: Select(d.find_element(By.ID, "engine")).first_selected_option.get_attribute("value") == "hybrid", "the engine list from /info")
+    assert not page.find_element(By.ID, "token-row").is_displayed()  # no token asked of an open server
     engines = [o.get_attribute("value") for o in Select(page.find_element(By.ID, "engine")).options]
     assert {"hybrid", "hybrid-rrf", "bm25", "sparse", "dense"} <= set(engines)
 
@@ -150,6 +153,9 @@ def test_query_results_explanation_and_pipeline_switch(server, hybrid_index, pag
     assert first.find_element(By.TAG_NAME, "h2").text.startswith("1. ")
     marks = [m.text.lower() for m in page.find_elements(By.CSS_SELECTOR, "#hits mark")]
     assert marks and all(m in query.lower() for m in marks)  # highlighted words are query words
+    page.find_element(By.CSS_SELECTOR, "#hits details.why summary").click()
+    bars = page.find_elements(By.CSS_SELECTOR, "#hits details.why .bar")
+    assert max(b.size["width"] for b in bars) > 10  # share bars are drawn (sized through CSSOM, as the CSP allows)
     check_explanations(page, api)
     for hit in api["hits"]:  # the explanation is exact: contributions add up to the fused score
         assert sum(p["contribution"] for p in hit["explain"]["retrievers"]) == pytest.approx(hit["explain"]["fused_score"], abs=1e-9)
@@ -204,6 +210,7 @@ def test_phone_width_has_no_sideways_scroll(server, hybrid_index, tmp_path):
         wait(driver, lambda d: len(shown_ids(d)) > 0, "hits from the URL's query")
         driver.find_element(By.CSS_SELECTOR, "#hits details.why summary").click()
         width = driver.execute_script("return document.documentElement.clientWidth")
+        assert width <= 400  # the phone's viewport, not a desktop window
         assert driver.execute_script("return document.documentElement.scrollWidth") <= width
         driver.find_element(By.ID, "view-side").click()
         assert driver.execute_script("return document.documentElement.scrollWidth") <= width

@@ -11,8 +11,9 @@ function el(tag, attrs = {}, ...children) {
   for (const [key, value] of Object.entries(attrs)) {
     if (value === null || value === undefined || value === false) continue;
     if (key === "class") node.className = value;
+    else if (key === "width") node.style.width = value; // CSSOM: the page's CSP forbids style attributes
     else if (key === "text") node.textContent = value;
-    else if (key.startsWith("data-") || key.startsWith("aria-") || ["role", "tabindex", "title", "style", "colspan", "scope", "href"].includes(key)) node.setAttribute(key, String(value));
+    else if (key.startsWith("data-") || key.startsWith("aria-") || ["role", "tabindex", "title", "colspan", "scope", "href"].includes(key)) node.setAttribute(key, String(value));
     else node[key] = value;
   }
   for (const child of children.flat()) if (child !== null && child !== undefined) node.append(child);
@@ -68,8 +69,11 @@ async function loadInfo() {
 }
 
 // ------------------------------------------------------------------ snippets with highlighted query terms
+// Not highlighted: words too common to say why a document matched.
+const STOPWORDS = new Set("a an and are as at be by for from has have in into is it its of on or that the their this to was were which with".split(" "));
+
 function queryTerms(query) {
-  const words = (query.toLowerCase().match(/[\p{L}\p{N}]+/gu) || []).filter((w) => w.length > 1 || /\p{N}/u.test(w));
+  const words = (query.toLowerCase().match(/[\p{L}\p{N}]+/gu) || []).filter((w) => (w.length > 1 || /\p{N}/u.test(w)) && !STOPWORDS.has(w));
   return [...new Set(words)].sort((a, b) => b.length - a.length);
 }
 
@@ -111,7 +115,7 @@ function explanation(hit, fusion) {
     el("td", { class: "weight opt", text: fmt(p.weight) }),
     el("td", { class: "contribution", text: fmt(p.contribution) }),
     el("td", { class: "share" },
-      el("span", { class: "bar " + retrieverClass(p.name), style: `width:${Math.max(0, Math.min(1, p.share || 0)) * 4}rem` }), " ", pct(p.share)),
+      el("span", { class: "bar " + retrieverClass(p.name), width: `${Math.max(0, Math.min(1, p.share || 0)) * 4}rem` }), " ", pct(p.share)),
   ));
   const notes = [];
   if (fusion && fusion.method) {
@@ -128,7 +132,8 @@ function explanation(hit, fusion) {
     el("div", { class: "table-wrap" }, el("table", {},
       el("thead", {}, el("tr", {}, ["Retriever", "Rank", "Score", "Normalised", "Weight", "Contribution", "Share"].map((h, i) => el("th", { scope: "col", class: [2, 4].includes(i) ? "opt" : null, text: h })))),
       el("tbody", {}, rows),
-      el("tfoot", {}, el("tr", {}, el("td", { text: "fused" }), el("td", { colspan: 4, class: "opt" }), el("td", { class: "fused", text: fmt(ex.fused_score) }), el("td", { text: "100%" }))),
+      el("tfoot", {}, el("tr", {}, el("td", { text: "fused" }), el("td"), el("td", { class: "opt" }), el("td"), el("td", { class: "opt" }),
+        el("td", { class: "fused", text: fmt(ex.fused_score) }), el("td", { text: "100%" }))),
     )),
     notes.map((n) => el("p", { class: "note", text: n })),
   );
