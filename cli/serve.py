@@ -77,7 +77,7 @@ def serve_cmd(index_dir, pipelines, default, no_warm, token, token_file, open_pa
     http = guarded_protocol(server.pop("http"), header_timeout_s=server.pop("header_timeout_s"))
     uvicorn_server = uvicorn.Server(uvicorn.Config(app, lifespan="on", http=http, **server))
     if open_page:
-        open_when_started(uvicorn_server, page_url(server["host"], server["port"]))
+        open_when_started(uvicorn_server, server["host"], server["port"])
     # uvicorn handles SIGINT/SIGTERM: stop accepting, let running requests finish (up to
     # --graceful-timeout), then run the app's shutdown (which stops the search threads).
     uvicorn_server.run()
@@ -129,8 +129,9 @@ def page_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}/"
 
 
-def open_when_started(uvicorn_server, url: str, timeout_s: float = 120.0) -> None:
-    """Open ``url`` in a browser (Python's webbrowser) from a thread, once ``uvicorn_server`` listens."""
+def open_when_started(uvicorn_server, host: str, port: int, timeout_s: float = 120.0) -> None:
+    """Open the search page in a browser (Python's webbrowser) from a thread, once ``uvicorn_server`` listens
+    (on the port it got, which ``--port 0`` leaves to the system)."""
     import threading
     import time
     import webbrowser
@@ -139,10 +140,16 @@ def open_when_started(uvicorn_server, url: str, timeout_s: float = 120.0) -> Non
         deadline = time.monotonic() + timeout_s
         while not uvicorn_server.started and not uvicorn_server.should_exit and time.monotonic() < deadline:
             time.sleep(0.1)
-        if uvicorn_server.started:
-            click.echo(f"braid serve: opening {url}", err=True)
-            if not webbrowser.open(url):
-                click.echo(f"braid serve: no browser could be opened; visit {url}", err=True)
+        if not uvicorn_server.started:
+            return
+        bound = port
+        for srv in getattr(uvicorn_server, "servers", []):
+            for sock in getattr(srv, "sockets", []) or []:
+                bound = sock.getsockname()[1]
+        url = page_url(host, bound)
+        click.echo(f"braid serve: opening {url}", err=True)
+        if not webbrowser.open(url):
+            click.echo(f"braid serve: no browser could be opened; visit {url}", err=True)
 
     threading.Thread(target=wait_then_open, name="braid-open-page", daemon=True).start()
 

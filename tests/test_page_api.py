@@ -89,3 +89,21 @@ def test_cli_search_explain(index):
     got = json.loads(res.stdout)
     want = Searcher(index).explain("cats purr", k=3, fields=True)
     assert got["hits"] == want["hits"] and got["lists"] == want["lists"]
+
+
+def test_serve_open_opens_the_page_at_the_bound_port(monkeypatch):
+    import threading
+    import types
+    import webbrowser
+
+    from braid.cli.serve import open_when_started, page_url
+
+    opened = threading.Event()
+    urls = []
+    monkeypatch.setattr(webbrowser, "open", lambda url: (urls.append(url), opened.set(), True)[-1])
+    sock = types.SimpleNamespace(getsockname=lambda: ("127.0.0.1", 43210))
+    fake = types.SimpleNamespace(started=True, should_exit=False, servers=[types.SimpleNamespace(sockets=[sock])])
+    open_when_started(fake, "0.0.0.0", 0)
+    assert opened.wait(10) and urls == ["http://127.0.0.1:43210/"]
+    assert page_url("::", 8080) == "http://[::1]:8080/" and page_url("example.org", 80) == "http://example.org:80/"
+    assert "--open" in CliRunner().invoke(main, ["serve", "--help"]).output
