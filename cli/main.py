@@ -59,18 +59,28 @@ def index_cmd(source, out, build, quiet):
 @k_option(10, "Number of hits.")
 @retriever_options
 @click.option("--fields/--no-fields", default=True, show_default=True, help="Show stored title and text.")
+@click.option("--explain", is_flag=True, help="Per hit, each retriever's rank, normalised score and share of the fused score (contributions sum to it).")
 @json_option("Print the hits as one JSON object.")
 @click.option("--ray-address", default=None, help="Sharded index: search its shards with Ray actors on this cluster.")
-def search_cmd(index_dir, query, k, retriever, pipeline, knobs, fields, as_json, ray_address):
+def search_cmd(index_dir, query, k, retriever, pipeline, knobs, fields, explain, as_json, ray_address):
     """Search INDEX_DIR for QUERY."""
     from braid.retrieval.scale.sharded import open_searcher
 
     # A directory with sharded.json opens as a ShardedSearcher (local worker processes, or Ray actors).
     searcher = open_searcher(index_dir, retriever=retriever, pipeline=pipeline, ray_address=ray_address)
-    hits = searcher.search(query, k=k, fields=fields, **knobs)
+    if explain:
+        if not hasattr(searcher, "explain"):
+            raise click.UsageError("--explain is not available for sharded indexes")
+        got = searcher.explain(query, k=k, fields=fields, **knobs)
+        hits = got["hits"]
+    else:
+        hits = searcher.search(query, k=k, fields=fields, **knobs)
     if as_json:
         recipe = searcher.recipe(None, **knobs)
-        click.echo(json.dumps({"query": query, "recipe": recipe, "hits": hits}, ensure_ascii=False))
+        out = {"query": query, "recipe": recipe, "hits": hits}
+        if explain:
+            out.update(fusion=got["fusion"], lists=got["lists"])
+        click.echo(json.dumps(out, ensure_ascii=False))
         return
     if not hits:
         click.echo("no hits")
@@ -78,6 +88,20 @@ def search_cmd(index_dir, query, k, retriever, pipeline, knobs, fields, as_json,
         click.echo(f"{hit['rank']:>3}  {hit['score']:10.4f}  {hit['id']}  {hit.get('title', '')[:80]}")
         if fields and hit.get("text"):
             click.echo(f"     {hit['text'][:160]}")
+        if explain:
+            click.echo("     " + explain_line(hit["explain"]))
+
+
+def explain_line(ex: dict) -> str:
+    """One hit's explanation on one line: ``bm25 #3 norm=1.2040 +0.9030 (41.0%) | dense absent fill=... = fused``."""
+    def num(x, spec):
+        return "-" if x is None else format(x, spec)
+
+    parts = []
+    for p in ex["retrievers"]:
+        where = f"#{p['rank']} norm={num(p['normalized'], '.4f')}" if p["rank"] is not None else f"absent fill={num(p['fill'], '.4f')}"
+        parts.append(f"{p['name']} {where} {p['contribution']:+.4f} ({num(None if p['share'] is None else 100 * p['share'], '.1f')}%)")
+    return " | ".join(parts) + f"  = {num(ex['fused_score'], '.4f')}"
 
 
 @main.command("eval")
@@ -152,6 +176,7 @@ def tune_cmd(dataset, output, split, report_split, metric, depth, no_prf, no_res
 # fastapi, uvicorn) load inside the commands, so importing the modules is cheap.
 main.add_command(compare)
 main.add_command(serve.serve_cmd)
+main.add_command(serve.mcp_cmd)
 main.add_command(train.train)
 main.add_command(scale.shard_cmd)
 main.add_command(scale.milvus_group)

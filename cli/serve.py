@@ -50,10 +50,11 @@ server_options.__doc__ = """How uvicorn listens and logs (``server``: keywords o
 @click.option("--no-warm", is_flag=True, help="Skip the warm-up query per retriever and pipeline at start (models then load on the first request that needs them).")
 @click.option("--token", envvar="BRAID_TOKEN", show_envvar=True, default=None, help="Bearer token every endpoint then requires (401 without, 403 wrong). Prefer BRAID_TOKEN or --token-file: a command line is visible to other users.")
 @click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False), default=None, help="File whose one line is the bearer token (instead of --token).")
+@click.option("--open", "open_page", is_flag=True, help="Open the search page (/) in a web browser once the server listens.")
 @limit_options
 @server_options
-def serve_cmd(index_dir, pipelines, default, no_warm, token, token_file, limits, server):
-    """Serve INDEX_DIR over HTTP: POST /search, POST /batch_search, GET /health, GET /info, /docs."""
+def serve_cmd(index_dir, pipelines, default, no_warm, token, token_file, open_page, limits, server):
+    """Serve INDEX_DIR over HTTP: the search page at /, POST /search, POST /batch_search, GET /health, GET /info, /docs."""
     import logging
 
     try:
@@ -75,11 +76,82 @@ def serve_cmd(index_dir, pipelines, default, no_warm, token, token_file, limits,
     server = dict(server)
     http = guarded_protocol(server.pop("http"), header_timeout_s=server.pop("header_timeout_s"))
     uvicorn_server = uvicorn.Server(uvicorn.Config(app, lifespan="on", http=http, **server))
+    if open_page:
+        open_when_started(uvicorn_server, server["host"], server["port"])
     # uvicorn handles SIGINT/SIGTERM: stop accepting, let running requests finish (up to
     # --graceful-timeout), then run the app's shutdown (which stops the search threads).
     uvicorn_server.run()
     if not uvicorn_server.started:
         sys.exit(1)
+
+
+@command("mcp")
+@click.argument("index_dir", type=click.Path(path_type=Path))
+@click.option("--transport", default="stdio", show_default=True, type=click.Choice(["stdio", "http"]), help="stdio (an agent starts this command) or streamable HTTP at /mcp.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="HTTP transport: address to listen on.")
+@click.option("--port", default=8081, show_default=True, type=click.IntRange(0, 65535), help="HTTP transport: TCP port.")
+@click.option("--pipeline", "pipelines", multiple=True, type=click.Path(path_type=Path, dir_okay=False), help="A TOML pipeline file to offer (repeatable).")
+@click.option("--default", "default", default=None, help="Retriever or pipeline when a call names none (default: hybrid when the index has several retrievers).")
+@click.option("--no-warm", is_flag=True, help="Skip the warm-up query per retriever and pipeline at start.")
+@click.option("--token", envvar="BRAID_TOKEN", show_envvar=True, default=None, help="HTTP transport: bearer token every request then requires (as for braid serve).")
+@click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False), default=None, help="File whose one line is the bearer token (instead of --token).")
+@click.option("--max-k", default=100, show_default=True, type=POSITIVE_INT, help="Most hits one search call may ask for.")
+@click.option("--max-document-chars", default=20000, show_default=True, type=POSITIVE_INT, help="Longest text get_document returns.")
+def mcp_cmd(index_dir, transport, host, port, pipelines, default, no_warm, token, token_file, max_k, max_document_chars):
+    """Serve INDEX_DIR to LLM agents over the Model Context Protocol: tools search, get_document, describe_index."""
+    import logging
+
+    from braid.retrieval.serve.auth import load_auth
+    from braid.retrieval.serve.mcp_server import McpLimits, create_mcp_server, streamable_http_app
+
+    auth = load_auth(token, token_file)
+    if auth.enabled and transport == "stdio":
+        raise CommandError("--token applies to --transport http (a stdio server is reached only by the process that started it)")
+    logging.basicConfig(level="WARNING", format="%(levelname)s: %(name)s: %(message)s")  # stderr: stdout is the protocol
+    limits = McpLimits(max_k=max_k, max_document_chars=max_document_chars)
+    server = create_mcp_server(index_dir, limits=limits, pipelines=pipelines, default=default, warm=not no_warm)
+    catalog = server.braid_catalog
+    click.echo(f"braid mcp: {index_dir} over {transport}; tools search, get_document, describe_index; retrievers and pipelines: {', '.join(catalog.names)}", err=True)
+    if transport == "stdio":
+        server.run("stdio")
+        return
+    try:
+        import uvicorn
+    except ImportError:
+        raise CommandError("braid mcp --transport http needs the serve extra: pip install 'braid[serve]'") from None
+    click.echo(f"braid mcp: listening on http://{host}:{port}/mcp" + (" (bearer token required)" if auth.enabled else ""), err=True)
+    uvicorn.run(streamable_http_app(server, auth, host=host), host=host, port=port, log_level="warning")
+
+
+def page_url(host: str, port: int) -> str:
+    """The search page's address for a server listening on ``host:port`` (a wildcard address opens as loopback)."""
+    shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(host, f"[{host}]" if ":" in host else host)
+    return f"http://{shown}:{port}/"
+
+
+def open_when_started(uvicorn_server, host: str, port: int, timeout_s: float = 120.0) -> None:
+    """Open the search page in a browser (Python's webbrowser) from a thread, once ``uvicorn_server`` listens
+    (on the port it got, which ``--port 0`` leaves to the system)."""
+    import threading
+    import time
+    import webbrowser
+
+    def wait_then_open() -> None:
+        deadline = time.monotonic() + timeout_s
+        while not uvicorn_server.started and not uvicorn_server.should_exit and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not uvicorn_server.started:
+            return
+        bound = port
+        for srv in getattr(uvicorn_server, "servers", []):
+            for sock in getattr(srv, "sockets", []) or []:
+                bound = sock.getsockname()[1]
+        url = page_url(host, bound)
+        click.echo(f"braid serve: opening {url}", err=True)
+        if not webbrowser.open(url):
+            click.echo(f"braid serve: no browser could be opened; visit {url}", err=True)
+
+    threading.Thread(target=wait_then_open, name="braid-open-page", daemon=True).start()
 
 
 if __name__ == "__main__":

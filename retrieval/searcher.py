@@ -21,6 +21,12 @@ from braid.retrieval import retrievers as registry
 from braid.retrieval.context import IndexContext
 
 
+def _number(x) -> float | None:
+    """A float, or None for NaN (JSON has no NaN)."""
+    x = float(x)
+    return None if x != x else x
+
+
 @dataclass(frozen=True)
 class SearchResults:
     """Results of a batch: ``hits`` holds docnos/scores of shape (n_queries, k); ids are external ids."""
@@ -194,6 +200,82 @@ class Searcher:
                 hit["title"] = stored["title"]
                 hit["text"] = stored["text"]
         return out
+
+    def explain(
+        self,
+        query: str,
+        k: int = 10,
+        retriever: str | Path | None = None,
+        fields: bool = False,
+        top: int = 10,
+        **knobs,
+    ) -> dict:
+        """One query with the fusion laid open (plain data, JSON-ready; ``None`` where a figure does not exist).
+
+        Returns ``{"retriever", "fusion", "hits", "lists"}``: ``hits`` as :meth:`search` gives them, each
+        with ``"explain": {"fused_score", "retrievers": [{"name", "weight", "rank", "score", "normalized",
+        "fill", "contribution", "share"}]}`` -- per retriever of the pipeline its 1-based rank and own
+        score in its list (None when the document is not in it), its normalised score (``fill``: what an
+        absent document is counted as), its contribution to the fused score and its share
+        (contribution / fused score). The contributions sum to ``fused_score``, which is the hit's
+        ``score`` unless the pipeline rescores (``fusion["rescored"]``). ``lists``: each retriever's own
+        top ``top`` (``{"name", "prf", "weight", "hits": [{"rank", "id", "score"(, "title")}]}``), the
+        lists the pipeline fused last. ``fusion``: the method and its parameters.
+        """
+        from braid.retrieval.pipeline.fusion import explain
+        from braid.retrieval.pipeline.runner import PipelineExplanation
+
+        check_positive_int("k", k)
+        check_positive_int("top", top)
+        _, texts = query_batch([query])
+        k = min(int(k), self.num_docs)
+        engine = self.engine(retriever)
+        if is_blank(texts[0]):
+            return {"retriever": engine.name, "fusion": None, "hits": [], "lists": []}
+        if hasattr(engine, "explain"):
+            ex = engine.explain(texts, k=k, **knobs)
+            fusion = {**engine.pipeline.fusion, "rescored": ex.rescored} if len(ex.lists) > 1 else {"method": None, "rescored": ex.rescored}
+        else:
+            if knobs:
+                spec = registry.get(engine.name)
+                knobs = spec.check_knobs(knobs, self.components.get(spec.component))
+            hits = engine.search(texts, k=k, **knobs)
+            single = explain([hits], "linear", hits.docnos, [1.0], norm="none", missing="zero")
+            ex = PipelineExplanation(hits, hits, [hits], [engine.name], [False], single, False)
+            fusion = {"method": None, "rescored": False}
+        fx = ex.fusion
+        docnos, scores = ex.hits.row(0)
+        out = []
+        for j, (d, s) in enumerate(zip(docnos.tolist(), scores.tolist())):
+            fused = _number(fx.fused[0, j])
+            parts = []
+            for r, name in enumerate(ex.names):
+                present = bool(fx.ranks[r, 0, j] > 0)
+                contribution = float(fx.contributions[r, 0, j])
+                parts.append({
+                    "name": name,
+                    "weight": float(fx.weights[r]),
+                    "rank": int(fx.ranks[r, 0, j]) if present else None,
+                    "score": _number(fx.scores[r, 0, j]),
+                    "normalized": _number(fx.normalized[r, 0, j]),
+                    "fill": None if present else _number(fx.fills[r, 0]),
+                    "contribution": contribution,
+                    "share": contribution / fused if fused is not None and abs(fused) > 1e-12 else None,
+                })
+            out.append({"rank": j + 1, "id": self.doc_ids[d], "score": float(s), "explain": {"fused_score": fused, "retrievers": parts}})
+        lists = []
+        for name, prf, weight, hits in zip(ex.names, ex.prf, fx.weights.tolist(), ex.lists):
+            ln, ls = hits.row(0)
+            ln, ls = ln[:top], ls[:top]
+            lists.append({"name": name, "prf": prf, "weight": weight, "hits": [{"rank": r + 1, "id": self.doc_ids[d], "score": float(x)} for r, (d, x) in enumerate(zip(ln.tolist(), ls.tolist()))]})
+        if fields:
+            for hit, stored in zip(out, self.documents(docnos)) if out else ():
+                hit["title"], hit["text"] = stored["title"], stored["text"]
+            for entry, (hits) in zip(lists, ex.lists):
+                ln = hits.row(0)[0][:top]
+                for hit, stored in zip(entry["hits"], self.documents(ln)) if len(ln) else ():
+                    hit["title"] = stored["title"]
+        return {"retriever": engine.name, "fusion": fusion, "hits": out, "lists": lists}
 
     def documents(self, docnos: Sequence[int]) -> list[dict]:
         """Stored ``{"id", "title", "text"}`` of documents (from the tantivy document store)."""

@@ -67,7 +67,7 @@ def test_import_is_light():
     import subprocess
     import sys
 
-    heavy = "('torch','faiss','ray','jnius','transformers','numba','fastapi','uvicorn','pymilvus')"
+    heavy = "('torch','faiss','ray','jnius','transformers','numba','fastapi','uvicorn','pymilvus','mcp')"
     code = f"import sys, braid, braid.cli.main, braid.retrieval.searcher, braid.data; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
@@ -177,14 +177,14 @@ def test_every_command_reports_errors_and_documents_the_exit_status():
     from braid.cli.common import BraidCommand, BraidGroup
 
     found = dict(_commands(main))
-    assert {p[1] for p in found if len(p) == 2} == {"index", "search", "eval", "tune", "compare", "serve", "train", "shard", "milvus"}
+    assert {p[1] for p in found if len(p) == 2} == {"index", "search", "eval", "tune", "compare", "serve", "mcp", "train", "shard", "milvus"}
     assert ("braid", "train", "jpq") in found and ("braid", "milvus", "eval") in found
     for path, cmd in found.items():
         assert isinstance(cmd, (BraidCommand, BraidGroup)), path
     res = CliRunner().invoke(main, ["--help"])
     assert res.exit_code == 0
     assert "Exit status: 0 on success; 2 when the command line is wrong" in " ".join(res.output.split())
-    for name in ("index", "search", "eval", "tune", "serve", "train", "shard", "milvus"):
+    for name in ("index", "search", "eval", "tune", "serve", "mcp", "train", "shard", "milvus"):
         assert f"\n  {name} " in res.output
 
 

@@ -264,72 +264,12 @@ def test_hub_id_loads_from_a_local_hugging_face_cache(tiny_mlm, tmp_path, monkey
 
 def test_hub_id_downloads_through_hf_endpoint_from_a_local_server(tiny_mlm, tmp_path, monkeypatch):
     """The online hub path without the internet: HF_ENDPOINT points at an http.server on 127.0.0.1."""
-    import hashlib
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     import huggingface_hub.constants as hc
 
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    requests: list[str] = []
+    from tests.hub_support import HubServer
 
-    class Hub(BaseHTTPRequestHandler):
-        def log_message(self, *args):  # keep pytest output clean
-            pass
-
-        def _json(self, obj, with_body: bool) -> None:
-            data = json.dumps(obj).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("X-Repo-Commit", commit)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            if with_body:
-                self.wfile.write(data)
-
-        def _answer(self, with_body: bool) -> None:
-            requests.append(self.path)
-            parts = self.path.split("?")[0].strip("/").split("/")
-            files = sorted(str(p.relative_to(tiny_mlm)) for p in tiny_mlm.rglob("*") if p.is_file())
-            if parts[:4] == ["api", "models", "acme", "tiny-http"] and (len(parts) == 4 or parts[4] == "revision"):
-                return self._json({"id": "acme/tiny-http", "sha": commit, "siblings": [{"rfilename": f} for f in files]}, with_body)
-            if parts[:6] == ["api", "models", "acme", "tiny-http", "tree", "main"] and len(parts) == 6:
-                return self._json([{"type": "file", "path": f, "size": (tiny_mlm / f).stat().st_size} for f in files], with_body)
-            if parts[:3] == ["acme", "tiny-http", "resolve"] and len(parts) >= 5:
-                f = tiny_mlm / "/".join(parts[4:])
-                if f.is_file():
-                    data = f.read_bytes()
-                    self.send_response(200)
-                    self.send_header("X-Repo-Commit", commit)
-                    self.send_header("ETag", f'"{hashlib.sha1(data).hexdigest()}"')
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    if with_body:
-                        self.wfile.write(data)
-                    return
-                self.send_response(404)
-                self.send_header("X-Repo-Commit", commit)
-                self.send_header("X-Error-Code", "EntryNotFound")
-            elif parts[:4] == ["api", "models", "acme", "tiny-http"]:
-                self.send_response(404)
-                self.send_header("X-Error-Code", "EntryNotFound")
-            else:
-                self.send_response(404)
-                self.send_header("X-Error-Code", "RepoNotFound")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def do_HEAD(self):
-            self._answer(False)
-
-        def do_GET(self):
-            self._answer(True)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    with HubServer({"acme/tiny-http": tiny_mlm}) as hub:
+        endpoint = hub.endpoint
         monkeypatch.setenv("HF_HUB_OFFLINE", "0")
         monkeypatch.setattr(hc, "HF_HUB_OFFLINE", False)
         monkeypatch.setattr(hc, "ENDPOINT", endpoint)
@@ -353,12 +293,9 @@ def test_hub_id_downloads_through_hf_endpoint_from_a_local_server(tiny_mlm, tmp_
         want = SparseEncoder(str(tiny_mlm), device="cpu").encode(TEXTS[:2])
         np.testing.assert_array_equal(got.indices, want.indices)
         np.testing.assert_allclose(got.data, want.data, rtol=1e-6)
-        assert any(p.endswith("/model.safetensors") for p in requests)
+        assert "model.safetensors" in hub.downloaded("acme/tiny-http")
         with pytest.raises(BraidError, match="acme/missing.*could not be fetched"):
             R.resolve_model("acme/missing")
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 # ---------------------------------------------------------------------------------------------

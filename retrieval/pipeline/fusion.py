@@ -44,6 +44,7 @@ normalisation is vectorised numpy over the batch.
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -64,6 +65,8 @@ __all__ = [
     "rrf",
     "drop_docnos",
     "normalize_scores",
+    "FusionExplanation",
+    "explain",
 ]
 
 _EPS = 1e-9  # ranx's floor on every normalisation denominator
@@ -367,6 +370,11 @@ def fuse(runs: list[Hits], method: str, k: int, weights: list[float] | None = No
     Returns:
         Hits (n_queries, k), docnos int64 with -1 padding, scores float32 with -inf padding.
     """
+    fn = _check_method(method, params)
+    return fn(runs, k, weights, **params)
+
+
+def _check_method(method: str, params: dict) -> Callable[..., Hits]:
     fn = _check_choice("method", method, FUSION_METHODS)
     allowed = [
         p.name for p in inspect.signature(fn).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY
@@ -374,7 +382,103 @@ def fuse(runs: list[Hits], method: str, k: int, weights: list[float] | None = No
     for name in params:
         if name not in allowed:
             raise OptionError(name, params[name], f"not an option of fusion method {method!r}; its options: {allowed}")
-    return fn(runs, k, weights, **params)
+    return fn
+
+
+# --------------------------------------------------------------------------------------------------
+# Explanation: what each list gave a fused document
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FusionExplanation:
+    """Per list ``r``, query ``q`` and explained document ``j`` (arrays of shape (n_runs, n_queries, m)):
+
+    ``ranks``: int64, the 1-based rank in list r's top ``depth_r`` (the rank RRF uses), 0 when absent;
+    ``scores``: float64, the list's own score, NaN when absent;
+    ``normalized``: float64, the normalised score (``norm``; for RRF ``1 / (rrf_k + rank)``), NaN when absent;
+    ``contributions``: float64, what list r adds to the fused score, absent lists included (their fill
+    under ``missing``; 0 for ``rrf`` and ``combmax``);
+    ``fills``: float64 (n_runs, n_queries), the normalised score an absent document is given (NaN when
+    the method gives absent documents nothing);
+    ``fused``: float64 (n_queries, m) = ``contributions.sum(axis=0)``, the fused score the method
+    computes (the kernel's float32 score to float32 rounding), NaN on padding.
+    """
+
+    method: str
+    params: dict
+    weights: np.ndarray
+    ranks: np.ndarray
+    scores: np.ndarray
+    normalized: np.ndarray
+    contributions: np.ndarray
+    fills: np.ndarray
+    fused: np.ndarray
+
+
+def explain(
+    runs: Sequence[Hits],
+    method: str,
+    docnos: np.ndarray,
+    weights: Sequence[float] | None = None,
+    **params,
+) -> FusionExplanation:
+    """Decompose the fused scores of ``docnos`` (int64 (n_queries, m), -1 padding; usually the fused
+    top k) into one contribution per list, for the same ``runs``, ``method``, ``weights`` and
+    ``params`` that :func:`fuse` took. The decomposition is exact: for ``linear``/``combsum`` a list
+    contributes ``w_r * norm_r(d)`` (its fill when it lacks d), for ``combmnz`` that times the number
+    of lists holding d, for ``rrf`` ``w_r / (rrf_k + rank_r(d))``, for ``combmax`` the list that
+    attains the maximum contributes it (the first such list) and the others 0.
+    """
+    _check_method(method, params)
+    runs = _check_runs(runs)
+    w = _check_weights(weights, len(runs))
+    depths = _check_depth(params.get("depth"), runs)
+    docnos = np.asarray(docnos, dtype=np.int64)
+    if docnos.ndim != 2 or docnos.shape[0] != runs[0].n_queries:
+        raise OptionError("docnos", getattr(docnos, "shape", None), f"an int array of shape ({runs[0].n_queries}, m)")
+    n_runs, (n, m) = len(runs), docnos.shape
+    norm = params.get("norm", "minmax")
+    norm_fn = _check_choice("norm", norm, NORMALIZATIONS) if method != "rrf" else None
+    fill_fn = _check_choice("missing", params.get("missing", "min"), MISSING) if method in ("linear", "combsum", "combmnz") else None
+    rrf_k = float(params.get("rrf_k", 60))
+    if method == "rrf":
+        check_finite("rrf_k", rrf_k, low=0)
+    ranks = np.zeros((n_runs, n, m), dtype=np.int64)
+    scores = np.full((n_runs, n, m), np.nan)
+    normalized = np.full((n_runs, n, m), np.nan)
+    fills = np.full((n_runs, n), np.nan)
+    wanted = docnos >= 0
+    for r, (dn, sc, valid) in enumerate(_truncated(runs, depths)):
+        rank_of = np.cumsum(valid, axis=1)
+        normed = norm_fn(sc, valid) if norm_fn is not None else np.where(valid, 1.0 / (rrf_k + rank_of), 0.0)
+        if fill_fn is not None:
+            fills[r] = fill_fn(normed, valid)
+        if dn.shape[1] == 0:
+            continue
+        for q in range(n):
+            keys = np.where(valid[q], dn[q], np.iinfo(np.int64).max)
+            order = np.argsort(keys, kind="stable")
+            pos = order[np.minimum(np.searchsorted(keys[order], docnos[q]), len(order) - 1)]
+            hit = wanted[q] & valid[q][pos] & (dn[q][pos] == docnos[q])
+            ranks[r, q] = np.where(hit, rank_of[q][pos], 0)
+            scores[r, q] = np.where(hit, sc[q][pos], np.nan)
+            normalized[r, q] = np.where(hit, normed[q][pos], np.nan)
+    present = ranks > 0
+    weighted = w[:, None, None] * normalized
+    if method in ("linear", "combsum", "combmnz"):
+        contributions = np.where(present, weighted, w[:, None, None] * fills[:, :, None])
+        if method == "combmnz":
+            contributions = contributions * present.sum(axis=0)[None]
+    elif method == "rrf":
+        contributions = np.where(present, weighted, 0.0)
+    else:  # combmax: the first list reaching the maximum holds all of it
+        best = np.where(present, weighted, -np.inf)
+        winner = np.argmax(best, axis=0)
+        contributions = np.where((np.arange(n_runs)[:, None, None] == winner[None]) & present, weighted, 0.0)
+    contributions = np.where(wanted[None], contributions, 0.0)
+    fused = np.where(wanted, contributions.sum(axis=0), np.nan)
+    return FusionExplanation(method, dict(params), w, ranks, scores, normalized, contributions, fills, fused)
 
 
 # --------------------------------------------------------------------------------------------------

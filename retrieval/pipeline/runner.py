@@ -11,6 +11,7 @@ its expanded query, fuse again), and the rescoring stages of
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -33,6 +34,23 @@ def load_pipeline(spec, searcher) -> "PipelineRunner":
             "known retrievers: " + ", ".join(registry.RETRIEVERS) + "; pipelines: a .toml file or " + ", ".join(BUILTIN),
         )
     return PipelineRunner(read_pipeline(spec), searcher)
+
+
+@dataclass(frozen=True)
+class PipelineExplanation:
+    """A pipeline's hits with their explanation. ``hits``: the answer (n_queries, k); ``fused``: the
+    final fusion before rescoring (its scores are the ones ``fusion`` decomposes; the same as
+    ``hits`` when ``rescored`` is False); ``lists``: one Hits per retriever step, as fused last;
+    ``names``/``prf``: each step's retriever and whether its list is the PRF round's;
+    ``fusion``: :class:`braid.retrieval.pipeline.fusion.FusionExplanation` of ``hits.docnos``."""
+
+    hits: Hits
+    fused: Hits
+    lists: list
+    names: list
+    prf: list
+    fusion: object
+    rescored: bool
 
 
 class PipelineRunner:
@@ -64,7 +82,41 @@ class PipelineRunner:
         return fuse(lists, self.pipeline.fusion["method"], k=k, weights=weights, **params)
 
     def search(self, queries: Sequence[str], k: int, threads: int = 1, exclude=None, **knobs) -> Hits:
+        return self._run(queries, k, threads, exclude, knobs, None)
+
+    def explain(self, queries: Sequence[str], k: int, threads: int = 1, exclude=None, **knobs) -> "PipelineExplanation":
+        """:meth:`search`, and how its fusion scored each hit: the lists fused last (after PRF when the
+        pipeline has it) and :func:`braid.retrieval.pipeline.fusion.explain` of the hits over them."""
+        from braid.retrieval.pipeline.fusion import explain
+
+        trace: dict = {}
+        hits = self._run(queries, k, threads, exclude, knobs, trace)
+        lists = trace["lists"]
+        if len(lists) == 1:  # no fusion: the list is the result; its own score is the whole of it
+            method, params, weights = "linear", {"norm": "none", "missing": "zero"}, [1.0]
+        else:
+            method = self.pipeline.fusion["method"]
+            params = {key: v for key, v in self.pipeline.fusion.items() if key != "method"}
+            weights = [s.weight for s in self.pipeline.retrievers]
+        return PipelineExplanation(
+            hits=hits,
+            fused=trace["fused"],
+            lists=lists,
+            names=[s.name for s in self.pipeline.retrievers],
+            prf=[bool(s.prf) for s in self.pipeline.retrievers],
+            fusion=explain(lists, method, hits.docnos, weights, **params),
+            rescored=bool(self.pipeline.rescore),
+        )
+
+    def _run(self, queries: Sequence[str], k: int, threads: int, exclude, knobs: dict, trace: dict | None) -> Hits:
         from braid.retrieval.pipeline.prf import interpolate_prf_interpolate
+
+        fuse = self.fuse
+        if trace is not None:
+
+            def fuse(lists: list[Hits], k: int) -> Hits:  # the last call is the final fusion
+                trace["lists"] = list(lists)
+                return self.fuse(lists, k)
 
         p = self.pipeline
         depth = max(p.depth, k)
@@ -88,9 +140,11 @@ class PipelineRunner:
                 return out
 
             fb_depth = max(int(s.prf.get("fb_docs", 10)) for s in p.retrievers if s.prf)
-            fused = interpolate_prf_interpolate(first, second_stage, k=depth, fb_docs=fb_depth, fuse=self.fuse)
+            fused = interpolate_prf_interpolate(first, second_stage, k=depth, fb_docs=fb_depth, fuse=fuse)
         else:
-            fused = self.fuse(first, depth)
+            fused = fuse(first, depth)
+        if trace is not None:
+            trace["fused"] = fused
         for stage in p.rescore:
             fused = self.rescore(stage, queries, fused)
         return fused.head(k)

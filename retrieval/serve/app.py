@@ -4,8 +4,10 @@ The service owns request validation, admission control, limits, authentication a
 library errors to HTTP statuses; searching is the :class:`~braid.retrieval.searcher.Searcher`'s
 job. Endpoints::
 
-    POST /search        {"query": str, "k": int, "retriever"|"pipeline": str, "fields": bool, knobs}
-                        -> {"hits": [{"rank", "id", "score"(, "title", "text")}], "retriever", "took_ms"}
+    POST /search        {"query": str, "k": int, "retriever"|"pipeline": str, "fields": bool, "explain": bool, knobs}
+                        -> {"hits": [{"rank", "id", "score"(, "title", "text")(, "explain")}], "retriever", "took_ms"
+                            (, "fusion", "lists")}; explain: Searcher.explain's figures per hit
+    GET  /              the search page (braid/retrieval/serve/static/: plain HTML, CSS and JS)
     POST /batch_search  {"queries": [str | {"id", "query"}], "k", ...} -> {"results": [{"id", "hits"}], ...}
     GET  /health        liveness and load: {"status", "in_flight", "capacity", ...} (HEAD too)
     GET  /info          manifest (server paths cut to names), num_docs, what is served, limits
@@ -518,6 +520,11 @@ def create_app(
 
     class SearchRequest(Options):
         query: QueryText
+        explain: StrictBool = Field(
+            False,
+            description="add, per hit, each retriever's rank, score, normalised score and contribution to the fused score "
+            "(they sum to it), and each retriever's own top 10 (lists)",
+        )
 
     class QueryItem(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -537,10 +544,41 @@ def create_app(
         title: Optional[str] = None
         text: Optional[str] = None
 
+    class Contribution(BaseModel):
+        name: str
+        weight: float
+        rank: Optional[int] = Field(None, description="1-based rank in this retriever's list; null: not in it")
+        score: Optional[float] = Field(None, description="the retriever's own score")
+        normalized: Optional[float] = Field(None, description="the score after the fusion's normalisation (RRF: 1/(rrf_k+rank))")
+        fill: Optional[float] = Field(None, description="for a document not in the list: the normalised score it is counted as")
+        contribution: float
+        share: Optional[float] = Field(None, description="contribution / fused_score")
+
+    class Explanation(BaseModel):
+        fused_score: Optional[float]
+        retrievers: list[Contribution]
+
+    class ExplainedHit(Hit):
+        explain: Optional[Explanation] = None
+
+    class ListHit(BaseModel):
+        rank: int
+        id: str
+        score: float
+        title: Optional[str] = None
+
+    class RetrieverList(BaseModel):
+        name: str
+        prf: bool
+        weight: float
+        hits: list[ListHit]
+
     class SearchResponse(BaseModel):
-        hits: list[Hit]
+        hits: list[ExplainedHit]
         retriever: str
         took_ms: float
+        fusion: Optional[dict] = Field(None, description="with explain: the fusion method and parameters")
+        lists: Optional[list[RetrieverList]] = Field(None, description="with explain: each retriever's own top 10")
 
     class QueryResult(BaseModel):
         id: str
@@ -613,18 +651,30 @@ def create_app(
     first_use = threading.Lock()
     serial = _serial_lock_if_needed(config.max_concurrency)
 
-    def run(texts, k, name, engine, **kwargs):
+    def run(texts, k, name, engine, how=None, **kwargs):
+        how = how or searcher.batch_search
         if serial is not None:
             with serial:
-                return searcher.batch_search(texts, k=k, retriever=engine, **kwargs)
+                return how(texts, k=k, retriever=engine, **kwargs)
         # The Searcher's caches are not safe for concurrent first loads: without warm-up, the first
         # search of each retriever or pipeline runs alone.
         if name in warmed:
-            return searcher.batch_search(texts, k=k, retriever=engine, **kwargs)
+            return how(texts, k=k, retriever=engine, **kwargs)
         with first_use:
-            res = searcher.batch_search(texts, k=k, retriever=engine, **kwargs)
+            res = how(texts, k=k, retriever=engine, **kwargs)
             warmed.add(name)
             return res
+
+    def do_explain(req: SearchRequest, name: str, engine, knobs: dict, deadline: Deadline) -> bytes:
+        t0 = time.perf_counter()
+        deadline.check()
+        got = run(req.query, req.k, name, engine, how=searcher.explain, fields=req.fields, **knobs)
+        deadline.check()
+        got["retriever"] = name
+        got["took_ms"] = round((time.perf_counter() - t0) * 1000, 3)
+        body = _dumps(got)
+        _Budget(config.max_response_bytes, 1).add(len(body))
+        return body
 
     def do_search(req: SearchRequest, name: str, engine, knobs: dict, deadline: Deadline) -> bytes:
         t0 = time.perf_counter()
@@ -744,7 +794,8 @@ def create_app(
     async def search(req: SearchRequest, request: Request):
         name, engine = pick(req)
         knobs = knobs_of(req)
-        return await answer(lambda deadline: do_search(req, name, engine, knobs, deadline), request)
+        work = do_explain if req.explain else do_search
+        return await answer(lambda deadline: work(req, name, engine, knobs, deadline), request)
 
     @app.post("/batch_search", response_model=BatchResponse, responses=errors, summary="Search several queries")
     async def batch_search(req: BatchRequest, request: Request):
@@ -795,6 +846,20 @@ def create_app(
             "version": __version__,
         })
 
+    page = _page_files()
+
+    @app.get("/", include_in_schema=False)
+    async def index_page():
+        body, media = page["index.html"]
+        return Response(body, media_type=media, headers=_PAGE_HEADERS)
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def page_file(name: str):
+        if name not in page or name == "index.html":
+            return problem_response(404, "not_found", f"no file {name} in the search page")
+        body, media = page[name]
+        return Response(body, media_type=media, headers=_PAGE_HEADERS)
+
     plain_openapi = app.openapi
 
     def openapi() -> dict:
@@ -803,8 +868,28 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi
-    app.add_middleware(Guard, config=config, admission=admission, auth=auth)
+    # The page's files hold no index data: they load without a token, and the page asks for one.
+    app.add_middleware(Guard, config=config, admission=admission, auth=auth, public_paths=PAGE_PATHS)
     return app
+
+
+# ---------------------------------------------------------------------- the search page
+PAGE_FILES = {"index.html": "text/html; charset=utf-8", "braid.css": "text/css; charset=utf-8", "braid.js": "text/javascript; charset=utf-8"}
+PAGE_PATHS = ("/",) + tuple(f"/static/{name}" for name in PAGE_FILES if name != "index.html")
+# The page runs only its own files: no inline script, no other origin.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+
+
+def _page_files() -> dict[str, tuple[bytes, str]]:
+    """The search page (package data under ``braid/retrieval/serve/static``), read once."""
+    from importlib import resources
+
+    folder = resources.files("braid.retrieval.serve") / "static"
+    return {name: ((folder / name).read_bytes(), media) for name, media in PAGE_FILES.items()}
 
 
 def _serial_lock_if_needed(max_concurrency: int) -> "threading.Lock | None":

@@ -1,7 +1,8 @@
 """Bearer-token authentication of ``braid serve`` (RFC 6750 ``Authorization: Bearer TOKEN``).
 
 Off unless a token is configured. When it is, every endpoint requires it (``/health``, ``/info``
-and the OpenAPI pages included): a request without an ``Authorization: Bearer`` header gets 401
+and the OpenAPI pages included; only the search page's own static files, ``/`` and ``/static/*``,
+load without it, and the page then asks for the token): a request without an ``Authorization: Bearer`` header gets 401
 (with ``WWW-Authenticate``), one with a different token gets 403. Tokens are compared as SHA-256
 digests with :func:`hmac.compare_digest`, so the comparison takes the same time whatever the
 presented token is.

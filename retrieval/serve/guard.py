@@ -92,16 +92,27 @@ class Guard:
     ``config``: the :class:`~braid.retrieval.serve.app.ServiceConfig` (``max_body_bytes``,
     ``body_timeout_s``, ``max_buffered_bytes``, ``retry_after_s``). ``admission``: for shedding.
     ``auth``: an :class:`~braid.retrieval.serve.auth.AuthConfig`. ``scopes``: the auth scope of a
-    path when it is not ``read``.
+    path when it is not ``read``. ``public_paths``: paths served without authentication (the search
+    page's own files, which hold no index data; everything they fetch needs the token).
     """
 
-    def __init__(self, app, config, admission=None, auth=None, shed_paths: Sequence[str] = ("/search", "/batch_search"), scopes: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        app,
+        config,
+        admission=None,
+        auth=None,
+        shed_paths: Sequence[str] = ("/search", "/batch_search"),
+        scopes: Mapping[str, str] | None = None,
+        public_paths: Sequence[str] = (),
+    ):
         self.app = app
         self.config = config
         self.admission = admission
         self.auth = auth
         self.shed_paths = frozenset(shed_paths)
         self.scopes = dict(scopes or {})
+        self.public_paths = frozenset(public_paths)
         self.buffered = 0  # bytes of request bodies held by requests in progress
 
     async def _reply(self, send, status: int, code: str, detail: str, headers: Sequence[tuple[bytes, bytes]] = (), close: bool = True) -> None:
@@ -116,7 +127,7 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers", ()))  # the last of repeated headers; Content-Length is checked below
-        if self.auth is not None and self.auth.enabled:
+        if self.auth is not None and self.auth.enabled and scope.get("path", "") not in self.public_paths:
             refused = self.auth.check(self.scopes.get(scope.get("path", ""), "read"), headers.get(b"authorization"))
             if refused is not None:
                 status, code, detail = refused
