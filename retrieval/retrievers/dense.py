@@ -7,6 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
+from braid.encoders.base import runtime_kwargs
 from braid.index.hits import Hits, drop_excluded
 from braid.retrieval.retrievers.base import QueryCache, model_for_queries
 from braid.retrieval.retrievers.spec import Knob, RetrieverSpec
@@ -60,7 +61,7 @@ class DenseRetriever:
             from braid.encoders.dense import DenseEncoder
 
             kwargs = {k: enc[k] for k in ("query_prefix", "document_prefix") if enc.get(k) is not None}
-            encoder = DenseEncoder(model_for_queries(enc), max_length=int(enc.get("max_length", 256)), **kwargs)
+            encoder = DenseEncoder(model_for_queries(enc), max_length=int(enc.get("max_length", 256)), **kwargs, **runtime_kwargs(getattr(ctx, "runtime", None), "--runtime"))
         path = ctx.path("vectors", "dense", "vectors.npy")
         # A JPQ query encoder was trained against PQ-decoded documents: rescore/PRF with those, not the raw vectors.
         use_raw = path.exists() and not is_jpq(info)

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from braid.encoders.base import runtime_kwargs
 from braid.index.hits import Hits, drop_excluded
 from braid.retrieval.retrievers.base import QueryCache, model_for_queries
 from braid.retrieval.retrievers.spec import Knob, RetrieverSpec
@@ -55,6 +56,7 @@ class SparseRetriever:
             idf=idf_path if (query_mode == "idf" and idf_path.exists()) else None,
             max_length=int(enc.get("max_length", 256)),
             query_top_k=enc.get("query_top_k"),
+            **runtime_kwargs(getattr(ctx, "runtime", None), "--runtime"),
         )
         return cls(index=ctx.component("sparse"), encoder=encoder, name="sparse-if" if query_mode == "idf" else "sparse")
 
@@ -96,7 +98,8 @@ class SparseRetriever:
                 from braid.encoders.sparse import SparseEncoder
 
                 cfg = self.encoder.config
-                self.exact_encoder = SparseEncoder(cfg.model, max_length=cfg.max_length, query_mode="model")
+                opts = self.encoder.options
+                self.exact_encoder = SparseEncoder(cfg.model, max_length=cfg.max_length, query_mode="model", runtime=opts.runtime, precision=opts.precision)
             qvecs = self.exact_encoder.encode_queries(list(queries))
         out = np.full(docnos.shape, -np.inf, dtype=np.float32)
         for i in range(docnos.shape[0]):
