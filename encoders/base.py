@@ -135,28 +135,32 @@ def _gpu_possible() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def resolve_runtime(options: RuntimeOptions) -> str:
-    """The runtime ``options`` ask for: ``"torch"`` or ``"onnx"``.
+def resolve_runtime(options: RuntimeOptions, kind: str = "query", cpu_documents: str = "onnx") -> str:
+    """The runtime ``options`` ask for to encode texts of ``kind``: ``"torch"`` or ``"onnx"``.
 
     ``"auto"``: ONNX when onnxruntime is installed and the model runs on the CPU (``device="cpu"``,
     or ``"auto"`` without a GPU), torch otherwise; ``precision="int8"`` always means ONNX and
-    bf16/fp16 always torch.
+    bf16/fp16 always torch. On the CPU, documents (long texts in large batches) take
+    ``cpu_documents``, the runtime measured faster for the head (see :class:`Head`).
     """
     runtime = options.runtime
     if runtime == "auto":
-        if options.precision == "int8":
-            runtime = "onnx"
-        elif options.precision in ("bf16", "fp16") or options.device == "cuda":
-            runtime = "torch"
-        elif not onnxruntime_available():
-            runtime = "torch"
-        elif options.device == "cpu" or not _gpu_possible():
-            runtime = "onnx"
-        else:
-            runtime = "torch"
+        runtime = _resolve_auto(options)
+        if runtime == "onnx" and kind == "document" and options.precision != "int8":
+            runtime = cpu_documents
     if runtime == "onnx" and not onnxruntime_available():
         raise BraidError("runtime='onnx' needs onnxruntime; install it with: pip install 'braid[onnx]'")
     return runtime
+
+
+def _resolve_auto(options: RuntimeOptions) -> str:
+    if options.precision == "int8":
+        return "onnx"
+    if options.precision in ("bf16", "fp16") or options.device == "cuda" or not onnxruntime_available():
+        return "torch"
+    if options.device == "cpu" or not _gpu_possible():
+        return "onnx"
+    return "torch"
 
 
 def check_texts(texts: Any, name: str = "texts") -> list[str]:
@@ -344,7 +348,9 @@ class Head(Protocol):
     ``key``: names the head and its settings (part of the ONNX cache key); ``loader``: the
     transformers Auto class of the model (``"AutoModel"``, ``"AutoModelForMaskedLM"``);
     ``max_batch_tokens``: padded tokens per batch at most (None: no limit) when a batch's
-    intermediate tensors grow with it (SPLADE's (batch, length, vocab) logits).
+    intermediate tensors grow with it (SPLADE's (batch, length, vocab) logits). ``cpu_documents``:
+    the runtime ``runtime="auto"`` encodes documents with on a CPU (the one measured faster for
+    this head in ``docs/benchmarks/encoders.md``; queries always take ONNX there).
     ``graph(model, probe)``: a ``torch.nn.Module`` taking the model inputs it is given (input_ids,
     attention_mask[, token_type_ids]) and returning float32 (batch, dim): exported to ONNX.
     ``torch_forward(model, probe)``: the function the torch runtime calls on a dict of tensors,
@@ -355,6 +361,7 @@ class Head(Protocol):
     key: str
     loader: str
     max_batch_tokens: int | None
+    cpu_documents: str
 
     def graph(self, model: Any, probe: dict) -> Any: ...
 
@@ -379,7 +386,7 @@ class TransformerBackbone:
         self.head = head
         self._argument = argument
         self._lock = threading.RLock()
-        self._runtime: str | None = None
+        self._runtimes: dict[str, str] = {}
         self._tokenizer: FastTokenizer | None = None
         self._config: dict | None = None
         self._model = None  # torch runtime: the transformers model
@@ -390,12 +397,17 @@ class TransformerBackbone:
         self.graph_path: Path | None = None
 
     # -- loading -----------------------------------------------------------------------------
+    def runtime_for(self, kind: str) -> str:
+        """``"torch"`` or ``"onnx"``: what runs the model for texts of ``kind`` (``"query"`` or ``"document"``)."""
+        got = self._runtimes.get(kind)
+        if got is None:
+            got = self._runtimes[kind] = resolve_runtime(self.options, kind, self.head.cpu_documents)
+        return got
+
     @property
     def runtime(self) -> str:
-        """``"torch"`` or ``"onnx"``: what runs the model (``options.runtime`` resolved)."""
-        if self._runtime is None:
-            self._runtime = resolve_runtime(self.options)
-        return self._runtime
+        """The runtime of documents (what an index build records); queries: :meth:`runtime_for`."""
+        return self.runtime_for("document")
 
     @property
     def tokenizer(self) -> FastTokenizer:
@@ -448,7 +460,7 @@ class TransformerBackbone:
             raise OptionError("runtime", self.options.runtime if self.options.runtime == "onnx" else "onnx-int8",
                               f"{why} runs the torch model; make the encoder with runtime='torch' or 'auto'")
         with self._lock:
-            self._runtime = "torch"
+            self._runtimes = {"query": "torch", "document": "torch"}
             self._session = None
 
     def hf_tokenizer(self) -> Any:
@@ -514,15 +526,15 @@ class TransformerBackbone:
             out["token_type_ids"] = types
         return out
 
-    def input_names(self) -> tuple[str, ...]:
-        if self.runtime == "onnx":
+    def input_names(self, runtime: str) -> tuple[str, ...]:
+        if runtime == "onnx":
             self.session  # noqa: B018 - loads it
             return self._session_inputs
         return _model_input_names(self.model)
 
-    def forward(self, inputs: dict) -> np.ndarray:
-        """One padded batch (int64 arrays keyed by input name) -> the head's float32 (batch, dim)."""
-        if self.runtime == "onnx":
+    def forward(self, inputs: dict, runtime: str) -> np.ndarray:
+        """One padded batch (int64 arrays keyed by input name) -> the head's float32 (batch, dim) on ``runtime``."""
+        if runtime == "onnx":
             return self.session.run(None, inputs)[0]
         import torch
 
@@ -560,8 +572,8 @@ class TransformerBackbone:
         device = self.device
         return {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
 
-    def run_batches(self, texts: Sequence[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Run model and head over ``texts`` in length-sorted batches.
+    def run_batches(self, texts: Sequence[str], kind: str = "document") -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Run model and head over ``texts`` (of ``kind``, which picks the runtime) in length-sorted batches.
 
         Yields ``(positions, outputs)`` per batch: ``positions`` int64 indices into ``texts``,
         ``outputs`` float32 (len(positions), dim); callers put results back in input order. A text
@@ -571,13 +583,14 @@ class TransformerBackbone:
         if len(texts) == 0:
             return
         encs = self.tokenize(texts)
-        names = self.input_names()
+        runtime = self.runtime_for(kind)
+        names = self.input_names(runtime)
         lengths = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
-        max_tokens = self.head.max_batch_tokens if self.runtime == "onnx" else None
+        max_tokens = self.head.max_batch_tokens if runtime == "onnx" else None
         for positions in length_sorted_batches(lengths, self.options.batch_size, max_tokens):
             positions = positions[lengths[positions] > 0]
             if len(positions):
-                yield positions, self.forward(self._pad(encs, positions, lengths, names))
+                yield positions, self.forward(self._pad(encs, positions, lengths, names), runtime)
 
 
 def _model_input_names(model: Any) -> tuple[str, ...]:

@@ -187,6 +187,8 @@ class PoolingHead:
 
     loader = "AutoModel"
     max_batch_tokens = None
+    # torch's MKL GEMMs beat ONNX Runtime's on long batched texts (MiniLM: 0.8x in docs/CPU-s, encoders.md)
+    cpu_documents = "torch"
 
     def __init__(self, pooling: str, normalize: bool, left_padded: bool):
         self.pooling, self.normalize, self.left_padded = pooling, normalize, left_padded
@@ -335,7 +337,7 @@ class DenseEncoder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        for positions, emb in self.backbone.run_batches(texts):
+        for positions, emb in self.backbone.run_batches(texts, kind):
             if emb.shape[1] != out.shape[1]:
                 raise BraidError(f"model={self.name!r} gives {emb.shape[1]}-d vectors, its config says {out.shape[1]}")
             out[positions] = emb
@@ -368,9 +370,10 @@ class DenseEncoder:
         cfg = self._config
         prompts = {"query": cfg.query_prefix, "document": cfg.document_prefix}
         write_pipeline(directory, cfg.pooling, cfg.normalize, self.options.max_length, prompts, self.dim)
+
     @property
     def runtime(self) -> str:
-        """``"torch"`` or ``"onnx"``: what runs the model."""
+        """``"torch"`` or ``"onnx"``: what runs the model for documents (queries: ``backbone.runtime_for("query")``)."""
         return self.backbone.runtime
 
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:

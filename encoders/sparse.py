@@ -447,7 +447,7 @@ class SparseEncoder:
             indptr, indices, data = self._encode_idf(texts)
             top_k = self.config.query_top_k
         else:
-            indptr, indices, data = self._encode_model(texts)
+            indptr, indices, data = self._encode_model(texts, kind)
             top_k = self.config.top_k if kind == "document" else self.config.query_top_k
         if top_k is not None:
             indptr, indices, data = prune_top_k(indptr, indices, data, top_k)
@@ -471,11 +471,11 @@ class SparseEncoder:
             rows.append((ids[keep], w[keep]))
         return _rows_to_csr(rows)
 
-    def _encode_model(self, texts: list[str]):
+    def _encode_model(self, texts: list[str], kind: str):
         vocab_size = self.vocab_size
         empty = (np.zeros(0, np.int64), np.zeros(0, np.float32))
         rows: list = [empty] * len(texts)
-        for positions, dense in self.backbone.run_batches(texts):
+        for positions, dense in self.backbone.run_batches(texts, kind):
             if dense.shape[1] != vocab_size:
                 raise BraidError(f"model={self.name!r} returns {dense.shape[1]} logits per token, config says {vocab_size}")
             r, c = np.nonzero(dense)
@@ -488,7 +488,7 @@ class SparseEncoder:
 
     @property
     def runtime(self) -> str:
-        """``"torch"`` or ``"onnx"``: what runs the model for documents and model-mode queries."""
+        """``"torch"`` or ``"onnx"``: what runs the model for documents (queries: ``backbone.runtime_for("query")``)."""
         return self.backbone.runtime
 
 
@@ -513,6 +513,7 @@ class SpladeHead:
     loader = "AutoModelForMaskedLM"
     # (tokens, 30522) float32 logits per batch: 2048 tokens = 250 MB; more buys no speed on a CPU.
     max_batch_tokens = 2048
+    cpu_documents = "onnx"  # 1.4x torch's packed head in documents per CPU-second (encoders.md)
 
     def torch_forward(self, model: Any, probe: dict):
         plain = _PlainSpladeHead(model)

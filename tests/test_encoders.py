@@ -549,7 +549,9 @@ def test_auto_runtime_is_onnx_on_a_cpu_and_specs_parse():
     from braid.encoders.base import onnxruntime_available, parse_runtime, resolve_runtime
 
     if onnxruntime_available():
-        assert resolve_runtime(RuntimeOptions(device="cpu")) == "onnx"
+        assert resolve_runtime(RuntimeOptions(device="cpu")) == "onnx"  # queries
+        assert resolve_runtime(RuntimeOptions(device="cpu"), "document", cpu_documents="torch") == "torch"
+        assert resolve_runtime(RuntimeOptions(device="cpu", precision="int8"), "document", cpu_documents="torch") == "onnx"
     assert resolve_runtime(RuntimeOptions(device="cpu", runtime="torch")) == "torch"
     assert resolve_runtime(RuntimeOptions(precision="bf16")) == "torch"
     assert parse_runtime("onnx-int8") == ("onnx", "int8") and parse_runtime("auto") == ("auto", None)
