@@ -13,7 +13,9 @@ The model runs on torch or ONNX Runtime (:mod:`braid.encoders.base`) with the sa
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
