@@ -28,6 +28,7 @@ from braid.cli.common import (
     progress_enabled,
     quiet_option,
     retriever_options,
+    runtime_option,
 )
 
 
@@ -61,12 +62,13 @@ def index_cmd(source, out, build, quiet):
 @click.option("--fields/--no-fields", default=True, show_default=True, help="Show stored title and text.")
 @json_option("Print the hits as one JSON object.")
 @click.option("--ray-address", default=None, help="Sharded index: search its shards with Ray actors on this cluster.")
-def search_cmd(index_dir, query, k, retriever, pipeline, knobs, fields, as_json, ray_address):
+@runtime_option
+def search_cmd(index_dir, query, k, retriever, pipeline, knobs, fields, as_json, ray_address, runtime):
     """Search INDEX_DIR for QUERY."""
     from braid.retrieval.scale.sharded import open_searcher
 
     # A directory with sharded.json opens as a ShardedSearcher (local worker processes, or Ray actors).
-    searcher = open_searcher(index_dir, retriever=retriever, pipeline=pipeline, ray_address=ray_address)
+    searcher = open_searcher(index_dir, retriever=retriever, pipeline=pipeline, ray_address=ray_address, runtime=runtime)
     hits = searcher.search(query, k=k, fields=fields, **knobs)
     if as_json:
         recipe = searcher.recipe(None, **knobs)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from braid.cli.common import POSITIVE_FLOAT, POSITIVE_INT, CommandError, command, option_group
+from braid.cli.common import POSITIVE_FLOAT, POSITIVE_INT, CommandError, command, option_group, runtime_option
 
 limit_options = option_group(
     "limits",
@@ -50,9 +50,10 @@ server_options.__doc__ = """How uvicorn listens and logs (``server``: keywords o
 @click.option("--no-warm", is_flag=True, help="Skip the warm-up query per retriever and pipeline at start (models then load on the first request that needs them).")
 @click.option("--token", envvar="BRAID_TOKEN", show_envvar=True, default=None, help="Bearer token every endpoint then requires (401 without, 403 wrong). Prefer BRAID_TOKEN or --token-file: a command line is visible to other users.")
 @click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False), default=None, help="File whose one line is the bearer token (instead of --token).")
+@runtime_option
 @limit_options
 @server_options
-def serve_cmd(index_dir, pipelines, default, no_warm, token, token_file, limits, server):
+def serve_cmd(index_dir, pipelines, default, no_warm, token, token_file, runtime, limits, server):
     """Serve INDEX_DIR over HTTP: POST /search, POST /batch_search, GET /health, GET /info, /docs."""
     import logging
 
@@ -65,7 +66,7 @@ def serve_cmd(index_dir, pipelines, default, no_warm, token, token_file, limits,
     from braid.retrieval.serve.protocol import guarded_protocol
 
     logging.basicConfig(level=server["log_level"].upper(), format="%(levelname)s:     %(name)s: %(message)s")
-    app = create_app(index_dir, pipelines=pipelines, default=default, warm=not no_warm, auth=load_auth(token, token_file), **limits)
+    app = create_app(index_dir, pipelines=pipelines, default=default, warm=not no_warm, auth=load_auth(token, token_file), runtime=runtime, **limits)
     catalog = app.state.catalog
     click.echo(
         f"braid serve: {index_dir} ({app.state.searcher.num_docs} docs); retrievers: {', '.join(catalog.retrievers)}; "

@@ -111,6 +111,11 @@ def runtime_kwargs(spec: str | None, name: str = "runtime") -> dict:
     return {"runtime": runtime, **({"precision": precision} if precision else {})}
 
 
+def runtime_label(runtime: str, precision: str) -> str:
+    """The ``--runtime`` spelling of a resolved runtime and precision: ``"torch"``, ``"onnx"`` or ``"onnx-int8"``."""
+    return "onnx-int8" if runtime == "onnx" and precision == "int8" else runtime
+
+
 def onnxruntime_available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
@@ -408,6 +413,10 @@ class TransformerBackbone:
     def runtime(self) -> str:
         """The runtime of documents (what an index build records); queries: :meth:`runtime_for`."""
         return self.runtime_for("document")
+
+    def runtime_label(self, kind: str) -> str:
+        """What runs texts of ``kind``, as ``--runtime`` spells it (``"torch"``, ``"onnx"``, ``"onnx-int8"``)."""
+        return runtime_label(self.runtime_for(kind), self.options.precision)
 
     @property
     def tokenizer(self) -> FastTokenizer:

@@ -101,6 +101,7 @@ def test_health_and_info(http, index_dir):
     assert info["pipelines"]["mine"]["fusion"]["method"] == "rrf"
     assert "broken" in info["unavailable"] and "not valid TOML" in info["unavailable"]["broken"]
     assert info["default"] == "bm25"
+    assert info["runtime"] == {"requested": "auto", "queries": {}}  # BM25 encodes no queries with a model
     assert info["limits"]["max_k"] == LIMITS["max_k"]
 
 

@@ -225,7 +225,7 @@ def _runtime_kwargs(options, encoder_options: dict, kwargs: dict) -> dict:
     (``"auto"``, ``"torch"``, ``"onnx"`` or ``"onnx-int8"``)."""
     from braid.encoders.base import runtime_kwargs
 
-    out = runtime_kwargs(encoder_options.get("runtime") or getattr(options, "runtime", None), "--runtime")
+    out = runtime_kwargs(encoder_options.get("runtime") or options.runtime, "--runtime")
     if "precision" in kwargs:  # an explicit precision of the encoder wins over the spec's
         out.pop("precision", None)
     return out

@@ -129,6 +129,9 @@ class DenseBinRetriever:
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
         return self.dense.encode_queries(queries)
 
+    def query_runtime(self) -> str:
+        return self.dense.query_runtime()
+
     def search(self, queries: Sequence[str], k: int, threads: int = 1, exclude=None, **knobs) -> Hits:
         return self.search_vectors(self.encode_queries(queries), k=k, threads=threads, exclude=exclude, **knobs)
 

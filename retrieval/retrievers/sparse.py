@@ -56,9 +56,15 @@ class SparseRetriever:
             idf=idf_path if (query_mode == "idf" and idf_path.exists()) else None,
             max_length=int(enc.get("max_length", 256)),
             query_top_k=enc.get("query_top_k"),
-            **runtime_kwargs(getattr(ctx, "runtime", None), "--runtime"),
+            **runtime_kwargs(ctx.runtime, "--runtime"),
         )
         return cls(index=ctx.component("sparse"), encoder=encoder, name="sparse-if" if query_mode == "idf" else "sparse")
+
+    def query_runtime(self) -> str | None:
+        """What encodes the queries (``"torch"``, ``"onnx"``, ``"onnx-int8"``), None when no model does (``sparse-if``)."""
+        if self.encoder.config.query_mode != "model":
+            return None
+        return self.encoder.backbone.runtime_label("query")
 
     def _encode_rows(self, texts: list[str]) -> list:
         fresh = self.encoder.encode_queries(texts)

@@ -447,6 +447,7 @@ def create_app(
     default: str | None = None,
     warm: bool = True,
     searcher=None,
+    runtime: str = "auto",
 ):
     """The FastAPI app serving ``index_dir``.
 
@@ -456,7 +457,10 @@ def create_app(
     endpoint requires (:class:`~braid.retrieval.serve.auth.AuthConfig`; default none).
     ``pipelines``: extra TOML pipeline files, read once now. ``default``: the retriever or
     pipeline used when a request names none (default: ``hybrid`` when the index has several
-    retrievers, else its only one). ``searcher``: an already open Searcher (tests).
+    retrievers, else its only one). ``searcher``: an already open Searcher (tests). ``runtime``:
+    what runs the query encoders (``"auto"``, ``"torch"``, ``"onnx"``, ``"onnx-int8"``; see
+    :class:`~braid.retrieval.searcher.Searcher`), a server setting, not a request field: one
+    runtime per process keeps one loaded model per encoder.
     """
     try:
         from fastapi import FastAPI, Request
@@ -495,7 +499,7 @@ def create_app(
     if not isinstance(auth, AuthConfig):
         raise OptionError("auth", type(auth).__name__, "an AuthConfig")
     if searcher is None:
-        searcher = Searcher(index_dir)
+        searcher = Searcher(index_dir, runtime=runtime)
     catalog = load_catalog(searcher, pipelines, default=default, warm=warm)
     serialized = serialize_unsafe_retrievers(searcher, catalog.retrievers)
     admission = Admission(config)
@@ -790,6 +794,8 @@ def create_app(
             "default": catalog.default,
             "unavailable": catalog.unavailable,
             "serialized": serialized,
+            # what encodes queries, per loaded retriever that runs a model (braid.retrieval.searcher.Searcher.recipe)
+            "runtime": {"requested": searcher.runtime, "queries": searcher.query_runtimes([n for n in catalog.retrievers if n in searcher._retrievers])},
             "limits": config.to_dict(),
             "auth": "bearer" if auth.enabled else None,
             "version": __version__,
