@@ -581,12 +581,16 @@ class TransformerBackbone:
         device = self.device
         return {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
 
-    def run_batches(self, texts: Sequence[str], kind: str = "document") -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def run_batches(
+        self, texts: Sequence[str], kind: str = "document", on_batch: Callable[[int], None] | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Run model and head over ``texts`` (of ``kind``, which picks the runtime) in length-sorted batches.
 
         Yields ``(positions, outputs)`` per batch: ``positions`` int64 indices into ``texts``,
         ``outputs`` float32 (len(positions), dim); callers put results back in input order. A text
         that tokenizes to nothing (no special tokens and no text) is left out of every batch.
+        ``on_batch(n)``: called once the caller has taken a batch of ``n`` texts (progress
+        reporting); the ``n`` add up to ``len(texts)``.
         """
         texts = check_texts(texts)
         if len(texts) == 0:
@@ -596,10 +600,12 @@ class TransformerBackbone:
         names = self.input_names(runtime)
         lengths = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
         max_tokens = self.head.max_batch_tokens if runtime == "onnx" else None
-        for positions in length_sorted_batches(lengths, self.options.batch_size, max_tokens):
-            positions = positions[lengths[positions] > 0]
+        for batch in length_sorted_batches(lengths, self.options.batch_size, max_tokens):
+            positions = batch[lengths[batch] > 0]
             if len(positions):
                 yield positions, self.forward(self._pad(encs, positions, lengths, names), runtime)
+            if on_batch is not None:
+                on_batch(len(batch))
 
 
 def _model_input_names(model: Any) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -331,13 +331,15 @@ class DenseEncoder:
         head = self.backbone.head
         return pooled(model, batch, head.pooling, head.normalize, head.left_padded)
 
-    def encode(self, texts: Sequence[str], kind: str = "document") -> np.ndarray:
-        """Encode texts as ``kind`` (``"document"`` or ``"query"``) -> float32 (n, dim), C-contiguous, input order."""
+    def encode(self, texts: Sequence[str], kind: str = "document", on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        """Encode texts as ``kind`` (``"document"`` or ``"query"``) -> float32 (n, dim), C-contiguous, input order.
+
+        ``on_batch(n)``: called after each model batch of ``n`` texts (progress; the ``n`` add up to ``len(texts)``)."""
         texts = self.prefixed(texts, kind)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        for positions, emb in self.backbone.run_batches(texts, kind):
+        for positions, emb in self.backbone.run_batches(texts, kind, on_batch):
             if emb.shape[1] != out.shape[1]:
                 raise BraidError(f"model={self.name!r} gives {emb.shape[1]}-d vectors, its config says {out.shape[1]}")
             out[positions] = emb

@@ -25,7 +25,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -439,15 +439,20 @@ class SparseEncoder:
         """
         return make_sparse_vectors(*self.encode_csr(texts, kind), self.vocab_size)
 
-    def encode_csr(self, texts: Sequence[str], kind: str = "document") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Like :meth:`encode` but returns the CSR arrays ``(indptr int64, indices int32, data float32)``."""
+    def encode_csr(
+        self, texts: Sequence[str], kind: str = "document", on_batch: Callable[[int], None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Like :meth:`encode` but returns the CSR arrays ``(indptr int64, indices int32, data float32)``.
+
+        ``on_batch(n)``: called after each model batch of ``n`` texts (progress; the ``n`` add up to
+        ``len(texts)``; inference-free queries run no model and report nothing)."""
         self._check_kind(kind)
         texts = check_texts(texts)
         if kind == "query" and self.config.query_mode == "idf":
             indptr, indices, data = self._encode_idf(texts)
             top_k = self.config.query_top_k
         else:
-            indptr, indices, data = self._encode_model(texts, kind)
+            indptr, indices, data = self._encode_model(texts, kind, on_batch)
             top_k = self.config.top_k if kind == "document" else self.config.query_top_k
         if top_k is not None:
             indptr, indices, data = prune_top_k(indptr, indices, data, top_k)
@@ -471,11 +476,11 @@ class SparseEncoder:
             rows.append((ids[keep], w[keep]))
         return _rows_to_csr(rows)
 
-    def _encode_model(self, texts: list[str], kind: str):
+    def _encode_model(self, texts: list[str], kind: str, on_batch: Callable[[int], None] | None = None):
         vocab_size = self.vocab_size
         empty = (np.zeros(0, np.int64), np.zeros(0, np.float32))
         rows: list = [empty] * len(texts)
-        for positions, dense in self.backbone.run_batches(texts, kind):
+        for positions, dense in self.backbone.run_batches(texts, kind, on_batch):
             if dense.shape[1] != vocab_size:
                 raise BraidError(f"model={self.name!r} returns {dense.shape[1]} logits per token, config says {vocab_size}")
             r, c = np.nonzero(dense)

@@ -68,6 +68,7 @@ def _encode_cached(kind, encoder, reader, doc_ids, tmp: Path, out_dir: Path, opt
         total=len(doc_ids),
         progress=options.progress,
         mode="document",
+        log=None if options.progress else log,  # no bar (not a terminal): progress lines in the log
     )
     vectors = load_cached(work)
     n = vectors.n_rows if kind == "sparse" else vectors.shape[0]
