@@ -19,8 +19,9 @@ sparse-if, the built-in ``hybrid`` and ``docs/pipelines/hybrid-if.toml`` (the sa
 sparse-if in place of sparse). Prints a markdown table (nDCG@10 / R@100 and the difference) and writes the JSON.
 
 ``latency``: the two pipelines on one index, ``--n`` distinct queries searched one at a time
-(``Searcher.search(q, k=10)``) after ``--warm`` warm-up queries; median process-CPU and wall ms per query
-(encoders + three searches + fusion), per query-encoder runtime.
+(``Searcher.search(q, k=10)``) after ``--warm`` warm-up queries, a fresh Searcher per pipeline (no query
+encoding is served from another pipeline's cache); median process-CPU and wall ms per query (encoders +
+three searches + fusion), per query-encoder runtime.
 """
 
 from __future__ import annotations
@@ -94,8 +95,8 @@ def latency(args) -> dict:
     warm, timed = texts[: args.warm], texts[args.warm : args.warm + args.n]
     rows = []
     for runtime in args.runtimes.split(","):
-        searcher = Searcher(args.index_dir, runtime=runtime)
         for pipeline in ("hybrid", str(HYBRID_IF)):
+            searcher = Searcher(args.index_dir, runtime=runtime)  # its own: the query caches start empty
             for q in warm:
                 searcher.search(q, k=10, retriever=pipeline)
             cpu, wall = [], []

@@ -2,15 +2,16 @@
 
 Usage:
 
-    python scripts/bench_startup.py INDEX_DIR [--retrievers bm25,sparse-if,sparse,dense,hybrid] [--runs 5]
+    python scripts/bench_startup.py INDEX_DIR [--retrievers bm25,sparse-if,sparse,dense,hybrid,hybrid-if] [--runs 5]
                                     [--runtime auto|torch|onnx|onnx-int8] [--json out.json]
 
 Each run is a fresh Python process running the CLI's ``search`` command on one query (``hybrid`` =
-no ``-r``: the index's default fusion pipeline). One untimed run per retriever first, so that
+no ``-r``: the index's default fusion pipeline; ``hybrid-if`` = docs/pipelines/hybrid-if.toml, the same
+fusion with inference-free sparse queries). One untimed run per retriever first, so that
 exported ONNX graphs and numba's cache exist (a user's first query after installing pays those
 once). Prints, per retriever: median / min / max wall time, median peak RSS (the child's own
-``ru_maxrss``), and the heavy modules the process imported. ``--runtime`` sets the query encoders'
-runtime (the CLI's ``--runtime`` option, set here on the index context until the CLI has it).
+``ru_maxrss``), and the heavy modules the process imported. ``--runtime`` is passed to the CLI's
+``--runtime`` (what encodes the queries).
 """
 
 from __future__ import annotations
@@ -30,19 +31,17 @@ HEAVY = ("torch", "transformers", "onnxruntime", "tokenizers", "faiss", "numba",
 _CHILD = """
 import atexit, sys
 atexit.register(lambda: sys.stderr.write("HEAVY " + ",".join(m for m in {heavy!r} if m in sys.modules) + "\\n"))
-runtime = {runtime!r}
-if runtime != "auto":
-    from braid.retrieval.context import IndexContext
-    IndexContext.runtime = runtime
 from braid.cli.main import main
 sys.argv = ["braid"] + {argv!r}
 main()
 """
+# Pipelines measured besides the retrievers: name -> --pipeline value.
+PIPELINES = {"hybrid": None, "hybrid-if": str(Path(__file__).resolve().parents[1] / "docs" / "pipelines" / "hybrid-if.toml")}
 
 
-def run_once(argv: list[str], runtime: str) -> tuple[float, float, list[str]]:
+def run_once(argv: list[str]) -> tuple[float, float, list[str]]:
     """(wall seconds, peak RSS MB, heavy modules imported) of one cold ``braid`` process."""
-    code = _CHILD.format(heavy=HEAVY, runtime=runtime, argv=argv)
+    code = _CHILD.format(heavy=HEAVY, argv=argv)
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -58,7 +57,7 @@ def run_once(argv: list[str], runtime: str) -> tuple[float, float, list[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("index_dir", type=Path)
-    parser.add_argument("--retrievers", default="bm25,sparse-if,sparse,dense,hybrid")
+    parser.add_argument("--retrievers", default="bm25,sparse-if,sparse,dense,hybrid,hybrid-if")
     parser.add_argument("--query", default="microglia activation in the brain")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx", "onnx-int8"))
@@ -66,9 +65,13 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for name in args.retrievers.split(","):
-        argv = ["search", str(args.index_dir), args.query, "-k", "10"] + ([] if name == "hybrid" else ["-r", name])
-        run_once(argv, args.runtime)  # warm-up: ONNX export, numba cache, page cache
-        runs = [run_once(argv, args.runtime) for _ in range(args.runs)]
+        if name in PIPELINES:
+            pick = [] if PIPELINES[name] is None else ["--pipeline", PIPELINES[name]]
+        else:
+            pick = ["-r", name]
+        argv = ["search", str(args.index_dir), args.query, "-k", "10", "--runtime", args.runtime, *pick]
+        run_once(argv)  # warm-up: ONNX export, numba cache, page cache
+        runs = [run_once(argv) for _ in range(args.runs)]
         walls = [r[0] for r in runs]
         row = {
             "retriever": name,
