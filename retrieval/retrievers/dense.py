@@ -114,4 +114,7 @@ SPEC = RetrieverSpec(
     weight=1.0,
     hybrid=True,
     rescore=True,
+    # the encoders allow concurrent calls (ONNX Runtime sessions; the torch model runs no state-changing code),
+    # FAISS searches take per-call parameters, the query cache is locked (tests/test_service.py)
+    thread_safe=True,
 )

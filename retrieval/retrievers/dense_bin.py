@@ -165,5 +165,5 @@ SPEC = RetrieverSpec(
     prf={"average": "dense-average", "rocchio": "dense-rocchio"},
     weight=1.0,  # its scores are dense's scores
     hybrid=False,  # not measured to help over exact dense in the built-in pipelines (docs/benchmarks/dense-bin.md)
-    thread_safe=False,  # it encodes queries with the dense model, like dense
+    thread_safe=True,  # as dense; FAISS binary searches are read-only
 )

@@ -141,6 +141,9 @@ SPEC = RetrieverSpec(
     weight=0.75,
     hybrid=True,
     rescore=True,
+    # encoders safe for concurrent calls (SPLADE's decoder is split off at load, not swapped per forward pass),
+    # per-thread search scratch in the blocked index (tests/test_service.py)
+    thread_safe=True,
 )
 
 SPEC_IF = RetrieverSpec(
@@ -153,4 +156,5 @@ SPEC_IF = RetrieverSpec(
     prf={"rocchio": "sparse-rocchio"},
     weight=0.75,
     stands_in_for="sparse",
+    thread_safe=True,  # tokenizer + IDF table: read-only
 )

@@ -261,9 +261,10 @@ def load_catalog(searcher, pipeline_files: Sequence[str | Path] = (), default: s
 
 
 # ---------------------------------------------------------------------- thread safety of retrievers
-# Retrievers whose spec is not ``thread_safe`` (the learned ones: an encoder may patch its model during
-# a forward pass) have each of their components used by one thread at a time; different components
-# still overlap. tantivy's and Lucene's searchers are made for concurrent use.
+# Retrievers whose spec is not ``thread_safe`` have each of their components used by one thread at a time;
+# different components still overlap. Every built-in retriever is thread-safe now (tantivy's and Lucene's
+# searchers, the blocked sparse index's per-thread scratch, FAISS, and the encoders since the SPLADE decoder is
+# split off at load instead of swapped during each forward pass); the mechanism stays for retrievers that are not.
 
 
 class _Serialized:
