@@ -147,7 +147,8 @@ def _duration(seconds: float) -> str:
 class Progress:
     """Texts done out of ``total``: a tqdm bar on a terminal (``progress`` and stderr a TTY), else log lines.
 
-    Log lines (``log`` given, no bar) come at most every ``every`` seconds and once at the end:
+    Log lines (``log`` given, no bar) come at most every ``every`` seconds, and at the end unless the last
+    one already gave the final count:
     ``"DESC: 2,048 / 5,183 documents, 13.2 documents/s, about 3 min 57 s left"``. The rate counts
     only texts encoded in this run (``update(n, encoded=False)`` for texts read back from the cache),
     so a resumed build does not promise more than it delivers.
@@ -157,6 +158,7 @@ class Progress:
         self.total, self.desc, self.log, self.every = total, desc, log, every
         self.done = 0
         self._encoded = 0
+        self._reported = -1  # self.done at the last log line
         self._start = self._last = time.perf_counter()
         self.bar = None
         if progress and hasattr(sys.stderr, "isatty") and sys.stderr.isatty():
@@ -186,12 +188,13 @@ class Progress:
 
     def _report(self) -> None:
         self._last = time.perf_counter()
+        self._reported = self.done
         self.log(self.line())
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        elif self.log is not None and self.done:
+        elif self.log is not None and self.done and self._reported != self.done:  # the last count, once
             self._report()
 
 
