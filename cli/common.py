@@ -130,6 +130,21 @@ class PositiveFloat(click.FloatRange):
         return check_finite(_flag(param), click.FLOAT.convert(value, param, ctx), low=0, low_open=True)
 
 
+class RuntimeChoice(click.Choice):
+    """A ``--runtime`` spelling (:data:`braid.encoders.base.RUNTIME_SPECS`), checked by :func:`~braid.encoders.base.parse_runtime`."""
+
+    def __init__(self) -> None:
+        from braid.encoders.base import RUNTIME_SPECS
+
+        super().__init__(list(RUNTIME_SPECS))
+
+    def convert(self, value, param, ctx):
+        from braid.encoders.base import parse_runtime
+
+        parse_runtime(value, _flag(param))
+        return value
+
+
 POSITIVE_INT = PositiveInt()
 POSITIVE_FLOAT = PositiveFloat()
 
@@ -177,6 +192,19 @@ def option_group(into: str, *options: Callable, make: Callable[[dict, dict], Any
         return wrapper
 
     return decorator
+
+
+def runtime_option(fn: Callable) -> Callable:
+    """``--runtime``: what runs the encoders (one definition for index, search, eval, tune, serve, compare)."""
+    return click.option(
+        "--runtime",
+        type=RuntimeChoice(),
+        default="auto",
+        show_default=True,
+        help="What runs the encoders: onnx = ONNX Runtime (CPU; the graph is exported once per model and cached), "
+        "onnx-int8 = the same with int8 dynamic quantisation, torch = eager PyTorch (any device). auto: on a CPU, "
+        "ONNX Runtime for queries and SPLADE documents, torch for dense documents (the faster of the two); torch on a GPU.",
+    )(fn)
 
 
 def quiet_option(fn: Callable) -> Callable:
@@ -235,9 +263,11 @@ build_options = option_group(
     click.option("--dense-index", default="flat", show_default=True, help="FAISS index type: flat, hnsw, ivf, ivfpq, pq, opq, bin; pq/opq/ivfpq take ':M' sub-quantizers (e.g. pq:96 = 96 bytes per vector); bin = flat plus sign bits for the dense-bin retriever."),
     click.option("--batch-size", type=POSITIVE_INT, default=32, show_default=True, help="Encoding batch size."),
     click.option("--device", default="auto", show_default=True, help="Encoding device: auto, cpu, cuda."),
+    runtime_option,
     make=_make_build,
 )
-build_options.__doc__ = """What to build and how (``build=BuildOptions``); progress bars follow the command's ``--quiet``."""
+build_options.__doc__ = """What to build and how (``build=BuildOptions``); progress bars follow the command's ``--quiet``.
+``--runtime`` is ``BuildOptions.runtime``; commands that also search (eval, tune) encode queries with it too."""
 
 
 def retriever_options(fn: Callable) -> Callable:

@@ -28,6 +28,7 @@ from braid.cli.common import (
     progress_enabled,
     quiet_option,
     retriever_options,
+    runtime_option,
 )
 
 
@@ -62,12 +63,13 @@ def index_cmd(source, out, build, quiet):
 @click.option("--explain", is_flag=True, help="Per hit, each retriever's rank, normalised score and share of the fused score (contributions sum to it).")
 @json_option("Print the hits as one JSON object.")
 @click.option("--ray-address", default=None, help="Sharded index: search its shards with Ray actors on this cluster.")
-def search_cmd(index_dir, query, k, retriever, pipeline, knobs, fields, explain, as_json, ray_address):
+@runtime_option
+def search_cmd(index_dir, query, k, retriever, pipeline, knobs, fields, explain, as_json, ray_address, runtime):
     """Search INDEX_DIR for QUERY."""
     from braid.retrieval.scale.sharded import open_searcher
 
     # A directory with sharded.json opens as a ShardedSearcher (local worker processes, or Ray actors).
-    searcher = open_searcher(index_dir, retriever=retriever, pipeline=pipeline, ray_address=ray_address)
+    searcher = open_searcher(index_dir, retriever=retriever, pipeline=pipeline, ray_address=ray_address, runtime=runtime)
     if explain:
         if not hasattr(searcher, "explain"):
             raise click.UsageError("--explain is not available for sharded indexes")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from braid.cli.common import POSITIVE_FLOAT, POSITIVE_INT, CommandError, command, option_group
+from braid.cli.common import POSITIVE_FLOAT, POSITIVE_INT, CommandError, command, option_group, runtime_option
 
 limit_options = option_group(
     "limits",
@@ -51,9 +51,10 @@ server_options.__doc__ = """How uvicorn listens and logs (``server``: keywords o
 @click.option("--token", envvar="BRAID_TOKEN", show_envvar=True, default=None, help="Bearer token every endpoint then requires (401 without, 403 wrong). Prefer BRAID_TOKEN or --token-file: a command line is visible to other users.")
 @click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False), default=None, help="File whose one line is the bearer token (instead of --token).")
 @click.option("--open", "open_page", is_flag=True, help="Open the search page (/) in a web browser once the server listens.")
+@runtime_option
 @limit_options
 @server_options
-def serve_cmd(index_dir, pipelines, default, no_warm, token, token_file, open_page, limits, server):
+def serve_cmd(index_dir, pipelines, default, no_warm, token, token_file, open_page, runtime, limits, server):
     """Serve INDEX_DIR over HTTP: the search page at /, POST /search, POST /batch_search, GET /health, GET /info, /docs."""
     import logging
 
@@ -66,7 +67,7 @@ def serve_cmd(index_dir, pipelines, default, no_warm, token, token_file, open_pa
     from braid.retrieval.serve.protocol import guarded_protocol
 
     logging.basicConfig(level=server["log_level"].upper(), format="%(levelname)s:     %(name)s: %(message)s")
-    app = create_app(index_dir, pipelines=pipelines, default=default, warm=not no_warm, auth=load_auth(token, token_file), **limits)
+    app = create_app(index_dir, pipelines=pipelines, default=default, warm=not no_warm, auth=load_auth(token, token_file), runtime=runtime, **limits)
     catalog = app.state.catalog
     click.echo(
         f"braid serve: {index_dir} ({app.state.searcher.num_docs} docs); retrievers: {', '.join(catalog.retrievers)}; "
@@ -97,7 +98,8 @@ def serve_cmd(index_dir, pipelines, default, no_warm, token, token_file, open_pa
 @click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False), default=None, help="File whose one line is the bearer token (instead of --token).")
 @click.option("--max-k", default=100, show_default=True, type=POSITIVE_INT, help="Most hits one search call may ask for.")
 @click.option("--max-document-chars", default=20000, show_default=True, type=POSITIVE_INT, help="Longest text get_document returns.")
-def mcp_cmd(index_dir, transport, host, port, pipelines, default, no_warm, token, token_file, max_k, max_document_chars):
+@runtime_option
+def mcp_cmd(index_dir, transport, host, port, pipelines, default, no_warm, token, token_file, max_k, max_document_chars, runtime):
     """Serve INDEX_DIR to LLM agents over the Model Context Protocol: tools search, get_document, describe_index."""
     import logging
 
@@ -109,7 +111,7 @@ def mcp_cmd(index_dir, transport, host, port, pipelines, default, no_warm, token
         raise CommandError("--token applies to --transport http (a stdio server is reached only by the process that started it)")
     logging.basicConfig(level="WARNING", format="%(levelname)s: %(name)s: %(message)s")  # stderr: stdout is the protocol
     limits = McpLimits(max_k=max_k, max_document_chars=max_document_chars)
-    server = create_mcp_server(index_dir, limits=limits, pipelines=pipelines, default=default, warm=not no_warm)
+    server = create_mcp_server(index_dir, limits=limits, pipelines=pipelines, default=default, warm=not no_warm, runtime=runtime)
     catalog = server.braid_catalog
     click.echo(f"braid mcp: {index_dir} over {transport}; tools search, get_document, describe_index; retrievers and pipelines: {', '.join(catalog.names)}", err=True)
     if transport == "stdio":

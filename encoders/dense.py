@@ -7,6 +7,8 @@ Normalize module; ``sentence_bert_config.json`` gives ``max_seq_length`` and
 (no ``modules.json``) gets mean pooling and no normalisation, as sentence-transformers would give
 it. transformers is used directly (AutoModel), not sentence-transformers, to stay light; the
 pooling follows sentence-transformers' ``Pooling`` module so the vectors agree with it.
+The model runs on torch or ONNX Runtime (:mod:`braid.encoders.base`) with the same head
+(:class:`PoolingHead`: pooling and normalisation inside the exported graph).
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from braid.data.errors import BraidError, OptionError
-from braid.encoders.base import RuntimeOptions, TransformerBackbone, check_texts
-from braid.encoders.resolve import DEFAULT_DENSE_MODEL, ModelRef
+from braid.encoders.base import RuntimeOptions, TransformerBackbone, check_texts, read_json
+from braid.encoders.resolve import DEFAULT_DENSE_MODEL, ModelRef, resolve_model
 
 POOLINGS = ("cls", "mean", "max", "lasttoken", "mean_sqrt_len")
 KINDS = ("document", "query")
@@ -81,20 +83,11 @@ class ModelPipeline:
     source: str  # "sentence-transformers" or "transformers"
 
 
-def _read_json(path: Path | None, what: str) -> Any:
-    if path is None:
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BraidError(f"{path}: unreadable {what} ({exc})") from None
-
-
 def read_pipeline(ref: ModelRef) -> ModelPipeline:
     """Read pooling / normalisation / max length / prompts from a model folder (see the module docstring)."""
-    modules = _read_json(ref.file("modules.json"), "sentence-transformers modules.json")
-    st_cfg = _read_json(ref.file("sentence_bert_config.json"), "sentence_bert_config.json") or {}
-    prompts_cfg = _read_json(ref.file("config_sentence_transformers.json"), "config_sentence_transformers.json") or {}
+    modules = read_json(ref.file("modules.json"), "sentence-transformers modules.json")
+    st_cfg = read_json(ref.file("sentence_bert_config.json"), "sentence_bert_config.json") or {}
+    prompts_cfg = read_json(ref.file("config_sentence_transformers.json"), "config_sentence_transformers.json") or {}
     prompts = prompts_cfg.get("prompts") or {}
     if not isinstance(prompts, dict):
         prompts = {}
@@ -111,7 +104,7 @@ def read_pipeline(ref: ModelRef) -> ModelPipeline:
     for mod in sorted(modules, key=lambda m: m.get("idx", 0)):
         kind = str(mod.get("type", "")).rsplit(".", 1)[-1]
         if kind == "Pooling":
-            cfg = _read_json(ref.file(f"{mod.get('path', '')}/config.json".lstrip("/")), "pooling config")
+            cfg = read_json(ref.file(f"{mod.get('path', '')}/config.json".lstrip("/")), "pooling config")
             if not isinstance(cfg, dict):
                 raise BraidError(f"model={ref.name!r}: modules.json lists a Pooling module without its config.json")
             modes = [name for key, name in _ST_POOLING_KEYS.items() if cfg.get(key)]
@@ -189,6 +182,61 @@ def pool(hidden: Any, attention_mask: Any, pooling: str, left_padded: bool = Fal
     raise OptionError("pooling", pooling, f"one of {', '.join(POOLINGS)}")
 
 
+class PoolingHead:
+    """Pooling (+ L2 normalisation) on a transformers encoder: the torch function and the exported graph are one module."""
+
+    loader = "AutoModel"
+    max_batch_tokens = None
+    # torch's MKL GEMMs beat ONNX Runtime's on long batched texts (MiniLM: 0.8x in docs/CPU-s, encoders.md)
+    cpu_documents = "torch"
+
+    def __init__(self, pooling: str, normalize: bool, left_padded: bool):
+        self.pooling, self.normalize, self.left_padded = pooling, normalize, left_padded
+        self.key = f"pool-{pooling}{'-normalize' if normalize else ''}{'-left' if left_padded else ''}"
+
+    def graph(self, model: Any, probe: dict) -> Any:
+        return _pooling_graph(model, self.pooling, self.normalize, self.left_padded)
+
+    def torch_forward(self, model: Any, probe: dict):
+        module = self.graph(model, probe)
+        return lambda batch: module(**batch)
+
+
+def _pooling_graph(model: Any, pooling: str, normalize: bool, left_padded: bool) -> Any:
+    import torch
+
+    class PoolingGraph(torch.nn.Module):
+        """token ids -> float32 (batch, dim) embeddings: the model's last hidden state pooled (and normalised)."""
+
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if token_type_ids is not None:
+                batch["token_type_ids"] = token_type_ids
+            return pooled(self.model, batch, pooling, normalize, left_padded).float()
+
+    return PoolingGraph()
+
+
+def pooled(model: Any, batch: dict, pooling: str, normalize: bool, left_padded: bool) -> Any:
+    """``model``'s last hidden state over ``batch`` (token tensors (B, L)) pooled, and L2-normalised if ``normalize``: tensor (B, dim).
+
+    The one definition of a dense vector: the exported graph, the torch runtime and the trainable
+    tower all run it.
+    """
+    import torch
+
+    outputs = model(**batch)
+    hidden = outputs.last_hidden_state if hasattr(outputs, "last_hidden_state") else outputs[0]
+    emb = pool(hidden, batch["attention_mask"], pooling, left_padded)
+    if normalize:
+        emb = torch.nn.functional.normalize(emb, p=2, dim=1)
+    return emb
+
+
 class DenseEncoder:
     """Texts -> float32 (n, dim) embeddings with the model's pooling and normalisation.
 
@@ -211,15 +259,14 @@ class DenseEncoder:
         normalize: bool | None = None,
         query_prefix: str | None = None,
         document_prefix: str | None = None,
+        runtime: str = "auto",
     ):
-        probe = TransformerBackbone(str(model), RuntimeOptions(device=device, precision=precision), "AutoModel")
-        pipe = read_pipeline(probe.ref)
+        ref = resolve_model(str(model))
+        pipe = read_pipeline(ref)
         self.pipeline = pipe
         if max_length is None:
             max_length = pipe.max_length or 256
-        self.options = RuntimeOptions(max_length, batch_size, device, precision, threads)
-        self.backbone = probe
-        self.backbone.options = self.options
+        self.options = RuntimeOptions(max_length, batch_size, device, precision, threads, runtime)
         prompts = pipe.prompts
         if query_prefix is None:
             query_prefix = str(prompts.get("query", ""))
@@ -235,6 +282,9 @@ class DenseEncoder:
             0,
             precision,
         )
+        cfg = self._config
+        left = _padding_side(ref) == "left"
+        self.backbone = TransformerBackbone(ref, self.options, PoolingHead(cfg.pooling, cfg.normalize, left))
 
     @property
     def name(self) -> str:
@@ -245,10 +295,8 @@ class DenseEncoder:
         """Embedding dimension (from the pooling config, else the model's hidden_size)."""
         if self.pipeline.dim:
             return int(self.pipeline.dim)
-        from transformers import AutoConfig
-
-        cfg = self.backbone.ref.load(AutoConfig, "model", what="config")
-        size = getattr(cfg, "hidden_size", None) or getattr(cfg, "d_model", None)
+        cfg = self.backbone.config
+        size = cfg.get("hidden_size") or cfg.get("d_model")
         if not isinstance(size, int):
             raise BraidError(f"model={self.name!r}: cannot tell the embedding dimension from its config")
         return size
@@ -276,28 +324,22 @@ class DenseEncoder:
     def embed(self, batch: dict, model: Any) -> Any:
         """The model's pooled (and normalised) vectors of one padded batch: float32 tensor (B, dim).
 
-        ``batch``: token tensors from :meth:`TransformerBackbone.collate` or ``run_batches``;
-        ``model``: this encoder's transformers model. Differentiable: :meth:`encode` runs it under
-        ``inference_mode``, a :class:`~braid.encoders.towers.DenseTower` with gradients.
+        ``batch``: token tensors from :meth:`TransformerBackbone.collate`; ``model``: this
+        encoder's transformers model. Differentiable (a :class:`~braid.encoders.towers.DenseTower`
+        trains through it); the same computation as the exported graph (:func:`pooled`).
         """
-        import torch
+        head = self.backbone.head
+        return pooled(model, batch, head.pooling, head.normalize, head.left_padded)
 
-        cfg = self._config
-        left = getattr(self.backbone.tokenizer, "padding_side", "right") == "left"
-        outputs = model(**batch)
-        hidden = outputs.last_hidden_state if hasattr(outputs, "last_hidden_state") else outputs[0]
-        emb = pool(hidden, batch["attention_mask"], cfg.pooling, left)
-        if cfg.normalize:
-            emb = torch.nn.functional.normalize(emb, p=2, dim=1)
-        return emb
+    def encode(self, texts: Sequence[str], kind: str = "document", on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        """Encode texts as ``kind`` (``"document"`` or ``"query"``) -> float32 (n, dim), C-contiguous, input order.
 
-    def encode(self, texts: Sequence[str], kind: str = "document") -> np.ndarray:
-        """Encode texts as ``kind`` (``"document"`` or ``"query"``) -> float32 (n, dim), C-contiguous, input order."""
+        ``on_batch(n)``: called after each model batch of ``n`` texts (progress; the ``n`` add up to ``len(texts)``)."""
         texts = self.prefixed(texts, kind)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        for positions, emb in self.backbone.run_batches(texts, lambda batch, model: self.embed(batch, model).float().cpu().numpy()):
+        for positions, emb in self.backbone.run_batches(texts, kind, on_batch):
             if emb.shape[1] != out.shape[1]:
                 raise BraidError(f"model={self.name!r} gives {emb.shape[1]}-d vectors, its config says {out.shape[1]}")
             out[positions] = emb
@@ -323,7 +365,7 @@ class DenseEncoder:
         hf_logging.disable_progress_bar()  # no "Writing model shards" bar under a caller's own
         try:
             self.backbone.model.save_pretrained(str(directory))
-            self.backbone.tokenizer.save_pretrained(str(directory))
+            self.backbone.hf_tokenizer().save_pretrained(str(directory))
         finally:
             if was_enabled:
                 hf_logging.enable_progress_bar()
@@ -331,8 +373,18 @@ class DenseEncoder:
         prompts = {"query": cfg.query_prefix, "document": cfg.document_prefix}
         write_pipeline(directory, cfg.pooling, cfg.normalize, self.options.max_length, prompts, self.dim)
 
+    @property
+    def runtime(self) -> str:
+        """``"torch"`` or ``"onnx"``: what runs the model for documents (queries: ``backbone.runtime_for("query")``)."""
+        return self.backbone.runtime
+
     def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
         return self.encode(texts, "document")
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self.encode(texts, "query")
+
+
+def _padding_side(ref: ModelRef) -> str:
+    cfg = read_json(ref.file("tokenizer_config.json"), "tokenizer_config.json") or {}
+    return "left" if isinstance(cfg, dict) and cfg.get("padding_side") == "left" else "right"

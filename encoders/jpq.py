@@ -23,12 +23,15 @@ def is_jpq(dense_info: Mapping[str, Any] | None) -> bool:
     return isinstance(dense_info, Mapping) and isinstance(dense_info.get("jpq"), Mapping)
 
 
-def open_jpq_query_encoder(index_dir: str | Path, info: Mapping[str, Any], device: str = "auto", batch_size: int = 32):
+def open_jpq_query_encoder(index_dir: str | Path, info: Mapping[str, Any], device: str = "auto", batch_size: int = 32, runtime: str = "auto"):
     """The query encoder of a JPQ index: an object with ``encode_queries(texts) -> float32 (n, dim)``.
 
+    ``runtime``: a ``--runtime`` spelling (:data:`braid.encoders.base.RUNTIME_SPECS`); the saved
+    tower is a fixed folder, so its ONNX export is cached like any model's.
     ``index_dir``: the index root; ``info``: its manifest's ``components["dense"]`` (see
     :func:`is_jpq`). Query vectors come out in the original space (FAISS applies OPQ itself).
     """
+    from braid.encoders.base import runtime_kwargs
     from braid.encoders.dense import DenseEncoder
 
     if not is_jpq(info):
@@ -49,4 +52,5 @@ def open_jpq_query_encoder(index_dir: str | Path, info: Mapping[str, Any], devic
         normalize=bool(jpq["normalize"]),
         query_prefix=str(jpq.get("query_prefix") or ""),
         document_prefix="",
+        **runtime_kwargs(runtime, "--runtime"),
     )

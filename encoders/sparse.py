@@ -11,6 +11,10 @@ query's tokenizer ids, special tokens dropped, each id once, weighted by an IDF 
 computed over the indexed corpus with :func:`compute_idf`, kept as float32 ``.npy`` + json metadata.
 
 Output is :class:`braid.data.vectors.SparseVectors` (CSR, term id = tokenizer id).
+
+The model runs on torch or ONNX Runtime (:mod:`braid.encoders.base`); :class:`SpladeHead` is the
+pooling both run. Inference-free queries need only the tokenizer (the ``tokenizers`` library),
+the model's ``config.json`` and the IDF table: neither torch nor onnxruntime is imported.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -306,8 +310,10 @@ class SparseEncoder:
 
     ``model``: folder or hub id (see :mod:`braid.encoders.resolve`). ``idf``: for
     ``query_mode="idf"``, an :class:`IdfTable` or the path of a saved one; by default the model
-    folder's ``idf.json``. Runtime options (``batch_size``, ``device``, ``threads``) change speed,
-    not results. The model is loaded on first use; inference-free queries never load it.
+    folder's ``idf.json``. Runtime options (``batch_size``, ``device``, ``threads``, ``runtime``)
+    change speed, not results (beyond float rounding); ``precision="int8"`` (ONNX) changes the
+    weights slightly and is recorded in the config. The model is loaded on first use;
+    inference-free queries never load it. Safe to call from several threads.
     """
 
     def __init__(
@@ -324,12 +330,13 @@ class SparseEncoder:
         quantization_step: float | None = None,
         query_mode: str = "model",
         idf: "IdfTable | str | Path | None" = None,
+        runtime: str = "auto",
     ):
-        self.options = RuntimeOptions(max_length, batch_size, device, precision, threads)
+        self.options = RuntimeOptions(max_length, batch_size, device, precision, threads, runtime)
         self.config = SparseEncoderConfig(
             str(model), max_length, top_k, query_top_k, quantization_step, query_mode, precision
         )
-        self.backbone = TransformerBackbone(str(model), self.options, "AutoModelForMaskedLM")
+        self.backbone = TransformerBackbone(str(model), self.options, SpladeHead())
         self._idf: IdfTable | None = None
         self._vocab_size: int | None = None
         self._special: np.ndarray | None = None
@@ -346,10 +353,7 @@ class SparseEncoder:
     def vocab_size(self) -> int:
         """Dimension of the vectors: the model's vocabulary size (``config.vocab_size``)."""
         if self._vocab_size is None:
-            from transformers import AutoConfig
-
-            cfg = self.backbone.ref.load(AutoConfig, "model", what="config")
-            size = getattr(cfg, "vocab_size", None)
+            size = self.backbone.config.get("vocab_size")
             if not isinstance(size, int) or size <= 0:
                 raise BraidError(f"model={self.name!r}: its config has no vocab_size; not a masked-LM model")
             self._vocab_size = size
@@ -366,29 +370,13 @@ class SparseEncoder:
     def _special_ids(self) -> np.ndarray:
         if self._special is None:
             tok = self.backbone.tokenizer
-            ids = [i for i in tok.all_special_ids if i is not None and 0 <= i < self.vocab_size]
+            ids = [i for i in tok.special_ids if 0 <= i < self.vocab_size]
             self._special = np.asarray(sorted(set(ids)), dtype=np.int64)
         return self._special
 
     def _token_ids(self, texts: Sequence[str], max_length: int | None) -> list[np.ndarray]:
         """Tokenizer ids of each text without special tokens (truncated to ``max_length`` ids)."""
-        tok = self.backbone.tokenizer
-        backend = getattr(tok, "backend_tokenizer", None)
-        if backend is not None:
-            # The Rust tokenizer directly: several times less overhead per query than the Python
-            # wrapper. Truncation is done below, so the backend's own (stateful) setting is cleared.
-            if backend.truncation is not None or backend.padding is not None:
-                backend.no_truncation()
-                backend.no_padding()
-            if len(texts) == 1:
-                encs = [backend.encode(texts[0], add_special_tokens=False)]
-            else:
-                encs = backend.encode_batch(list(texts), add_special_tokens=False)
-            out = [np.array(e.ids, dtype=np.int64) for e in encs]
-        else:
-            out = [np.array(ids, dtype=np.int64) for ids in tok(list(texts), add_special_tokens=False)["input_ids"]]
-        if max_length is not None:
-            out = [ids[:max_length] for ids in out]
+        out = self.backbone.tokenizer.token_ids(texts, max_length)
         is_special, top = self._special_mask, self.vocab_size
         return [ids[~is_special[np.minimum(ids, top)]] if len(ids) else ids for ids in out]
 
@@ -451,15 +439,20 @@ class SparseEncoder:
         """
         return make_sparse_vectors(*self.encode_csr(texts, kind), self.vocab_size)
 
-    def encode_csr(self, texts: Sequence[str], kind: str = "document") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Like :meth:`encode` but returns the CSR arrays ``(indptr int64, indices int32, data float32)``."""
+    def encode_csr(
+        self, texts: Sequence[str], kind: str = "document", on_batch: Callable[[int], None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Like :meth:`encode` but returns the CSR arrays ``(indptr int64, indices int32, data float32)``.
+
+        ``on_batch(n)``: called after each model batch of ``n`` texts (progress; the ``n`` add up to
+        ``len(texts)``; inference-free queries run no model and report nothing)."""
         self._check_kind(kind)
         texts = check_texts(texts)
         if kind == "query" and self.config.query_mode == "idf":
             indptr, indices, data = self._encode_idf(texts)
             top_k = self.config.query_top_k
         else:
-            indptr, indices, data = self._encode_model(texts)
+            indptr, indices, data = self._encode_model(texts, kind, on_batch)
             top_k = self.config.top_k if kind == "document" else self.config.query_top_k
         if top_k is not None:
             indptr, indices, data = prune_top_k(indptr, indices, data, top_k)
@@ -483,13 +476,11 @@ class SparseEncoder:
             rows.append((ids[keep], w[keep]))
         return _rows_to_csr(rows)
 
-    def _encode_model(self, texts: list[str]):
+    def _encode_model(self, texts: list[str], kind: str, on_batch: Callable[[int], None] | None = None):
         vocab_size = self.vocab_size
-        if not texts:
-            return _rows_to_csr([])
-        head = self._pooling_head(texts[:2])
-        rows: list = [None] * len(texts)
-        for positions, dense in self.backbone.run_batches(texts, head):
+        empty = (np.zeros(0, np.int64), np.zeros(0, np.float32))
+        rows: list = [empty] * len(texts)
+        for positions, dense in self.backbone.run_batches(texts, kind, on_batch):
             if dense.shape[1] != vocab_size:
                 raise BraidError(f"model={self.name!r} returns {dense.shape[1]} logits per token, config says {vocab_size}")
             r, c = np.nonzero(dense)
@@ -500,54 +491,84 @@ class SparseEncoder:
                 rows[p] = (c[lo:hi], vals[lo:hi])
         return _rows_to_csr(rows)
 
-    def _pooling_head(self, probe: list[str]):
-        """The batch -> (B, V) float32 SPLADE weights function, packed when the model allows it.
+    @property
+    def runtime(self) -> str:
+        """``"torch"`` or ``"onnx"``: what runs the model for documents (queries: ``backbone.runtime_for("query")``)."""
+        return self.backbone.runtime
 
-        The packed head runs the backbone with the output projection swapped out, then projects only
-        the non-padding tokens, a few hundred at a time, and max-pools each text's slice: no work
-        on padding and no (B, L, V) logits tensor (1 GB for 32 x 256 tokens of a BERT vocabulary).
-        It is used only when the model's output embedding is a plain Linear and the two heads
-        agree on ``probe`` (checked once per encoder); otherwise the plain head runs.
-        """
-        if getattr(self, "_head", None) is not None:
-            return self._head
-        import torch
 
-        plain = _plain_splade_head
-        model = self.backbone.model
-        decoder = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-        slot = _find_slot(model, decoder) if isinstance(decoder, torch.nn.Linear) else None
-        if slot is None:
-            self._head = plain
+# --------------------------------------------------------------------------------------------
+# SPLADE pooling, in both runtimes
+# --------------------------------------------------------------------------------------------
+class SpladeHead:
+    """SPLADE max pooling on a masked-LM model, as a torch function and as an exportable graph.
+
+    Both forms split the output projection (the vocabulary decoder, a plain Linear) off the model,
+    once, when the model is loaded, so no module is ever swapped during a forward pass, and check
+    on a probe batch that model-without-decoder + decoder gives the model's own logits; a model
+    whose output embedding is not a plain Linear, or that fails the check, runs whole (plain head).
+
+    * torch: the packed head (:class:`_PackedSpladeHead`): only non-padding tokens are projected.
+    * ONNX: the SpladeGraph module (:func:`_splade_graph`): padding positions take the hidden state of their text's first
+      token, so their logits are already in the max and no (batch, length, vocab) masking is needed;
+      the bias is added after the max (``max_i(h_i W + b) = max_i(h_i W) + b``).
+    """
+
+    key = "splade-max-log1p-relu"
+    loader = "AutoModelForMaskedLM"
+    # (tokens, 30522) float32 logits per batch: 2048 tokens = 250 MB; more buys no speed on a CPU.
+    max_batch_tokens = 2048
+    cpu_documents = "onnx"  # 1.4x torch's packed head in documents per CPU-second (encoders.md)
+
+    def torch_forward(self, model: Any, probe: dict):
+        plain = _PlainSpladeHead(model)
+        split = _split_decoder(model, plain, probe)
+        if split is None:
             return plain
-        packed = _PackedSpladeHead(decoder, slot)
-        checked = [t for t in probe if t.strip()] or ["splade"]
-        batch = self.backbone.tokenize(checked)
-        width = max(len(x) for x in batch["input_ids"])
-        pad = self.backbone.tokenizer.pad_token_id or 0
-        inputs = {}
-        for key in ("input_ids", "attention_mask", "token_type_ids"):
-            if key in batch:
-                fill = pad if key == "input_ids" else 0
-                inputs[key] = torch.tensor(
-                    [list(x) + [fill] * (width - len(x)) for x in batch[key]], device=self.backbone.device
-                )
-        with torch.inference_mode():
-            a = plain(inputs, model)
-            b = packed(inputs, model)
-        scale = max(float(np.abs(a).max()), 1.0)
-        self._head = packed if a.shape == b.shape and float(np.abs(a - b).max()) <= 1e-4 * scale else plain
-        return self._head
+        return _PackedSpladeHead(model, split)
+
+    def graph(self, model: Any, probe: dict):
+        split = _split_decoder(model, _PlainSpladeHead(model), probe)
+        return _splade_graph(model, split)
 
 
-def _plain_splade_head(batch: dict, model: Any) -> np.ndarray:
-    """SPLADE pooling over the full (B, L, V) logits: max over non-padding positions, then log1p(relu)."""
+def _split_decoder(model: Any, plain: Any, probe: dict):
+    """Replace the model's output projection by Identity (permanently) and return it, or None when unsafe.
+
+    The replacement happens before the model serves any request (at load time, under the
+    backbone's lock); the packed projection is checked against ``plain`` on ``probe``.
+    """
     import torch
 
-    logits = model(**batch).logits  # (B, L, V)
-    mask = batch["attention_mask"].unsqueeze(-1).to(torch.bool)
-    pooled = logits.masked_fill_(~mask, float("-inf")).amax(dim=1)  # max first: log1p(relu) is monotone
-    return torch.log1p(torch.relu(pooled.float())).cpu().numpy()
+    decoder = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    slot = _find_slot(model, decoder) if isinstance(decoder, torch.nn.Linear) else None
+    if slot is None:
+        return None
+    with torch.inference_mode():
+        want = plain(probe).float().cpu().numpy()
+        parent, attr = slot
+        setattr(parent, attr, torch.nn.Identity())
+        got = _PackedSpladeHead(model, decoder)(probe).float().cpu().numpy()
+    scale = max(float(np.abs(want).max()), 1.0)
+    if want.shape == got.shape and float(np.abs(want - got).max()) <= 1e-4 * scale:
+        return decoder
+    setattr(parent, attr, decoder)
+    return None
+
+
+class _PlainSpladeHead:
+    """SPLADE pooling over the full (B, L, V) logits: max over non-padding positions, then log1p(relu)."""
+
+    def __init__(self, model: Any):
+        self.model = model
+
+    def __call__(self, batch: dict) -> Any:
+        import torch
+
+        logits = self.model(**batch).logits  # (B, L, V)
+        mask = batch["attention_mask"].unsqueeze(-1).to(torch.bool)
+        pooled = logits.masked_fill(~mask, float("-inf")).amax(dim=1)  # max first: log1p(relu) is monotone
+        return torch.log1p(torch.relu(pooled.float()))
 
 
 def _find_slot(model: Any, module: Any) -> tuple[Any, str] | None:
@@ -560,23 +581,19 @@ def _find_slot(model: Any, module: Any) -> tuple[Any, str] | None:
 
 
 class _PackedSpladeHead:
-    """SPLADE pooling that projects only non-padding tokens (see SparseEncoder._pooling_head)."""
+    """SPLADE pooling that projects only non-padding tokens (the model's decoder split off, see SpladeHead)."""
 
     TOKENS_PER_STEP = 512  # (512, 30522) float32 logits = 62 MB per step
 
-    def __init__(self, decoder: Any, slot: tuple[Any, str]):
+    def __init__(self, model: Any, decoder: Any):
+        self.model = model
         self.decoder = decoder
-        self.parent, self.attr = slot
 
-    def __call__(self, batch: dict, model: Any) -> np.ndarray:
+    def __call__(self, batch: dict) -> Any:
         import torch
         import torch.nn.functional as F
 
-        setattr(self.parent, self.attr, torch.nn.Identity())
-        try:
-            hidden = model(**batch).logits  # (B, L, H): the hidden states the projection would see
-        finally:
-            setattr(self.parent, self.attr, self.decoder)
+        hidden = self.model(**batch).logits  # (B, L, H): the decoder is an Identity, these are its inputs
         mask = batch["attention_mask"].to(torch.bool)
         lengths = mask.sum(dim=1).tolist()
         packed = hidden[mask]  # (n_tokens, H), each text's tokens contiguous, in batch order
@@ -600,4 +617,41 @@ class _PackedSpladeHead:
                 at += lengths[t]
             start += n
             i = j
-        return torch.log1p(torch.relu(out)).cpu().numpy()
+        return torch.log1p(torch.relu(out))
+
+
+def _splade_graph_class():
+    import torch
+
+    class SpladeGraph(torch.nn.Module):
+        """The exported SPLADE graph: token ids -> float32 (batch, vocab) weights (see SpladeHead)."""
+
+        def __init__(self, model: Any, decoder: Any | None):
+            super().__init__()
+            self.model = model
+            self.packed = decoder is not None
+            if self.packed:
+                self.register_buffer("weight_t", decoder.weight.detach().t().contiguous())
+                bias = decoder.bias if decoder.bias is not None else torch.zeros(decoder.weight.shape[0])
+                self.register_buffer("bias", bias.detach().clone())
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if token_type_ids is not None:
+                kwargs["token_type_ids"] = token_type_ids
+            out = self.model(**kwargs).logits
+            keep = attention_mask.unsqueeze(-1).to(torch.bool)
+            if not self.packed:
+                pooled = out.masked_fill(~keep, float("-inf")).amax(dim=1)
+                return torch.log1p(torch.relu(pooled))
+            first = torch.argmax(attention_mask.to(out.dtype), dim=1)  # a real token of each text
+            fill = torch.gather(out, 1, first.view(-1, 1, 1).expand(-1, 1, out.shape[-1]))  # (B, 1, H)
+            hidden = torch.where(keep, out, fill)
+            pooled = torch.matmul(hidden, self.weight_t).amax(dim=1) + self.bias
+            return torch.log1p(torch.relu(pooled))
+
+    return SpladeGraph
+
+
+def _splade_graph(model: Any, decoder: Any | None):
+    return _splade_graph_class()(model, decoder)

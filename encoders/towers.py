@@ -37,6 +37,7 @@ class DenseTower(torch.nn.Module):
         super().__init__()
         if kind not in KINDS:
             raise OptionError("kind", kind, f"one of {', '.join(KINDS)}")
+        encoder.backbone.use_torch("a trainable tower")  # what training changes, the encoder encodes
         self.encoder = encoder
         self.kind = kind
         self.model = encoder.backbone.model  # loads it (on the encoder's device) and registers its parameters
@@ -112,5 +113,6 @@ def query_tower(
         normalize=normalize,
         query_prefix=query_prefix,
         document_prefix="",
+        runtime="torch",
     )
     return DenseTower(encoder, "query")

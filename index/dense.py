@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import threading
 import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -240,6 +241,7 @@ class DenseIndex:
         self.dim = int(dim)
         self.info = dict(info or {})
         self.binary = binary
+        self._direct_map_lock = threading.Lock()  # searches may run in several threads; the direct map is built once
 
     # -- build ---------------------------------------------------------------------------------
     @classmethod
@@ -369,9 +371,10 @@ class DenseIndex:
         faiss = _require_faiss()
         if self.config.kind in IVF_KINDS:
             ivf = faiss.extract_index_ivf(self.index)
-            if not getattr(self, "_direct_map", False):
-                ivf.make_direct_map()
-                self._direct_map = True
+            with self._direct_map_lock:
+                if not getattr(self, "_direct_map", False):
+                    ivf.make_direct_map()
+                    self._direct_map = True
         try:
             return np.ascontiguousarray(self.index.reconstruct_batch(docnos.astype(np.int64)), dtype=np.float32)
         except RuntimeError as exc:

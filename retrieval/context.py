@@ -18,26 +18,34 @@ from braid.index.manifest import read_docids, read_manifest
 
 
 class IndexContext:
-    """One opened index directory: ``index_dir``, ``manifest``, ``doc_ids``, ``device``, components."""
+    """One opened index directory: ``index_dir``, ``manifest``, ``doc_ids``, ``device``, ``runtime``, components.
 
-    def __init__(self, index_dir: str | Path, manifest: dict, doc_ids: list[str], device: str = "auto"):
+    ``runtime``: what runs the query encoders (``"auto"``, ``"torch"``, ``"onnx"``, ``"onnx-int8"``;
+    :data:`braid.encoders.base.RUNTIME_SPECS`); ``"auto"`` is ONNX Runtime on a CPU when installed.
+    """
+
+    def __init__(self, index_dir: str | Path, manifest: dict, doc_ids: list[str], device: str = "auto", runtime: str = "auto"):
+        from braid.encoders.base import parse_runtime
+
+        parse_runtime(runtime)
         self.index_dir = Path(index_dir)
         self.manifest = manifest
         self.doc_ids = doc_ids
         self.device = device
+        self.runtime = runtime
         self._components: dict[str, object] = {}
         self._lock = threading.Lock()
         self._docno_of: dict[str, int] | None = None
 
     @classmethod
-    def open(cls, index_dir: str | Path, device: str = "auto") -> "IndexContext":
+    def open(cls, index_dir: str | Path, device: str = "auto", runtime: str = "auto") -> "IndexContext":
         """Read and check the manifest and ``docids.txt`` of ``index_dir``."""
         index_dir = Path(index_dir)
         manifest = read_manifest(index_dir)
         doc_ids = read_docids(index_dir)
         if len(doc_ids) != manifest["num_docs"]:
             raise IndexFormatError(f"{index_dir}: docids.txt has {len(doc_ids)} ids, the manifest says {manifest['num_docs']}")
-        return cls(index_dir, manifest, doc_ids, device)
+        return cls(index_dir, manifest, doc_ids, device, runtime)
 
     @property
     def num_docs(self) -> int:

@@ -50,6 +50,9 @@ class Searcher:
     :data:`braid.retrieval.retrievers.RETRIEVERS` the index serves) or ``pipeline`` a fusion pipeline
     (a TOML path or a built-in name such as ``hybrid``); the default is the pipeline ``hybrid`` when
     the index has several retrievers, else its only retriever. Components and models load on first use.
+    ``runtime``: what runs the query encoders, ``"auto"`` (ONNX Runtime on a CPU when installed,
+    else torch), ``"torch"``, ``"onnx"`` or ``"onnx-int8"``; it does not change which documents
+    an index holds, only how queries are encoded (fp32 ONNX gives torch's vectors to rounding).
     """
 
     def __init__(
@@ -59,13 +62,14 @@ class Searcher:
         pipeline: str | Path | None = None,
         device: str = "auto",
         context: IndexContext | None = None,
+        runtime: str = "auto",
     ):
         if retriever is not None and pipeline is not None:
             raise OptionError("--retriever/--pipeline", f"{retriever} / {pipeline}", "give one of them, not both")
         if context is None:
             if index_dir is None:
                 raise OptionError("index_dir", None, "an index directory")
-            context = IndexContext.open(index_dir, device=device)
+            context = IndexContext.open(index_dir, device=device, runtime=runtime)
         self.context = context
         self._retrievers: dict[str, object] = {}
         self._lock = threading.Lock()
@@ -87,6 +91,10 @@ class Searcher:
     @property
     def device(self) -> str:
         return self.context.device
+
+    @property
+    def runtime(self) -> str:
+        return self.context.runtime
 
     @property
     def num_docs(self) -> int:
@@ -131,11 +139,28 @@ class Searcher:
         return load_pipeline(name, self)
 
     def recipe(self, retriever: str | Path | None = None, **knobs) -> dict:
-        """What produced a result: the pipeline declaration, or ``{"retriever": name, **knobs}``."""
+        """What produced a result: the pipeline declaration, or ``{"retriever": name, **knobs}``; plus
+        ``"runtime": {retriever: "torch" | "onnx" | "onnx-int8"}`` for the retrievers that encode
+        queries with a model (absent when none does: BM25, inference-free sparse)."""
         engine = self.engine(retriever)
         if hasattr(engine, "pipeline"):
-            return {**engine.pipeline.to_dict(), **({"knobs": dict(knobs)} if knobs else {})}
-        return {"retriever": engine.name, **knobs}
+            out = {**engine.pipeline.to_dict(), **({"knobs": dict(knobs)} if knobs else {})}
+            names = [step.name for step in engine.pipeline.retrievers]
+        else:
+            out = {"retriever": engine.name, **knobs}
+            names = [engine.name]
+        runtimes = self.query_runtimes(names)
+        return {**out, "runtime": runtimes} if runtimes else out
+
+    def query_runtimes(self, names: Sequence[str]) -> dict[str, str]:
+        """``{retriever: runtime}`` of those of ``names`` whose queries a model encodes (see :meth:`recipe`)."""
+        out = {}
+        for name in names:
+            got = getattr(self.retriever(name), "query_runtime", None)
+            label = got() if callable(got) else None
+            if label is not None:
+                out[name] = label
+        return out
 
     # ------------------------------------------------------------------ search
     def batch_search(

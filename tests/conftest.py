@@ -11,6 +11,14 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Exported ONNX graphs go to a cache of this test session, never the user's ~/.cache/braid.
+if "BRAID_CACHE" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["BRAID_CACHE"] = tempfile.mkdtemp(prefix="braid-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["BRAID_CACHE"], True)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("BRAID_SHARED", REPO.parent / "shared"))

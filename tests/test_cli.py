@@ -114,6 +114,12 @@ def test_usage_errors_exit_2(toy_dataset, tmp_path):
     assert res.exit_code == 2 and "invalid value for --epochs: 0 (a positive integer)" in _one_line_error(res)
     res = runner.invoke(main, ["serve", str(tmp_path), "--timeout", "nan"])
     assert res.exit_code == 2 and "invalid value for --timeout: nan (a finite number > 0)" in _one_line_error(res)
+    # --runtime: one option on every command that encodes, checked by the encoders' parse_runtime
+    for args in (["index", str(toy_dataset), "--out", str(tmp_path / "x")], ["search", str(tmp_path), "q"], ["serve", str(tmp_path)],
+                 ["eval", str(toy_dataset), "--index-root", str(tmp_path / "ix")], ["tune", str(toy_dataset), "-o", str(tmp_path / "p.toml")]):
+        res = runner.invoke(main, [*args, "--runtime", "gpu"])
+        assert res.exit_code == 2 and "invalid value for --runtime: 'gpu' (one of auto, torch, onnx, onnx-int8)" in _one_line_error(res), args
+    assert not (tmp_path / "x").exists() and not (tmp_path / "ix").exists()
 
 
 def test_failures_exit_1(toy_dataset, tmp_path):
@@ -224,7 +230,7 @@ def test_build_options_arrive_as_one_object(toy_dataset, tmp_path, monkeypatch):
 
     monkeypatch.setattr(builder, "build_index", build_index)
     monkeypatch.setattr(distributed, "build_sharded", build_sharded)
-    flags = ["--retrievers", "bm25, dense", "--dense-index", "pq:8", "--batch-size", "7", "--skip-bad", "-q"]
+    flags = ["--retrievers", "bm25, dense", "--dense-index", "pq:8", "--batch-size", "7", "--skip-bad", "--runtime", "onnx-int8", "-q"]
     runner = CliRunner()
     assert runner.invoke(main, ["index", str(toy_dataset), "--out", str(tmp_path / "x"), *flags]).exit_code == 0
     assert runner.invoke(main, ["shard", str(toy_dataset), "--out", str(tmp_path / "s"), "--shards", "3", "--executor", "local", *flags]).exit_code == 0
@@ -232,6 +238,7 @@ def test_build_options_arrive_as_one_object(toy_dataset, tmp_path, monkeypatch):
     assert build == seen["index"]
     assert isinstance(build, BuildOptions) and build.retrievers == ("bm25", "dense")
     assert build.dense_index == {"kind": "pq", "m": 8} and build.batch_size == 7 and build.skip_bad and not build.progress
+    assert build.runtime == "onnx-int8"
     assert sharding == ShardingConfig(shards=3, executor="local")
 
 

@@ -262,7 +262,10 @@ def test_round_trip_through_cli_and_searcher(bin_index):
     res = runner.invoke(main, ["search", str(out), "wolf habitat", "-r", "dense-bin", "--rescore-multiplier", "2", "-k", "3", "--json"])
     assert res.exit_code == 0, res.output
     payload = json.loads(res.output)
-    assert payload["recipe"] == {"retriever": "dense-bin", "rescore_multiplier": 2}
+    from braid.encoders.base import RuntimeOptions, resolve_runtime
+
+    # --runtime auto: the query encoder's runtime as auto resolves it here (ONNX on a CPU with onnxruntime)
+    assert payload["recipe"] == {"retriever": "dense-bin", "rescore_multiplier": 2, "runtime": {"dense-bin": resolve_runtime(RuntimeOptions(), "query")}}
     assert [h["id"] for h in payload["hits"]] == exact.doc_ids[2]
     res = runner.invoke(main, ["search", str(out), "wolf", "-r", "dense-bin", "--rescore-multiplier", "0"])
     assert res.exit_code != 0 and "rescore_multiplier" in res.output and ">= 1" in res.output

@@ -133,7 +133,15 @@ def test_runtime_options_validate():
     with pytest.raises(OptionError, match="device"):
         RuntimeOptions(device="tpu")
     with pytest.raises(OptionError, match="precision"):
-        RuntimeOptions(precision="int8")
+        RuntimeOptions(precision="int4")
+    with pytest.raises(OptionError, match="runtime"):
+        RuntimeOptions(runtime="tensorrt")
+    with pytest.raises(OptionError, match="precision.*needs runtime='onnx'"):
+        RuntimeOptions(precision="int8", runtime="torch")
+    with pytest.raises(OptionError, match="precision.*needs runtime='torch'"):
+        RuntimeOptions(precision="bf16", runtime="onnx")
+    with pytest.raises(OptionError, match="device"):
+        RuntimeOptions(device="cuda", runtime="onnx")
     assert RuntimeOptions.from_dict(RuntimeOptions(max_length=64).to_dict()) == RuntimeOptions(max_length=64)
 
 
@@ -313,25 +321,45 @@ def test_splade_pooling_matches_per_text_reference(tiny_mlm):
 
 
 def test_packed_and_plain_heads_agree_and_batching_does_not_matter(tiny_mlm):
-    from braid.encoders.sparse import _PackedSpladeHead
+    from braid.encoders.sparse import _PackedSpladeHead, _PlainSpladeHead
 
-    a = SparseEncoder(str(tiny_mlm), batch_size=2, device="cpu")
+    a = SparseEncoder(str(tiny_mlm), batch_size=2, device="cpu", runtime="torch")
     ref = dense_rows(a.encode(TEXTS))
-    assert isinstance(a._head, _PackedSpladeHead)  # the fast path is the one in use
-    b = SparseEncoder(str(tiny_mlm), batch_size=32, device="cpu")
+    assert isinstance(a.backbone._torch_forward, _PackedSpladeHead)  # the fast path is the one in use
+    b = SparseEncoder(str(tiny_mlm), batch_size=32, device="cpu", runtime="torch")
     old = _PackedSpladeHead.TOKENS_PER_STEP
     try:
         _PackedSpladeHead.TOKENS_PER_STEP = 5  # many small projection steps
         np.testing.assert_allclose(dense_rows(b.encode(TEXTS)), ref, atol=2e-6)
     finally:
         _PackedSpladeHead.TOKENS_PER_STEP = old
-    c = SparseEncoder(str(tiny_mlm), batch_size=4, device="cpu")
-    from braid.encoders.sparse import _plain_splade_head
-
-    c._head = _plain_splade_head
+    c = SparseEncoder(str(tiny_mlm), batch_size=4, device="cpu", runtime="torch")
+    c.backbone.model  # noqa: B018 - loads it (and splits its decoder off): the plain head gets a whole model
+    c.backbone._torch_forward = _PlainSpladeHead(_reloaded_mlm(tiny_mlm))
     np.testing.assert_allclose(dense_rows(c.encode(TEXTS)), ref, atol=2e-6)
     single = np.vstack([dense_rows(a.encode([t])) for t in TEXTS])
     np.testing.assert_allclose(single, ref, atol=2e-6)
+
+
+def _reloaded_mlm(path: Path):
+    from transformers import AutoModelForMaskedLM
+
+    return AutoModelForMaskedLM.from_pretrained(path).eval()
+
+
+@pytest.mark.parametrize("runtime,precision", [("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8")])
+def test_splade_runtimes_match_the_reference(tiny_mlm, runtime, precision):
+    enc = SparseEncoder(str(tiny_mlm), batch_size=3, device="cpu", runtime=runtime, precision=precision)
+    assert enc.runtime == runtime
+    want = splade_reference(tiny_mlm, TEXTS)
+    atol = 2e-6 if precision == "fp32" else 0.05 * float(want.max())
+    np.testing.assert_allclose(dense_rows(enc.encode(TEXTS)), want, atol=atol)
+    single = np.vstack([dense_rows(enc.encode([t])) for t in TEXTS])  # the unpadded batch-of-one path
+    np.testing.assert_allclose(single, want, atol=atol)
+    if precision == "fp32":
+        assert enc.describe()["precision"] == "fp32"
+    else:
+        assert enc.describe()["precision"] == "int8"  # int8 changes the vectors: part of what the cache compares
 
 
 def test_top_k_and_quantization_options(tiny_mlm):
@@ -372,6 +400,7 @@ def test_inference_free_queries_from_idf_json(tiny_mlm, tmp_path):
     enc = SparseEncoder(str(folder), query_mode="idf", device="cpu")
     vocab = enc.backbone.tokenizer.get_vocab()
     q = enc.encode(["the red apple , the RED apple", "banana"], kind="query")
+    assert enc.backbone._session is None
     assert q.indptr.tolist() == [0, 3, 3]  # banana has no idf.json weight: empty query
     got = dict(zip(q.indices.tolist(), q.data.tolist()))
     assert got == {vocab["apple"]: 2.5, vocab["red"]: 1.25, vocab["the"]: 0.5}
@@ -451,6 +480,104 @@ def test_bf16_autocast_runs_close_to_fp32(tiny_mlm):
 
 
 # ---------------------------------------------------------------------------------------------
+# runtimes: ONNX export cache, thread safety, what is imported
+# ---------------------------------------------------------------------------------------------
+def test_auto_runtime_is_onnx_on_a_cpu_and_specs_parse():
+    from braid.encoders.base import onnxruntime_available, parse_runtime, resolve_runtime
+
+    if onnxruntime_available():
+        assert resolve_runtime(RuntimeOptions(device="cpu")) == "onnx"  # queries
+        assert resolve_runtime(RuntimeOptions(device="cpu"), "document", cpu_documents="torch") == "torch"
+        assert resolve_runtime(RuntimeOptions(device="cpu", precision="int8"), "document", cpu_documents="torch") == "onnx"
+    assert resolve_runtime(RuntimeOptions(device="cpu", runtime="torch")) == "torch"
+    assert resolve_runtime(RuntimeOptions(precision="bf16")) == "torch"
+    assert parse_runtime("onnx-int8") == ("onnx", "int8") and parse_runtime("auto") == ("auto", None)
+    with pytest.raises(OptionError, match="runtime"):
+        parse_runtime("onnx-fp16")
+
+
+def test_onnx_graph_cached_outside_the_model_and_rebuilt_when_the_model_changes(tiny_mlm, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("BRAID_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_mlm, folder)
+    before = sorted(p.name for p in folder.rglob("*"))
+    a = SparseEncoder(str(folder), device="cpu", runtime="onnx")
+    want = dense_rows(a.encode(TEXTS))
+    path = a.backbone.graph_path
+    assert path.is_file() and (tmp_path / "cache" / "onnx") in path.parents
+    assert sorted(p.name for p in folder.rglob("*")) == before  # nothing written into the model folder
+    meta = json.loads((path.parent / "meta.json").read_text())
+    assert meta["head"] == "splade-max-log1p-relu" and meta["precision"] == "fp32"
+    mtime = path.stat().st_mtime_ns
+    b = SparseEncoder(str(folder), device="cpu", runtime="onnx")
+    np.testing.assert_array_equal(dense_rows(b.encode(TEXTS)), want)
+    assert b.backbone.graph_path == path and path.stat().st_mtime_ns == mtime  # reused, not exported again
+    # new weights in the same folder: a new graph with the new model's vectors
+    make_tiny_bert(folder, seed=1)
+    c = SparseEncoder(str(folder), device="cpu", runtime="onnx")
+    got = dense_rows(c.encode(TEXTS))
+    assert c.backbone.graph_path != path
+    np.testing.assert_allclose(got, splade_reference(folder, TEXTS), atol=2e-6)
+    assert not np.allclose(got, want)
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_concurrent_encodes_equal_serial_results(tiny_mlm, tmp_path, runtime):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from braid.encoders.dense import DenseEncoder
+
+    sparse = SparseEncoder(str(tiny_mlm), batch_size=2, device="cpu", runtime=runtime)
+    folder = make_tiny_bert(tmp_path / "st", mlm=False, st_pooling="mean", normalize=True)
+    dense = DenseEncoder(str(folder), batch_size=2, device="cpu", runtime=runtime)
+    jobs = [TEXTS[i:] + TEXTS[:i] for i in range(len(TEXTS))] * 4  # different batches, one per call
+    # fresh encoders: the first calls race to load the model, tokenizer and session
+    with ThreadPoolExecutor(8) as pool:
+        got_sparse = list(pool.map(lambda t: dense_rows(sparse.encode(t)), jobs))
+        got_dense = list(pool.map(lambda t: dense.encode(t, "query"), jobs))
+        got_single = list(pool.map(lambda t: dense_rows(sparse.encode([t], "query")), TEXTS * 4))
+    for texts, s, d in zip(jobs, got_sparse, got_dense):
+        np.testing.assert_allclose(s, dense_rows(sparse.encode(texts)), atol=1e-6)
+        np.testing.assert_allclose(d, dense.encode(texts, "query"), atol=1e-6)
+    for text, s in zip(TEXTS * 4, got_single):
+        np.testing.assert_allclose(s, dense_rows(sparse.encode([text], "query")), atol=1e-6)
+
+
+def _imports_after(code: str) -> set[str]:
+    """Heavy modules a fresh interpreter has imported after running ``code``."""
+    probe = code + "\nimport sys\nprint(','.join(m for m in ('torch', 'transformers', 'onnxruntime') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=os.environ.copy())
+    return set(filter(None, (out.stdout.strip().splitlines() or [""])[-1].split(",")))
+
+
+def test_inference_free_queries_import_neither_torch_nor_onnxruntime(tiny_mlm, tmp_path):
+    import shutil
+
+    folder = tmp_path / "with-idf"
+    shutil.copytree(tiny_mlm, folder)
+    (folder / "idf.json").write_text(json.dumps({"apple": 2.5, "red": 1.25}))
+    code = (
+        "from braid.encoders.sparse import SparseEncoder\n"
+        f"q = SparseEncoder({str(folder)!r}, query_mode='idf').encode(['red apple'], 'query')\n"
+        "assert len(q.indices) == 2"
+    )
+    assert _imports_after(code) == set()
+
+
+def test_onnx_queries_from_a_cached_graph_do_not_import_torch(tiny_mlm):
+    pytest.importorskip("onnxruntime")
+    SparseEncoder(str(tiny_mlm), device="cpu", runtime="onnx").encode(["apple"], "query")  # exports, in this process
+    code = (
+        "from braid.encoders.sparse import SparseEncoder\n"
+        f"q = SparseEncoder({str(tiny_mlm)!r}, device='cpu').encode(['red apple'], 'query')\n"
+        "assert len(q.indices) > 0"
+    )
+    assert _imports_after(code) == {"onnxruntime"}
+
+
+# ---------------------------------------------------------------------------------------------
 # dense encoder on the tiny model
 # ---------------------------------------------------------------------------------------------
 def hidden_reference(model_dir: Path, texts: list[str], max_length: int) -> list[np.ndarray]:
@@ -462,12 +589,14 @@ def hidden_reference(model_dir: Path, texts: list[str], max_length: int) -> list
         return [model(**tok(t, truncation=True, max_length=max_length, return_tensors="pt")).last_hidden_state[0].numpy() for t in texts]
 
 
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
 @pytest.mark.parametrize("pooling", ["cls", "mean", "max", "lasttoken", "mean_sqrt_len"])
-def test_dense_pooling_read_from_sentence_transformers_files(tmp_path, pooling):
+def test_dense_pooling_read_from_sentence_transformers_files(tmp_path, pooling, runtime):
     from braid.encoders.dense import DenseEncoder
 
     folder = make_tiny_bert(tmp_path / f"st-{pooling}", mlm=False, st_pooling=pooling, normalize=(pooling == "mean"))
-    enc = DenseEncoder(str(folder), batch_size=3, device="cpu")
+    enc = DenseEncoder(str(folder), batch_size=3, device="cpu", runtime=runtime)
+    assert enc.runtime == runtime
     assert enc.config.pooling == pooling and enc.config.max_length == 48 and enc.dim == 32
     got = enc.encode(TEXTS)
     assert got.dtype == np.float32 and got.flags.c_contiguous and got.shape == (len(TEXTS), 32)
@@ -590,14 +719,16 @@ def test_splade_tiny_queries_and_inference_free_mode():
     enc_free = SparseEncoder(str(SPLADE), device="cpu", query_mode="idf")
     enc_free.set_idf(compute_idf(docs, enc_free))
     q = enc_free.encode(texts, "query")
-    tok = enc_free.backbone.tokenizer
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(SPLADE)
     for i, t in enumerate(texts):
         ids = sorted(set(tok(t, add_special_tokens=False)["input_ids"]))
         w = enc_free.idf.weights[ids]
         lo, hi = q.indptr[i], q.indptr[i + 1]
         assert q.indices[lo:hi].tolist() == [x for x, wx in zip(ids, w) if wx > 0]
         np.testing.assert_allclose(q.data[lo:hi], w[w > 0])
-    assert enc_free.backbone._model is None  # never loaded for queries
+    assert enc_free.backbone._model is None and enc_free.backbone._session is None  # never loaded for queries
 
 
 @needs_real
@@ -613,3 +744,28 @@ def test_minilm_matches_sentence_transformers_vectors():
     got = enc.encode(texts)
     cos = (got * ref).sum(1)
     assert cos.min() > 0.9999, cos
+
+
+@needs_real
+@pytest.mark.slow
+def test_onnx_runtime_matches_torch_on_the_real_models():
+    """fp32 ONNX vectors agree with torch (cosine >= 0.9999) on real documents and queries, batched and one at a time."""
+    import scipy.sparse as sp
+
+    from braid.data.queries import read_queries
+    from braid.encoders.dense import DenseEncoder
+
+    docs = _scifact_slice([0, 1, 2, 3, 4, 5])
+    queries = list(read_queries(SCIFACT / "queries.jsonl").values())[:6]
+
+    def as_dense(v):
+        return v if isinstance(v, np.ndarray) else sp.csr_matrix((v.data, v.indices, v.indptr), shape=(len(v.indptr) - 1, v.vocab_size)).toarray()
+
+    for cls, path in ((SparseEncoder, SPLADE), (DenseEncoder, MINILM)):
+        torch_enc = cls(str(path), device="cpu", runtime="torch", batch_size=4)
+        onnx_enc = cls(str(path), device="cpu", runtime="onnx", batch_size=4)
+        for texts, kind in ((docs, "document"), (queries, "query")):
+            want = as_dense(torch_enc.encode(texts, kind))
+            for got in (as_dense(onnx_enc.encode(texts, kind)), np.vstack([as_dense(onnx_enc.encode([t], kind)) for t in texts])):
+                cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+                assert cos.min() >= 0.9999, (cls.__name__, kind, cos)

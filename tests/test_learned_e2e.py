@@ -65,3 +65,32 @@ def test_rescoring_pipeline_and_vector_reuse(adi_index, shared, tmp_path):
     )
     assert any("sparse: reusing the encoded vectors" in m for m in logs)
     assert any("dense: reusing the encoded vectors" in m for m in logs)
+
+
+@pytest.mark.slow
+def test_runtime_is_recorded_and_onnx_queries_rank_as_torch(adi_index, shared):
+    """The manifest records what encoded the documents; a search's recipe what encoded its queries; fp32 ONNX
+    queries give torch's hybrid top 10 on every adi query (the quality check behind ONNX as the CPU default)."""
+    pytest.importorskip("onnxruntime")
+    from braid.data.errors import OptionError
+    from braid.data.queries import read_queries
+    from braid.encoders.base import RuntimeOptions, resolve_runtime
+    from braid.encoders.dense import PoolingHead
+    from braid.encoders.sparse import SpladeHead
+
+    components = Searcher(adi_index / "adi").manifest["components"]
+    # built with --runtime auto: each encoder's document runtime as auto resolves it on this machine
+    assert components["sparse"]["encoder"]["runtime"] == resolve_runtime(RuntimeOptions(), "document", SpladeHead.cpu_documents)
+    assert components["dense"]["encoder"]["runtime"] == resolve_runtime(RuntimeOptions(), "document", PoolingHead.cpu_documents)
+    queries = read_queries(shared / "data" / "adi" / "queries.jsonl")
+    ranked = {}
+    for runtime in ("torch", "onnx"):
+        searcher = Searcher(adi_index / "adi", runtime=runtime)
+        assert searcher.recipe("hybrid")["runtime"] == {"sparse": runtime, "dense": runtime}
+        assert searcher.recipe("dense", nprobe=None)["runtime"] == {"dense": runtime}
+        assert "runtime" not in searcher.recipe("bm25") and "runtime" not in searcher.recipe("sparse-if")
+        ranked[runtime] = searcher.batch_search(queries, k=10, retriever="hybrid").doc_ids
+    assert ranked["onnx"] == ranked["torch"]
+    assert Searcher(adi_index / "adi", runtime="onnx-int8").recipe("sparse")["runtime"] == {"sparse": "onnx-int8"}
+    with pytest.raises(OptionError, match="runtime"):
+        Searcher(adi_index / "adi", runtime="gpu")

@@ -80,6 +80,28 @@ def test_tower_trains_the_encoders_model(tmp_path):
         encoder.tower("passage")
 
 
+def test_a_tower_pins_its_encoder_to_torch(tmp_path):
+    """Queries on runtime='auto' run an exported ONNX graph of the model files; once the model is trained through
+    a tower, that graph would be stale, so the tower moves its encoder onto torch, and refuses an explicit ONNX one."""
+    pytest.importorskip("onnxruntime")
+    folder = _model(tmp_path / "m")
+    encoder = DenseEncoder(folder, device="cpu", runtime="auto")
+    assert encoder.backbone.runtime_for("query") == "onnx"
+    encoder.encode(TEXTS[:2], "query")  # loads the ONNX session
+    tower = encoder.tower()
+    assert encoder.backbone.runtime_for("query") == "torch" and encoder.runtime == "torch"
+    tower.train()
+    loss = -tower(TEXTS[:3])[:, 0].sum()
+    loss.backward()
+    torch.optim.SGD(tower.parameters(), lr=0.5).step()
+    tower.eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(encoder.encode(TEXTS[:3], "query"), tower(TEXTS[:3]).numpy(), rtol=0, atol=1e-6)
+    for runtime, precision in (("onnx", "fp32"), ("auto", "int8")):
+        with pytest.raises(OptionError, match="runtime"):
+            DenseEncoder(folder, device="cpu", runtime=runtime, precision=precision).tower()
+
+
 def test_save_writes_a_folder_that_reads_back_the_same(tmp_path):
     src = _model(tmp_path / "m", "cls", normalize=False)
     encoder = DenseEncoder(src, device="cpu", max_length=12, pooling="mean", normalize=True, query_prefix="q ", document_prefix="d ")

@@ -70,9 +70,9 @@ class Spy:
     def __getattr__(self, name):
         target = getattr(self.encoder, name)
         if name in ("encode_csr", "encode"):
-            def wrapped(texts, kind="document"):
+            def wrapped(texts, kind="document", on_batch=None):
                 self.calls.append(len(texts))
-                return target(texts, kind)
+                return target(texts, kind, on_batch=on_batch)
             return wrapped
         return target
 
@@ -189,3 +189,37 @@ def test_bad_arguments(models, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(OptionError, match="cache_dir"):
         encode_corpus(["a"], enc, tmp_path / "file", "sparse")
+
+
+@pytest.mark.parametrize("kind", ["sparse", "dense"])
+def test_progress_advances_per_batch_not_per_chunk(models, tmp_path, kind):
+    """Encoders report each model batch; the cache's progress lines (no terminal: a log) follow them, so a
+    chunk of 8 documents in batches of 2 moves the count 2 at a time, and a resumed run counts read-back chunks
+    as done without claiming them in the rate."""
+    import re
+
+    from braid.encoders.dense import DenseEncoder
+    from braid.encoders.sparse import SparseEncoder
+
+    enc = (SparseEncoder if kind == "sparse" else DenseEncoder)(str(models[0 if kind == "sparse" else 1]), device="cpu", batch_size=2)
+    texts = [t for _, t in corpus(11)]
+    seen: list[int] = []
+    call = enc.encode_csr if kind == "sparse" else enc.encode
+    call(texts, "document", on_batch=seen.append)
+    assert sum(seen) == 11 and max(seen) <= 2 and len(seen) == 6  # ceil(11 / 2) batches, each reported once
+
+    lines: list[str] = []
+    encode_corpus(corpus(11), enc, tmp_path / "c", kind, chunk_size=8, total=11, progress=False, log=lines.append, log_every=0)
+    counts = [int(re.match(r"encoding \(\w+\): (\d+) / 11 documents, [\d.]+ documents/s", line).group(1)) for line in lines]
+    # every batch reported (chunk of 8 = 4 batches of 2, chunk of 3 = 2 batches); the last count once
+    assert counts == [2, 4, 6, 8, 10, 11], lines
+    assert "left" in lines[0] and lines[-1].endswith("in all")
+
+    (tmp_path / "c" / "complete.json").unlink()  # as if interrupted after both chunks were written
+    for name in ("indptr.npy", "indices.npy", "data.npy", "vectors.npy"):
+        (tmp_path / "c" / name).unlink(missing_ok=True)
+    lines.clear()
+    encode_corpus(corpus(11), enc, tmp_path / "c", kind, chunk_size=8, total=11, progress=False, log=lines.append, log_every=0)
+    # both chunks read back (8, then 11)
+    assert [line.split(",")[0] for line in lines] == [f"encoding ({kind}): {n} / 11 documents" for n in (8, 11)]
+    assert all(" 0.0 documents/s" in line for line in lines)  # nothing was encoded in this run

@@ -48,6 +48,9 @@ class BuildOptions:
     max_length: int = 256
     device: str = "auto"
     chunk_size: int = 2048
+    # what runs the encoders (braid.encoders.base.RUNTIME_SPECS): "auto" = on a CPU, ONNX Runtime for
+    # SPLADE and queries, torch for dense documents (the faster of the two, docs/benchmarks/encoders.md)
+    runtime: str = "auto"
 
     def __post_init__(self) -> None:
         bad = [r for r in self.retrievers if r not in COMPONENT_BUILDERS]
@@ -61,6 +64,9 @@ class BuildOptions:
             self.retrievers = tuple(self.retrievers) + ("dense",)
         for name in ("batch_size", "max_length", "chunk_size"):
             check_positive_int("--" + name.replace("_", "-"), getattr(self, name))
+        from braid.encoders.base import parse_runtime
+
+        parse_runtime(self.runtime, "--runtime")
 
 
 def corpus_path(source: str | Path) -> Path:

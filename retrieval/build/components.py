@@ -68,6 +68,7 @@ def _encode_cached(kind, encoder, reader, doc_ids, tmp: Path, out_dir: Path, opt
         total=len(doc_ids),
         progress=options.progress,
         mode="document",
+        log=None if options.progress else log,  # no bar (not a terminal): progress lines in the log
     )
     vectors = load_cached(work)
     n = vectors.n_rows if kind == "sparse" else vectors.shape[0]
@@ -114,6 +115,7 @@ def sparse_encoder_from_options(options, query_mode: str = "model"):
     from braid.encoders.sparse import SparseEncoder
 
     kwargs = {k: v for k, v in options.sparse_encoder.items() if k in ("top_k", "query_top_k", "quantization_step", "precision")}
+    kwargs.update(_runtime_kwargs(options, options.sparse_encoder, kwargs))
     return SparseEncoder(
         options.sparse_model or DEFAULT_SPARSE_MODEL,
         max_length=options.max_length,
@@ -136,7 +138,7 @@ def build_sparse_component(tmp: Path, out_dir: Path, reader, doc_ids, options, p
         source = {"vectors": str(options.sparse_vectors)}
     else:
         vectors = _encode_cached("sparse", encoder, reader, doc_ids, tmp, out_dir, options, previous_vectors, log)
-        source = {"vectors": "vectors/sparse"}
+        source = {"vectors": "vectors/sparse", "runtime": encoder.runtime}
     (tmp / "sparse").mkdir(exist_ok=True)
     config = BlockedIndexConfig.from_dict(options.sparse_index) if options.sparse_index else None
     index = BlockedSparseIndex.build(vectors, config, progress=options.progress)
@@ -165,6 +167,7 @@ def build_dense_component(tmp: Path, out_dir: Path, reader, doc_ids, options, pr
     from braid.index.dense import DenseIndex, DenseIndexConfig
 
     encoder = dense_encoder_from_options(options)
+    source = {}
     if options.dense_vectors is not None:
         vectors = _dense_vectors_from_file(options.dense_vectors, len(doc_ids), encoder)
         target = tmp / "vectors" / "dense"
@@ -172,12 +175,13 @@ def build_dense_component(tmp: Path, out_dir: Path, reader, doc_ids, options, pr
         np.save(target / "vectors.npy", vectors, allow_pickle=False)
     else:
         vectors = _encode_cached("dense", encoder, reader, doc_ids, tmp, out_dir, options, previous_vectors, log)
+        source = {"runtime": encoder.runtime}
     (tmp / "dense").mkdir(exist_ok=True)
     config = DenseIndexConfig.from_dict(options.dense_index) if options.dense_index else DenseIndexConfig()
     index = DenseIndex.build(np.asarray(vectors, dtype=np.float32), config)
     info = {
         "index": index.save(tmp / "dense"),
-        "encoder": {**encoder.describe("document"), "model": encoder.name, "model_dir": _local_dir(encoder)},
+        "encoder": {**encoder.describe("document"), "model": encoder.name, "model_dir": _local_dir(encoder), **source},
     }
     _install_vectors(tmp, out_dir, "dense")
     return info
@@ -207,6 +211,7 @@ def dense_encoder_from_options(options):
     from braid.encoders.resolve import DEFAULT_DENSE_MODEL
 
     kwargs = {k: v for k, v in options.dense_encoder.items() if k in ("query_prefix", "document_prefix", "precision")}
+    kwargs.update(_runtime_kwargs(options, options.dense_encoder, kwargs))
     return DenseEncoder(
         options.dense_model or DEFAULT_DENSE_MODEL,
         max_length=options.max_length,
@@ -214,6 +219,17 @@ def dense_encoder_from_options(options):
         device=options.device,
         **kwargs,
     )
+
+
+def _runtime_kwargs(options, encoder_options: dict, kwargs: dict) -> dict:
+    """``runtime`` (and int8 ``precision``) of one encoder: its own ``runtime`` entry, else ``options.runtime``
+    (``"auto"``, ``"torch"``, ``"onnx"`` or ``"onnx-int8"``)."""
+    from braid.encoders.base import runtime_kwargs
+
+    out = runtime_kwargs(encoder_options.get("runtime") or options.runtime, "--runtime")
+    if "precision" in kwargs:  # an explicit precision of the encoder wins over the spec's
+        out.pop("precision", None)
+    return out
 
 
 def _local_dir(encoder) -> str | None:

@@ -469,12 +469,12 @@ def _open_searcher(ds, systems: Sequence[System], index_root: Path, build, log):
     from braid.retrieval.searcher import Searcher
 
     index_dir = index_root / ds.name
-    if is_sharded_index(index_dir):
-        return open_searcher(index_dir, processes=0)
     build = build or BuildOptions(progress=False)
+    if is_sharded_index(index_dir):
+        return open_searcher(index_dir, processes=0, runtime=build.runtime)
     need: set[str] = set()
     for s in systems:
         # a built-in pipeline fuses whatever the index has: it needs no component of its own
         need |= {registry.get(s.spec).component} if s.kind == "retriever" else pipeline_components(s.spec)
     ensure_index(ds, index_dir, need or set(build.retrievers), build, False, log)
-    return Searcher(index_dir)
+    return Searcher(index_dir, runtime=build.runtime)

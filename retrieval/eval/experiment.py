@@ -125,11 +125,11 @@ def evaluate_datasets(
 
         if is_sharded_index(index_dir):
             # A sharded index (``braid shard``) is searched as it is: exact top-k merge over its shards.
-            searcher = open_searcher(index_dir, retriever=retriever, pipeline=pipeline, processes=0)
+            searcher = open_searcher(index_dir, retriever=retriever, pipeline=pipeline, processes=0, runtime=build.runtime)
         else:
             exists = index_dir.exists() and not rebuild
             ensure_index(dataset, index_dir, components_needed(retriever, pipeline, build, exists), build, rebuild, log)
-            searcher = Searcher(index_dir, retriever=retriever, pipeline=pipeline)
+            searcher = Searcher(index_dir, retriever=retriever, pipeline=pipeline, runtime=build.runtime)
         recipe = searcher.recipe(None, **knobs)
         unknown = unknown_judgments(qrels, queries, searcher.doc_ids)
         if unknown["documents"] or unknown["queries"]:

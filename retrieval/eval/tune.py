@@ -220,7 +220,7 @@ def tune_dataset(
     index_dir = Path(index_root) / ds.name
     ensure_index(ds, index_dir, set(build.retrievers), build, False, log)
     pipeline, report = tune_pipeline(
-        Searcher(index_dir), ds, split=split, report_split=report_split, metric=metric, depth=depth, try_prf=try_prf, try_rescore=try_rescore, log=log
+        Searcher(index_dir, runtime=build.runtime), ds, split=split, report_split=report_split, metric=metric, depth=depth, try_prf=try_prf, try_rescore=try_rescore, log=log
     )
     write_pipeline(pipeline, output, report, ds.name)
     return report

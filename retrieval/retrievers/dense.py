@@ -7,6 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
+from braid.encoders.base import runtime_kwargs
 from braid.index.hits import Hits, drop_excluded
 from braid.retrieval.retrievers.base import QueryCache, model_for_queries
 from braid.retrieval.retrievers.spec import Knob, RetrieverSpec
@@ -55,17 +56,21 @@ class DenseRetriever:
         enc = info["encoder"]
         if is_jpq(info):
             # A JPQ index searches with its own jointly trained query encoder.
-            encoder = open_jpq_query_encoder(ctx.index_dir, info, device=ctx.device)
+            encoder = open_jpq_query_encoder(ctx.index_dir, info, device=ctx.device, runtime=ctx.runtime)
         else:
             from braid.encoders.dense import DenseEncoder
 
             kwargs = {k: enc[k] for k in ("query_prefix", "document_prefix") if enc.get(k) is not None}
-            encoder = DenseEncoder(model_for_queries(enc), max_length=int(enc.get("max_length", 256)), **kwargs)
+            encoder = DenseEncoder(model_for_queries(enc), max_length=int(enc.get("max_length", 256)), **kwargs, **runtime_kwargs(ctx.runtime, "--runtime"))
         path = ctx.path("vectors", "dense", "vectors.npy")
         # A JPQ query encoder was trained against PQ-decoded documents: rescore/PRF with those, not the raw vectors.
         use_raw = path.exists() and not is_jpq(info)
         vectors = np.load(path, mmap_mode="r", allow_pickle=False) if use_raw else None
         return cls(index=ctx.component("dense"), encoder=encoder, vectors=vectors)
+
+    def query_runtime(self) -> str:
+        """What encodes the queries: ``"torch"``, ``"onnx"`` or ``"onnx-int8"``."""
+        return self.encoder.backbone.runtime_label("query")
 
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
         """Query embeddings float32 (n, dim), memoised per text."""
@@ -109,4 +114,7 @@ SPEC = RetrieverSpec(
     weight=1.0,
     hybrid=True,
     rescore=True,
+    # the encoders allow concurrent calls (ONNX Runtime sessions; the torch model runs no state-changing code),
+    # FAISS searches take per-call parameters, the query cache is locked (tests/test_service.py)
+    thread_safe=True,
 )

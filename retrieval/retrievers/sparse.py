@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from braid.encoders.base import runtime_kwargs
 from braid.index.hits import Hits, drop_excluded
 from braid.retrieval.retrievers.base import QueryCache, model_for_queries
 from braid.retrieval.retrievers.spec import Knob, RetrieverSpec
@@ -55,8 +56,15 @@ class SparseRetriever:
             idf=idf_path if (query_mode == "idf" and idf_path.exists()) else None,
             max_length=int(enc.get("max_length", 256)),
             query_top_k=enc.get("query_top_k"),
+            **runtime_kwargs(ctx.runtime, "--runtime"),
         )
         return cls(index=ctx.component("sparse"), encoder=encoder, name="sparse-if" if query_mode == "idf" else "sparse")
+
+    def query_runtime(self) -> str | None:
+        """What encodes the queries (``"torch"``, ``"onnx"``, ``"onnx-int8"``), None when no model does (``sparse-if``)."""
+        if self.encoder.config.query_mode != "model":
+            return None
+        return self.encoder.backbone.runtime_label("query")
 
     def _encode_rows(self, texts: list[str]) -> list:
         fresh = self.encoder.encode_queries(texts)
@@ -96,7 +104,8 @@ class SparseRetriever:
                 from braid.encoders.sparse import SparseEncoder
 
                 cfg = self.encoder.config
-                self.exact_encoder = SparseEncoder(cfg.model, max_length=cfg.max_length, query_mode="model")
+                opts = self.encoder.options
+                self.exact_encoder = SparseEncoder(cfg.model, max_length=cfg.max_length, query_mode="model", runtime=opts.runtime, precision=opts.precision)
             qvecs = self.exact_encoder.encode_queries(list(queries))
         out = np.full(docnos.shape, -np.inf, dtype=np.float32)
         for i in range(docnos.shape[0]):
@@ -132,6 +141,9 @@ SPEC = RetrieverSpec(
     weight=0.75,
     hybrid=True,
     rescore=True,
+    # encoders safe for concurrent calls (SPLADE's decoder is split off at load, not swapped per forward pass),
+    # per-thread search scratch in the blocked index (tests/test_service.py)
+    thread_safe=True,
 )
 
 SPEC_IF = RetrieverSpec(
@@ -144,4 +156,5 @@ SPEC_IF = RetrieverSpec(
     prf={"rocchio": "sparse-rocchio"},
     weight=0.75,
     stands_in_for="sparse",
+    thread_safe=True,  # tokenizer + IDF table: read-only
 )

@@ -358,7 +358,7 @@ class _ReplaySparse:
     def describe(self, kind: str = "document") -> dict:
         return self.encoder.describe(kind)
 
-    def encode_csr(self, texts, kind: str = "document"):
+    def encode_csr(self, texts, kind: str = "document", on_batch=None):
         lo, hi = self.row, self.row + len(texts)
         if hi > len(self.indptr) - 1:
             raise BraidError(f"more texts than pre-computed vectors ({len(self.indptr) - 1})")
@@ -377,7 +377,7 @@ class _ReplayDense:
     def describe(self, kind: str = "document") -> dict:
         return self.encoder.describe(kind)
 
-    def encode(self, texts, kind: str = "document"):
+    def encode(self, texts, kind: str = "document", on_batch=None):
         lo, hi = self.row, self.row + len(texts)
         if hi > len(self.vectors):
             raise BraidError(f"more texts than pre-computed vectors ({len(self.vectors)})")

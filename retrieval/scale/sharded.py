@@ -85,7 +85,7 @@ def is_sharded_index(path: str | Path) -> bool:
 def open_searcher(path: str | Path, **kwargs) -> "Searcher":
     """A :class:`ShardedSearcher` for a sharded directory, else a plain :class:`Searcher`.
 
-    ``kwargs``: ``retriever``, ``pipeline`` (both kinds) and ``ray_address``, ``processes`` (sharded only).
+    ``kwargs``: ``retriever``, ``pipeline``, ``runtime`` (both kinds) and ``ray_address``, ``processes`` (sharded only).
     """
     if is_sharded_index(path):
         return ShardedSearcher(path, **kwargs)
@@ -581,8 +581,10 @@ class ShardedContext(IndexContext):
     """The index context of a sharded index: its components are sharded views over the shard workers
     (with the interface of the unsharded components), so every retriever runs unchanged over them."""
 
-    def __init__(self, index_dir: Path, manifest: dict, doc_ids: list[str], device: str, sharded: dict, pool, offsets: np.ndarray, first_shard: Path):
-        super().__init__(index_dir, manifest, doc_ids, device)
+    def __init__(
+        self, index_dir: Path, manifest: dict, doc_ids: list[str], device: str, sharded: dict, pool, offsets: np.ndarray, first_shard: Path, runtime: str = "auto"
+    ):
+        super().__init__(index_dir, manifest, doc_ids, device, runtime)
         self.sharded = sharded
         self.pool = pool
         self.offsets = offsets
@@ -629,6 +631,7 @@ class ShardedSearcher(Searcher):
         retriever: str | None = None,
         pipeline: str | Path | None = None,
         device: str = "auto",
+        runtime: str = "auto",
     ):
         from braid.index.manifest import read_docids, read_manifest
 
@@ -663,7 +666,7 @@ class ShardedSearcher(Searcher):
         self.pool = pool
         self.sharded = sharded
         self.offsets = offsets
-        context = ShardedContext(index_dir, manifest, doc_ids, device, sharded, pool, offsets, self.shards[0].path)
+        context = ShardedContext(index_dir, manifest, doc_ids, device, sharded, pool, offsets, self.shards[0].path, runtime)
         super().__init__(retriever=retriever, pipeline=pipeline, device=device, context=context)
 
     # lifecycle -------------------------------------------------------------------------------------

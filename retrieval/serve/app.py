@@ -263,9 +263,10 @@ def load_catalog(searcher, pipeline_files: Sequence[str | Path] = (), default: s
 
 
 # ---------------------------------------------------------------------- thread safety of retrievers
-# Retrievers whose spec is not ``thread_safe`` (the learned ones: an encoder may patch its model during
-# a forward pass) have each of their components used by one thread at a time; different components
-# still overlap. tantivy's and Lucene's searchers are made for concurrent use.
+# Retrievers whose spec is not ``thread_safe`` have each of their components used by one thread at a time;
+# different components still overlap. Every built-in retriever is thread-safe now (tantivy's and Lucene's
+# searchers, the blocked sparse index's per-thread scratch, FAISS, and the encoders since the SPLADE decoder is
+# split off at load instead of swapped during each forward pass); the mechanism stays for retrievers that are not.
 
 
 class _Serialized:
@@ -449,6 +450,7 @@ def create_app(
     default: str | None = None,
     warm: bool = True,
     searcher=None,
+    runtime: str = "auto",
 ):
     """The FastAPI app serving ``index_dir``.
 
@@ -458,7 +460,10 @@ def create_app(
     endpoint requires (:class:`~braid.retrieval.serve.auth.AuthConfig`; default none).
     ``pipelines``: extra TOML pipeline files, read once now. ``default``: the retriever or
     pipeline used when a request names none (default: ``hybrid`` when the index has several
-    retrievers, else its only one). ``searcher``: an already open Searcher (tests).
+    retrievers, else its only one). ``searcher``: an already open Searcher (tests). ``runtime``:
+    what runs the query encoders (``"auto"``, ``"torch"``, ``"onnx"``, ``"onnx-int8"``; see
+    :class:`~braid.retrieval.searcher.Searcher`), a server setting, not a request field: one
+    runtime per process keeps one loaded model per encoder.
     """
     try:
         from fastapi import FastAPI, Request
@@ -497,7 +502,7 @@ def create_app(
     if not isinstance(auth, AuthConfig):
         raise OptionError("auth", type(auth).__name__, "an AuthConfig")
     if searcher is None:
-        searcher = Searcher(index_dir)
+        searcher = Searcher(index_dir, runtime=runtime)
     catalog = load_catalog(searcher, pipelines, default=default, warm=warm)
     serialized = serialize_unsafe_retrievers(searcher, catalog.retrievers)
     admission = Admission(config)
@@ -841,6 +846,8 @@ def create_app(
             "default": catalog.default,
             "unavailable": catalog.unavailable,
             "serialized": serialized,
+            # what encodes queries, per loaded retriever that runs a model (braid.retrieval.searcher.Searcher.recipe)
+            "runtime": {"requested": searcher.runtime, "queries": searcher.query_runtimes([n for n in catalog.retrievers if n in searcher._retrievers])},
             "limits": config.to_dict(),
             "auth": "bearer" if auth.enabled else None,
             "version": __version__,

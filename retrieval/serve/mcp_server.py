@@ -53,10 +53,13 @@ def _cut(text: str, limit: int) -> tuple[str, bool]:
     return (text, False) if len(text) <= limit else (text[:limit].rstrip() + " …", True)
 
 
-def create_mcp_server(index_dir: str | Path, *, limits: McpLimits | None = None, pipelines=(), default: Optional[str] = None, warm: bool = True, searcher=None):
+def create_mcp_server(
+    index_dir: str | Path, *, limits: McpLimits | None = None, pipelines=(), default: Optional[str] = None, warm: bool = True, searcher=None, runtime: str = "auto"
+):
     """An ``mcp.server.mcpserver.MCPServer`` with the tools ``search``, ``get_document`` and ``describe_index``
     over ``index_dir``. ``pipelines``/``default``/``warm``: as for ``braid serve``
-    (:func:`braid.retrieval.serve.app.load_catalog`). ``searcher``: an open Searcher (tests)."""
+    (:func:`braid.retrieval.serve.app.load_catalog`). ``searcher``: an open Searcher (tests).
+    ``runtime``: the query encoders' runtime (``--runtime``)."""
     try:
         from mcp.server.mcpserver import MCPServer
         from mcp.server.mcpserver.exceptions import ToolError
@@ -71,7 +74,7 @@ def create_mcp_server(index_dir: str | Path, *, limits: McpLimits | None = None,
 
     limits = limits if limits is not None else McpLimits()
     if searcher is None:
-        searcher = Searcher(index_dir)
+        searcher = Searcher(index_dir, runtime=runtime)
     catalog = load_catalog(searcher, pipelines, default=default, warm=warm)
     lock = threading.Lock()  # the searcher's lazy loads and the learned encoders are not thread-safe
     name = Path(searcher.index_dir).name
