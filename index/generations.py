@@ -201,7 +201,11 @@ def referenced_paths(manifest: dict) -> set[str]:
     """Top-level entries of the index directory (or ``segments/NAME``, ``deleted/NAME``) a manifest uses."""
     out = {MANIFEST, DOCIDS, LOCK, HISTORY, "vectors"}
     for name, info in manifest.get("components", {}).items():
-        out.add(str(info.get("path", name)).split("/")[0] if isinstance(info, dict) else name)
+        parts = str(info.get("path", name) if isinstance(info, dict) else name).split("/")
+        out.add("/".join(parts[:2]) if parts[0] in ("segments", "deleted") else parts[0])
+        if isinstance(info, dict) and info.get("idf_path"):
+            idf = str(info["idf_path"]).split("/")
+            out.add("/".join(idf[:2]) if idf[0] == "segments" else idf[0])
     live = manifest.get("live") or {}
     for seg in live.get("segments", []):
         path = str(seg.get("path", "."))

@@ -63,7 +63,8 @@ class PipelineRunner:
         weights = [s.weight for s in self.pipeline.retrievers]
         return fuse(lists, self.pipeline.fusion["method"], k=k, weights=weights, **params)
 
-    def search(self, queries: Sequence[str], k: int, threads: int = 1, exclude=None, **knobs) -> Hits:
+    def search(self, queries: Sequence[str], k: int, threads: int = 1, exclude=None, allow=None, **knobs) -> Hits:
+        """``allow``: bool over docnos (a filter), passed to every retriever and PRF search."""
         from braid.retrieval.pipeline.prf import interpolate_prf_interpolate
 
         p = self.pipeline
@@ -71,6 +72,8 @@ class PipelineRunner:
         names = [s.name for s in p.retrievers]
         per_step = registry.split_knobs(names, knobs, self.searcher.components)
         step_knobs = [{**s.knobs, **per_step[s.name]} for s in p.retrievers]
+        if allow is not None:
+            step_knobs = [{**kn, "allow": allow} for kn in step_knobs]
         first = [
             self.searcher.retriever(s.name).search(queries, k=s.depth or depth, threads=threads, exclude=exclude, **kn)
             for s, kn in zip(p.retrievers, step_knobs)
@@ -100,7 +103,7 @@ class PipelineRunner:
         from braid.retrieval.pipeline.prf import PRF_STAGES
 
         stage = PRF_STAGES[registry.get(step.name).prf[step.prf["method"]]]
-        knobs = {**step.knobs, **(knobs or {})}
+        knobs = {**step.knobs, **(knobs or {})}  # may hold "allow" (a filter), which every stage's search takes
         return stage(self.searcher.retriever(step.name), queries, feedback, step.prf, k, threads, exclude, knobs)
 
     def rescore(self, stage: dict, queries: Sequence[str], hits: Hits) -> Hits:
