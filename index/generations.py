@@ -200,6 +200,8 @@ def commit(index_dir: str | Path, manifest: dict, before: Callable[[str], None] 
 def referenced_paths(manifest: dict) -> set[str]:
     """Top-level entries of the index directory (or ``segments/NAME``, ``deleted/NAME``) a manifest uses."""
     out = {MANIFEST, DOCIDS, LOCK, HISTORY, "vectors"}
+    if manifest.get("metadata"):  # the base build's metadata.jsonl
+        out.add(str(manifest["metadata"]))
     for name, info in manifest.get("components", {}).items():
         parts = str(info.get("path", name) if isinstance(info, dict) else name).split("/")
         out.add("/".join(parts[:2]) if parts[0] in ("segments", "deleted") else parts[0])

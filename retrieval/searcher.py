@@ -76,6 +76,11 @@ class Searcher:
         return self._state[0]
 
     @property
+    def _retrievers(self) -> dict:
+        """The retrievers opened over the current generation (name -> retriever)."""
+        return self._state[1]
+
+    @property
     def generation(self) -> int:
         """The index generation this searcher searches (0 for an index never updated)."""
         return self.context.generation
@@ -277,6 +282,9 @@ class Searcher:
 def _rebind(retriever, name: str, old: IndexContext, new: IndexContext):
     """``retriever`` (opened over generation ``old``) over generation ``new``, keeping its encoder: the
     same object with the new generation's component, or a fresh one when its query side changed."""
+    inner = getattr(retriever, "_inner", None)
+    if inner is not None:  # a wrapper (braid serve's per-component lock): rebind what it wraps
+        return type(retriever)(_rebind(inner, name, old, new), retriever._lock)
     spec = registry.get(name)
     info_old, info_new = old.components.get(spec.component), new.components.get(spec.component)
     if info_new is None:

@@ -27,9 +27,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
-from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import HealthCheck, Phase, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule  # noqa: E402
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test  # noqa: E402
 
 from braid.data.errors import DataError, OptionError  # noqa: E402
 
@@ -266,9 +266,10 @@ class LiveIndexMachine(RuleBasedStateMachine):
 def test_state_machine(models, tmp_path):
     LiveIndexMachine.models = models
     LiveIndexMachine.root = tmp_path
-    run = settings(max_examples=int(os.environ.get("BRAID_LIVE_EXAMPLES", "6")), stateful_step_count=6, deadline=None,
-                   suppress_health_check=list(HealthCheck))(LiveIndexMachine.TestCase)  # fmt: skip
-    run().runTest()
+    run_state_machine_as_test(LiveIndexMachine, settings=settings(
+        max_examples=int(os.environ.get("BRAID_LIVE_EXAMPLES", "6")), stateful_step_count=6, deadline=None,
+        suppress_health_check=list(HealthCheck), database=None,
+        phases=[Phase.explicit, Phase.generate]))  # fmt: skip (no shrinking: each step re-encodes; a failure prints its steps)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -116,8 +116,9 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers", ()))  # the last of repeated headers; Content-Length is checked below
-        if self.auth is not None and self.auth.enabled:
-            refused = self.auth.check(self.scopes.get(scope.get("path", ""), "read"), headers.get(b"authorization"))
+        path_scope = self.scopes.get(scope.get("path", ""), "read")
+        if self.auth is not None and (self.auth.enabled or path_scope != "read"):
+            refused = self.auth.check(path_scope, headers.get(b"authorization"))
             if refused is not None:
                 status, code, detail = refused
                 challenge = b'Bearer realm="braid"' if status == 401 else b'Bearer realm="braid", error="invalid_token"'
