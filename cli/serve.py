@@ -50,10 +50,12 @@ server_options.__doc__ = """How uvicorn listens and logs (``server``: keywords o
 @click.option("--no-warm", is_flag=True, help="Skip the warm-up query per retriever and pipeline at start (models then load on the first request that needs them).")
 @click.option("--token", envvar="BRAID_TOKEN", show_envvar=True, default=None, help="Bearer token every endpoint then requires (401 without, 403 wrong). Prefer BRAID_TOKEN or --token-file: a command line is visible to other users.")
 @click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False), default=None, help="File whose one line is the bearer token (instead of --token).")
+@click.option("--write-token", envvar="BRAID_WRITE_TOKEN", show_envvar=True, default=None, help="Bearer token of POST/DELETE /documents (add, update, delete documents); without it the server takes no writes.")
 @limit_options
 @server_options
-def serve_cmd(index_dir, pipelines, default, no_warm, token, token_file, limits, server):
-    """Serve INDEX_DIR over HTTP: POST /search, POST /batch_search, GET /health, GET /info, /docs."""
+def serve_cmd(index_dir, pipelines, default, no_warm, token, token_file, write_token, limits, server):
+    """Serve INDEX_DIR over HTTP: POST /search, POST /batch_search, GET /health, GET /info, /docs;
+    with --write-token also POST /documents and DELETE /documents."""
     import logging
 
     try:
@@ -65,7 +67,7 @@ def serve_cmd(index_dir, pipelines, default, no_warm, token, token_file, limits,
     from braid.retrieval.serve.protocol import guarded_protocol
 
     logging.basicConfig(level=server["log_level"].upper(), format="%(levelname)s:     %(name)s: %(message)s")
-    app = create_app(index_dir, pipelines=pipelines, default=default, warm=not no_warm, auth=load_auth(token, token_file), **limits)
+    app = create_app(index_dir, pipelines=pipelines, default=default, warm=not no_warm, auth=load_auth(token, token_file, write_token), **limits)
     catalog = app.state.catalog
     click.echo(
         f"braid serve: {index_dir} ({app.state.searcher.num_docs} docs); retrievers: {', '.join(catalog.retrievers)}; "

@@ -31,6 +31,8 @@ class SearchResults:
     hits: Hits
     doc_ids: list[list[str]]
     retriever: str
+    # the index generation searched (its doc ids and document store belong with these docnos)
+    context: IndexContext | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def to_run(self) -> Run:
         run: Run = {}
@@ -249,7 +251,7 @@ class Searcher:
                 hits.docnos[live, : sub.k] = sub.docnos
                 hits.scores[live, : sub.k] = sub.scores
         doc_ids = [[self.doc_ids[d] for d in row if d >= 0] for row in hits.docnos]
-        return SearchResults(query_ids=query_ids, hits=hits, doc_ids=doc_ids, retriever=engine.name)
+        return SearchResults(query_ids=query_ids, hits=hits, doc_ids=doc_ids, retriever=engine.name, context=self.context)
 
     def search(
         self,
@@ -261,15 +263,15 @@ class Searcher:
         **knobs,
     ) -> list[dict]:
         """One query: a list of ``{"id", "score", "rank"}`` (plus ``title``/``text`` when ``fields``)."""
-        pinned = self._pinned()
-        res = pinned.batch_search([query], k=k, retriever=retriever, filter=filter, **knobs)
+        res = self.batch_search([query], k=k, retriever=retriever, filter=filter, **knobs)
         docnos, scores = res.hits.row(0)
+        ctx = res.context if res.context is not None else self.context
         out = [
-            {"rank": r + 1, "id": pinned.doc_ids[d], "score": float(s)}
+            {"rank": r + 1, "id": ctx.doc_ids[d], "score": float(s)}
             for r, (d, s) in enumerate(zip(docnos, scores))
         ]
         if fields and out:
-            for hit, stored in zip(out, pinned.documents(docnos)):
+            for hit, stored in zip(out, ctx.documents(docnos)):
                 hit["title"] = stored["title"]
                 hit["text"] = stored["text"]
         return out
