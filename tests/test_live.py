@@ -422,3 +422,36 @@ def test_orphans_of_a_crashed_commit_are_removed_by_the_next(models, tmp_path):
     index.delete(["d4"])
     kept = sorted(p.name for p in index_dir.iterdir() if p.name.startswith("bm25"))
     assert kept == ["bm25.g000003", "bm25.g000004"]  # the current generation and the one before
+
+
+def test_cli_add_delete_compact_and_filtered_search(tmp_path):
+    from click.testing import CliRunner
+
+    from braid.cli.main import main
+    from braid.index.generations import writer_lock
+
+    rng = random.Random(6)
+    corpus = write_corpus(tmp_path / "c.jsonl", [make_doc(rng, f"d{i}") for i in range(10)])
+    runner = CliRunner()
+    index_dir = tmp_path / "ix"
+    assert runner.invoke(main, ["index", str(corpus), "--out", str(index_dir), "-q"]).exit_code == 0
+    more = write_corpus(tmp_path / "more.jsonl", [{"_id": "z1", "title": "zebra", "text": "zebra stripes", "metadata": {"year": 2030}}])
+    res = runner.invoke(main, ["add", str(index_dir), str(more), "--json", "-q"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["added"] == 1
+    res = runner.invoke(main, ["search", str(index_dir), "zebra", "--filter", "year >= 2025", "--json"])
+    assert res.exit_code == 0 and [h["id"] for h in json.loads(res.output)["hits"]] == ["z1"]
+    res = runner.invoke(main, ["search", str(index_dir), "zebra", "--filter", "year >= 2031", "--json"])
+    assert json.loads(res.output)["hits"] == []
+    assert runner.invoke(main, ["search", str(index_dir), "zebra", "--filter", "year >>"]).exit_code == 2
+    ids = tmp_path / "ids.txt"
+    ids.write_text("z1\nd0\n\n")
+    res = runner.invoke(main, ["delete", str(index_dir), "--ids", str(ids), "d9", "--json", "-q"])
+    assert res.exit_code == 0 and json.loads(res.output)["deleted"] == 3
+    assert runner.invoke(main, ["compact", str(index_dir), "-q"]).exit_code == 0
+    with writer_lock(index_dir, log=lambda m: None):
+        res = runner.invoke(main, ["delete", str(index_dir), "d1"])
+        assert res.exit_code == 1 and f"pid {os.getpid()}" in res.output
+    bad = write_corpus(tmp_path / "bad.jsonl", [{"_id": "q", "text": "ok"}, "{not json"])
+    res = runner.invoke(main, ["add", str(index_dir), str(bad)])
+    assert res.exit_code == 1 and "bad.jsonl, line 2" in res.output
