@@ -75,14 +75,17 @@ class AuthConfig:
         """None when a request with this ``Authorization`` header value may use ``scope``, else
         ``(status, code, detail)``: 401 without a bearer token, 403 with a wrong one (and 403 for
         any write when writes are off)."""
+        scheme, _, presented = (authorization or b"").strip().partition(b" ")
+        presented = presented.strip()
+        bare = scheme.lower() != b"bearer" or not presented
         if scope == "write" and self.write_token is None:
+            if bare and self.token is not None:  # a server behind a token: 401 first, as for every endpoint
+                return 401, "unauthorized", "this server requires a bearer token: send 'Authorization: Bearer TOKEN'"
             return 403, "writes_disabled", "this server takes no writes: start braid serve with --write-token (or BRAID_WRITE_TOKEN)"
         accepted = self.accepted(scope)
         if not accepted:
             return None
-        scheme, _, presented = (authorization or b"").strip().partition(b" ")
-        presented = presented.strip()
-        if scheme.lower() != b"bearer" or not presented:
+        if bare:
             return 401, "unauthorized", "this server requires a bearer token: send 'Authorization: Bearer TOKEN'"
         digest = _digest(presented)
         ok = False
