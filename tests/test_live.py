@@ -267,7 +267,7 @@ def test_state_machine(models, tmp_path):
     LiveIndexMachine.models = models
     LiveIndexMachine.root = tmp_path
     run_state_machine_as_test(LiveIndexMachine, settings=settings(
-        max_examples=int(os.environ.get("BRAID_LIVE_EXAMPLES", "6")), stateful_step_count=6, deadline=None,
+        max_examples=int(os.environ.get("BRAID_LIVE_EXAMPLES", "4")), stateful_step_count=6, deadline=None,
         suppress_health_check=list(HealthCheck), database=None,
         phases=[Phase.explicit, Phase.generate]))  # fmt: skip (no shrinking: each step re-encodes; a failure prints its steps)
 
