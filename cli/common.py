@@ -270,6 +270,14 @@ build_options.__doc__ = """What to build and how (``build=BuildOptions``); progr
 ``--runtime`` is ``BuildOptions.runtime``; commands that also search (eval, tune) encode queries with it too."""
 
 
+def _parse_filter_option(ctx, param, value):
+    if value is None:
+        return None
+    from braid.data.filters import parse_filter
+
+    return parse_filter(value, "--filter")
+
+
 def retriever_options(fn: Callable) -> Callable:
     """``--retriever``, ``--pipeline`` and every query knob of the retriever registry; the knobs given
     reach the command as one ``knobs`` dict (validated by the library against what is searched)."""
@@ -281,6 +289,8 @@ def retriever_options(fn: Callable) -> Callable:
             knobs.append(click.option(knob.flag, name, is_flag=True, default=None, help=knob.help))
         else:
             knobs.append(click.option(knob.flag, name, type=knob.kind, default=None, help=f"{knob.help} ({knob.describe()})"))
+    knobs.append(click.option("--filter", "filter", default=None, callback=_parse_filter_option,
+                              help="Metadata filter applied inside every retriever before its top-k: 'year >= 2000 and lang in (en, de)' or JSON."))  # fmt: skip
     fn = option_group("knobs", *knobs, make=lambda values, rest: {k: v for k, v in values.items() if v is not None})(fn)
     fn = click.option(
         "--pipeline",

@@ -1,5 +1,6 @@
 """``braid``: index, search, evaluate, tune; and the commands of :mod:`braid.cli.serve`,
-:mod:`braid.cli.train` and :mod:`braid.cli.scale`, registered here explicitly.
+:mod:`braid.cli.train`, :mod:`braid.cli.scale` and :mod:`braid.cli.live` (add, delete, compact),
+registered here explicitly.
 
 Each command parses options, calls one library function, prints. Errors and exit statuses, and the
 options several commands share, are in :mod:`braid.cli.common`.
@@ -13,7 +14,7 @@ from pathlib import Path
 import click
 
 from braid import __version__
-from braid.cli import scale, serve, train
+from braid.cli import live, scale, serve, train
 from braid.cli.compare import compare, reproduce_option
 from braid.cli.common import (
     EXIT_STATUS_HELP,
@@ -177,6 +178,9 @@ def tune_cmd(dataset, output, split, report_split, metric, depth, no_prf, no_res
 # `braid` itself, it never silently drops its command. Their heavy dependencies (torch, ray,
 # fastapi, uvicorn) load inside the commands, so importing the modules is cheap.
 main.add_command(compare)
+main.add_command(live.add_cmd)
+main.add_command(live.delete_cmd)
+main.add_command(live.compact_cmd)
 main.add_command(serve.serve_cmd)
 main.add_command(serve.mcp_cmd)
 main.add_command(train.train)

@@ -51,11 +51,13 @@ server_options.__doc__ = """How uvicorn listens and logs (``server``: keywords o
 @click.option("--token", envvar="BRAID_TOKEN", show_envvar=True, default=None, help="Bearer token every endpoint then requires (401 without, 403 wrong). Prefer BRAID_TOKEN or --token-file: a command line is visible to other users.")
 @click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False), default=None, help="File whose one line is the bearer token (instead of --token).")
 @click.option("--open", "open_page", is_flag=True, help="Open the search page (/) in a web browser once the server listens.")
+@click.option("--write-token", envvar="BRAID_WRITE_TOKEN", show_envvar=True, default=None, help="Bearer token of POST/DELETE /documents (add, update, delete documents); without it the server takes no writes.")
 @runtime_option
 @limit_options
 @server_options
-def serve_cmd(index_dir, pipelines, default, no_warm, token, token_file, open_page, runtime, limits, server):
-    """Serve INDEX_DIR over HTTP: the search page at /, POST /search, POST /batch_search, GET /health, GET /info, /docs."""
+def serve_cmd(index_dir, pipelines, default, no_warm, token, token_file, open_page, write_token, runtime, limits, server):
+    """Serve INDEX_DIR over HTTP: the search page at /, POST /search, POST /batch_search, GET /health, GET /info, /docs;
+    with --write-token also POST /documents and DELETE /documents."""
     import logging
 
     try:
@@ -67,7 +69,7 @@ def serve_cmd(index_dir, pipelines, default, no_warm, token, token_file, open_pa
     from braid.retrieval.serve.protocol import guarded_protocol
 
     logging.basicConfig(level=server["log_level"].upper(), format="%(levelname)s:     %(name)s: %(message)s")
-    app = create_app(index_dir, pipelines=pipelines, default=default, warm=not no_warm, auth=load_auth(token, token_file), runtime=runtime, **limits)
+    app = create_app(index_dir, pipelines=pipelines, default=default, warm=not no_warm, auth=load_auth(token, token_file, write_token), runtime=runtime, **limits)
     catalog = app.state.catalog
     click.echo(
         f"braid serve: {index_dir} ({app.state.searcher.num_docs} docs); retrievers: {', '.join(catalog.retrievers)}; "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import math
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,9 @@ class Document:
     doc_id: str
     title: str
     text: str
+    # BEIR's ``metadata`` object, scalar values only (see braid.index.metadata.scalar_metadata); not
+    # part of equality, so a document read with metadata equals one built without it
+    metadata: dict | None = field(default=None, compare=False)
 
     @property
     def contents(self) -> str:
@@ -130,6 +134,34 @@ def _as_text(obj: dict, key: str, path: Path, line_no: int) -> str:
     return normalize_text(value)
 
 
+def parse_record(obj: dict, path: object, line_no: int | None, *, allow_empty: bool = False) -> Document:
+    """One corpus record (a decoded JSON object) as a :class:`Document`; DataError naming ``path`` and
+    ``line_no`` when it is bad (missing id, non-string fields, empty document, bad ``metadata``)."""
+    if not isinstance(obj, dict):
+        raise DataError(f"expected a JSON object, got {type(obj).__name__}", path, line_no)
+    raw_id = obj.get("_id", obj.get("id", obj.get("docid")))
+    doc_id = _as_id(raw_id, "_id", path, line_no)
+    title = _as_text(obj, "title", path, line_no)
+    text = _as_text(obj, "text", path, line_no)
+    if "contents" in obj and not text:
+        text = _as_text(obj, "contents", path, line_no)
+    if not allow_empty and not (title.strip() or text.strip()):
+        raise DataError(f"document {doc_id!r} has empty title and text", path, line_no)
+    metadata = obj.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise DataError(f"field 'metadata' must be an object, got {type(metadata).__name__}", path, line_no)
+    # scalar values only: nested lists and objects are not filterable and are left out
+    metadata = {str(k): v for k, v in (metadata or {}).items() if isinstance(v, (str, int, float, bool)) and str(k)}
+    for key, value in metadata.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise DataError(f"metadata {key!r} is {value}, not a finite number", path, line_no)
+        if isinstance(value, str):
+            problem = text_problem(value)
+            if problem is not None:
+                raise DataError(f"metadata {key!r}: {problem}", path, line_no)
+    return Document(doc_id, title, text, metadata or None)
+
+
 def iter_corpus(
     path: str | Path,
     *,
@@ -139,8 +171,9 @@ def iter_corpus(
 ) -> Iterator[Document]:
     """Stream documents from a BEIR corpus file (``.jsonl`` or ``.jsonl.gz``).
 
-    Each line is ``{"_id", "title", "text"}`` (``id`` and ``docid`` are accepted for ``_id``; other
-    fields such as ``metadata`` are ignored). Raises DataError on a malformed line, a missing or
+    Each line is ``{"_id", "title", "text"}`` (``id`` and ``docid`` are accepted for ``_id``), with an
+    optional ``metadata`` object whose scalar values are kept (``Document.metadata``; for filters);
+    other fields are ignored. Raises DataError on a malformed line, a missing or
     duplicate id, or a document whose title and text are both empty (unless ``allow_empty``).
     With ``skip_bad`` such records are skipped and counted in ``stats`` instead.
     """
@@ -159,24 +192,17 @@ def iter_corpus(
             continue
         try:
             obj = _parse_json_line(line, path, line_no)
-            raw_id = obj.get("_id", obj.get("id", obj.get("docid")))
-            doc_id = _as_id(raw_id, "_id", path, line_no)
-            title = _as_text(obj, "title", path, line_no)
-            text = _as_text(obj, "text", path, line_no)
-            if "contents" in obj and not text:
-                text = _as_text(obj, "contents", path, line_no)
-            if doc_id in seen:
-                raise DataError(f"duplicate document id {doc_id!r}", path, line_no)
-            if not allow_empty and not (title.strip() or text.strip()):
-                raise DataError(f"document {doc_id!r} has empty title and text", path, line_no)
+            doc = parse_record(obj, path, line_no, allow_empty=allow_empty)
+            if doc.doc_id in seen:
+                raise DataError(f"duplicate document id {doc.doc_id!r}", path, line_no)
         except DataError as exc:
             if not skip_bad:
                 raise
             stats.skip(str(exc))
             continue
-        seen.add(doc_id)
+        seen.add(doc.doc_id)
         stats.read += 1
-        yield Document(doc_id, title, text)
+        yield doc
 
 
 def count_corpus(path: str | Path) -> int:

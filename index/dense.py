@@ -317,12 +317,16 @@ class DenseIndex:
         nprobe: int | None = None,
         ef_search: int | None = None,
         threads: int | None = None,
+        allowed: np.ndarray | None = None,
     ) -> Hits:
         """Top-``k`` documents of each query: ``query_vectors`` float32 (n_queries, dim) -> Hits (n_queries, k).
 
         ``nprobe``: IVF lists visited (ivf, ivfpq; FAISS default 1 otherwise); ``ef_search``: HNSW
         beam (default max(16, k)); both are ignored by kinds they do not apply to. ``threads``: OpenMP
         threads for this call. Scores: inner product (``ip``) or negated squared distance (``l2``).
+        ``allowed``: bool (num_docs,), the documents that may be returned (deleted ones and those
+        outside a filter are False), applied inside FAISS by an ``IDSelectorBitmap`` before the top-k:
+        exact for flat, the candidates a filtered search visits for HNSW / IVF.
         """
         check_positive_int("k", k)
         for name, v in (("nprobe", nprobe), ("ef_search", ef_search), ("threads", threads)):
@@ -334,10 +338,25 @@ class DenseIndex:
         faiss = _require_faiss()
         fetch = min(self.num_docs, k + TIE_MARGIN)
         params = None
-        if self.config.kind in IVF_KINDS and nprobe is not None:
-            params = faiss.SearchParametersIVF(nprobe=int(min(nprobe, self.config.nlist or nprobe)))
+        selector = None
+        if allowed is not None:
+            allowed = np.asarray(allowed)
+            if allowed.dtype != np.bool_ or allowed.shape != (self.num_docs,):
+                raise OptionError("allowed", f"array {allowed.dtype} {allowed.shape}", f"a bool array of shape ({self.num_docs},)")
+            bits = np.packbits(allowed, bitorder="little")
+            selector = faiss.IDSelectorBitmap(self.num_docs, faiss.swig_ptr(bits))
+            selector.keep_bits = bits  # the selector reads this buffer: keep it alive with it
+        if self.config.kind in IVF_KINDS and (nprobe is not None or selector is not None):
+            params = faiss.SearchParametersIVF(sel=selector) if selector is not None else faiss.SearchParametersIVF()
+            params.nprobe = int(min(nprobe, self.config.nlist or nprobe)) if nprobe is not None else int(faiss.extract_index_ivf(self.index).nprobe)
         elif self.config.kind == "hnsw":
             params = faiss.SearchParametersHNSW(efSearch=int(ef_search if ef_search is not None else max(16, fetch)))
+            if selector is not None:
+                params.sel = selector
+        elif selector is not None:
+            # IndexPQ (and OPQ over it) takes no search parameters: an exhaustive ADC scan, deepened
+            # until k allowed documents are in hand (the same top-k a selector would give)
+            return self._search_deepening(q, k, allowed, threads)
         with _omp_threads(threads):
             if params is not None:
                 dist, labels = self.index.search(q, fetch, params=params)
@@ -357,6 +376,20 @@ class DenseIndex:
         out.docnos[:, : docnos.shape[1]] = np.where(docnos < 0, -1, docnos)
         out.scores[:, : scores.shape[1]] = scores
         return out
+
+    def _search_deepening(self, q: np.ndarray, k: int, allowed: np.ndarray, threads: int | None) -> Hits:
+        """Top-``k`` among ``allowed`` by searching deeper until every row has k allowed hits (or all documents)."""
+        n_allowed = int(allowed.sum())
+        want = min(k, n_allowed)
+        fetch = min(self.num_docs, 4 * (k + TIE_MARGIN))
+        while True:
+            hits = self.search(q, fetch, threads=threads)
+            ok = np.where(hits.docnos >= 0, allowed[np.maximum(hits.docnos, 0)], False)
+            enough = ok.sum(axis=1) >= want + min(TIE_MARGIN, n_allowed - want)
+            if enough.all() or fetch >= self.num_docs:
+                rows = [(hits.docnos[i][ok[i]], hits.scores[i][ok[i]]) for i in range(hits.n_queries)]
+                return Hits.from_lists(rows, k)
+            fetch = min(self.num_docs, fetch * 4)
 
     # -- vectors back --------------------------------------------------------------------------
     def reconstruct(self, docnos: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ bindings fix BM25 at k1=1.2, b=0.75.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -140,7 +141,7 @@ class LexicalIndex:
         return self._searcher.doc_freq("contents", term)
 
     # ---------------------------------------------------------------- search
-    def _search_terms(self, terms: Mapping[str, float], k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _search_terms(self, terms: Mapping[str, float], k: int, allow_query=None) -> tuple[np.ndarray, np.ndarray]:
         import tantivy
 
         if not terms or k <= 0:
@@ -153,6 +154,10 @@ class LexicalIndex:
                 q = tantivy.Query.boost_query(q, float(weight))
             clauses.append((tantivy.Occur.Should, q))
         query = tantivy.Query.boolean_query(clauses)
+        if allow_query is not None:
+            # the filter inside tantivy, before its top-k: a required clause of score 0 (BM25 + 0.0 is
+            # the BM25 score, bit for bit)
+            query = tantivy.Query.boolean_query([(tantivy.Occur.Must, query), (tantivy.Occur.Must, allow_query)])
         result = self._searcher.search(query, limit=k, count=False)
         if not result.hits:
             return np.empty(0, np.int64), np.empty(0, np.float32)
@@ -160,20 +165,86 @@ class LexicalIndex:
         docnos = np.asarray(self._searcher.fast_field_values("docno", [h[1] for h in result.hits]), dtype=np.int64)
         return docnos, scores
 
-    def search(self, queries: Sequence[str], k: int = 10, threads: int = 1) -> Hits:
-        """BM25 top-k for each query string. Returns Hits of shape (len(queries), k)."""
-        return self.search_weighted([self.query_terms(q) for q in queries], k=k, threads=threads)
+    def search(self, queries: Sequence[str], k: int = 10, threads: int = 1, allow: np.ndarray | None = None) -> Hits:
+        """BM25 top-k for each query string. Returns Hits of shape (len(queries), k).
 
-    def search_weighted(self, queries: Sequence[Mapping[str, float]], k: int = 10, threads: int = 1) -> Hits:
+        ``allow``: bool over docnos, the documents that may be returned (a filter), applied inside
+        tantivy as a required docno-set clause of score 0, so the top-k is that of the allowed documents.
+        Deleted documents are tantivy's own deletes: never returned.
+        """
+        return self.search_weighted([self.query_terms(q) for q in queries], k=k, threads=threads, allow=allow)
+
+    def search_weighted(self, queries: Sequence[Mapping[str, float]], k: int = 10, threads: int = 1, allow: np.ndarray | None = None) -> Hits:
         """Top-k for queries given as analysed term -> weight maps (e.g. RM3-expanded queries)."""
         # Ask for a few more than k so that ties at the cut are broken by docno, not by segment order.
         limit = k + 16
+        allow_query = self._allow_query(allow) if allow is not None else None
+        if allow_query is False:
+            return Hits.empty(len(queries), k)
         if threads <= 1 or len(queries) <= 1:
-            rows = [self._search_terms(q, limit) for q in queries]
+            rows = [self._search_terms(q, limit, allow_query) for q in queries]
         else:
             with ThreadPoolExecutor(max_workers=threads) as pool:
-                rows = list(pool.map(lambda q: self._search_terms(q, limit), queries))
+                rows = list(pool.map(lambda q: self._search_terms(q, limit, allow_query), queries))
         return Hits.from_lists(rows, k)
+
+    def _allow_query(self, allow: np.ndarray):
+        """The filter clause for a bool mask over docnos (False when nothing is allowed)."""
+        import tantivy
+
+        docnos = np.flatnonzero(np.asarray(allow, dtype=bool))
+        if docnos.size == 0:
+            return False
+        terms = tantivy.Query.term_set_query(self._index.schema, "docno", docnos.tolist())
+        return tantivy.Query.const_score_query(terms, 0.0)
+
+    # ---------------------------------------------------------------- live updates
+    @staticmethod
+    def update(src: Path, dst: Path, add: Iterable[tuple[int, Document]], delete: Sequence[int], info: dict, threads: int = 0) -> dict:
+        """A new generation of the tantivy index in ``dst`` (created here): ``src``'s files, plus
+        ``add`` (``(docno, Document)``), less the documents numbered ``delete``; returns the new info.
+
+        ``src`` is never modified: its immutable segment files are hard-linked into ``dst`` and its
+        metadata (``meta.json``, ``.managed.json``) copied, then tantivy commits in ``dst``
+        (new segment files, new delete files, a new ``meta.json``). A reader with ``src`` open keeps
+        its snapshot. Deleted documents stay in tantivy's segments (and in its BM25 statistics:
+        document frequencies, average length) until tantivy merges those segments or the index is
+        compacted (:meth:`build` over the live documents).
+        """
+        import shutil
+
+        import tantivy
+
+        src, dst = Path(src), Path(dst)
+        dst.mkdir(parents=True)
+        for item in src.iterdir():
+            if item.name.endswith(".lock") or item.name.startswith(".tantivy-"):
+                continue
+            if item.name in ("meta.json", ".managed.json") or not item.is_file():
+                shutil.copy2(item, dst / item.name)
+            else:
+                os.link(item, dst / item.name)
+        index = tantivy.Index.open(str(dst))
+        index.register_tokenizer(ANALYZER, _analyzer())
+        writer = index.writer(_HEAP_BYTES, threads)
+        try:
+            for docno in delete:
+                writer.delete_documents_by_term("docno", int(docno))
+            for docno, doc in add:
+                writer.add_document(
+                    tantivy.Document(docno=[int(docno)], id=[doc.doc_id], title=[doc.title], text=[doc.text], contents=[doc.contents])
+                )
+            writer.commit()
+        except BaseException:
+            writer.rollback()
+            writer.wait_merging_threads()
+            del writer, index
+            raise
+        writer.wait_merging_threads()
+        index.reload()
+        out = dict(info)
+        out["num_docs"] = int(index.searcher().num_docs)
+        return out
 
     # ---------------------------------------------------------------- document store
     def documents(self, docnos: Sequence[int]) -> list[dict]:

@@ -78,22 +78,49 @@ def read_manifest(index_dir: str | Path) -> dict:
     for key in ("num_docs", "components"):
         if key not in manifest:
             raise IndexFormatError(f"{path}: manifest lacks {key!r}")
-    for name in manifest["components"]:
-        if not (index_dir / name).is_dir():
-            raise IndexFormatError(f"{index_dir}: manifest lists component {name!r} but {index_dir / name} is missing")
+    for name, info in manifest["components"].items():
+        where = index_dir / component_path(name, info)
+        if not where.is_dir():
+            raise IndexFormatError(f"{index_dir}: manifest lists component {name!r} but {where} is missing")
     docids = index_dir / DOCIDS
     if not docids.exists():
         raise IndexFormatError(f"{index_dir}: {DOCIDS} is missing")
     return manifest
 
 
-def write_manifest(index_dir: Path, manifest: dict) -> None:
-    """Write the manifest atomically (temp file + rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", dir=index_dir)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(manifest, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.replace(tmp, index_dir / MANIFEST)
+def component_path(name: str, info: dict | None) -> str:
+    """The directory of component ``name`` relative to the index (``info["path"]``, default ``name``):
+    a live index's tantivy component moves to ``bm25.gN`` at each commit (:mod:`braid.index.generations`)."""
+    if isinstance(info, dict) and info.get("path"):
+        return str(info["path"])
+    return name
+
+
+def write_manifest(index_dir: Path, manifest: dict, durable: bool = False) -> None:
+    """Write the manifest atomically (temp file + rename); the one function that writes a manifest.
+
+    ``durable``: fsync the file before the rename and the directory after it (a commit of a live
+    index: the rename is its commit point, see :mod:`braid.index.generations`).
+    """
+    index_dir = Path(index_dir)
+    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp-0", dir=index_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(manifest, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, index_dir / MANIFEST)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if durable:
+        dfd = os.open(index_dir, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
 
 
 def write_docids(index_dir: Path, doc_ids: list[str]) -> None:
@@ -102,9 +129,27 @@ def write_docids(index_dir: Path, doc_ids: list[str]) -> None:
             fh.write(doc_id + "\n")
 
 
-def read_docids(index_dir: Path) -> list[str]:
+def read_docids(index_dir: Path, count: int | None = None) -> list[str]:
+    """The first ``count`` ids of ``docids.txt`` (all without ``count``).
+
+    A live index appends to ``docids.txt`` before it commits, so lines past the committed count
+    (``num_docnos`` in the manifest) may belong to a commit in progress or one that crashed.
+    """
+    out: list[str] = []
     with open(Path(index_dir) / DOCIDS, encoding="utf-8") as fh:
-        return [line.rstrip("\n") for line in fh]
+        for line in fh:
+            if count is not None and len(out) >= count:
+                break
+            if not line.endswith("\n") and count is not None:
+                break  # a partial last line of an append in progress
+            out.append(line.rstrip("\n"))
+    return out
+
+
+def num_docnos(manifest: dict) -> int:
+    """Document numbers allocated (``docids.txt`` lines in use), deleted ones included; ``num_docs``
+    counts the live documents. Equal for an index no document was ever deleted from."""
+    return int(manifest.get("num_docnos", manifest["num_docs"]))
 
 
 def replace_directory(src: str | Path, dst: str | Path, old: str | Path | None = None) -> None:

@@ -13,8 +13,10 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from braid.data.errors import IndexFormatError, OptionError
-from braid.index.manifest import read_docids, read_manifest
+from braid.index.manifest import component_path, num_docnos, read_docids, read_manifest
 
 
 class IndexContext:
@@ -36,20 +38,84 @@ class IndexContext:
         self._components: dict[str, object] = {}
         self._lock = threading.Lock()
         self._docno_of: dict[str, int] | None = None
+        self._metadata = None
+        self._deleted: np.ndarray | None | bool = False  # False: not read yet
 
     @classmethod
     def open(cls, index_dir: str | Path, device: str = "auto", runtime: str = "auto") -> "IndexContext":
-        """Read and check the manifest and ``docids.txt`` of ``index_dir``."""
+        """Read and check the manifest and ``docids.txt`` of ``index_dir`` (one generation: a snapshot)."""
         index_dir = Path(index_dir)
         manifest = read_manifest(index_dir)
-        doc_ids = read_docids(index_dir)
-        if len(doc_ids) != manifest["num_docs"]:
-            raise IndexFormatError(f"{index_dir}: docids.txt has {len(doc_ids)} ids, the manifest says {manifest['num_docs']}")
+        if manifest.get("live"):
+            from braid.index.generations import check_generation
+
+            check_generation(index_dir, manifest)
+        count = num_docnos(manifest)
+        doc_ids = read_docids(index_dir, count if manifest.get("live") else None)
+        if len(doc_ids) != count:
+            raise IndexFormatError(f"{index_dir}: docids.txt has {len(doc_ids)} ids, the manifest says {count}")
         return cls(index_dir, manifest, doc_ids, device, runtime)
 
     @property
     def num_docs(self) -> int:
+        """Live documents (deleted ones excluded)."""
         return int(self.manifest["num_docs"])
+
+    @property
+    def num_docnos(self) -> int:
+        """Document numbers allocated, deleted ones included (the length of ``doc_ids``)."""
+        return num_docnos(self.manifest)
+
+    @property
+    def generation(self) -> int:
+        return int(self.manifest.get("generation", 0))
+
+    @property
+    def live(self) -> dict | None:
+        """The manifest's ``live`` section (segments, deletion bitmap), None for an index never updated."""
+        return self.manifest.get("live") or None
+
+    @property
+    def deleted(self) -> np.ndarray | None:
+        """bool (num_docnos,): deleted docnos of this generation (None when none are)."""
+        if self._deleted is False:
+            from braid.index.segments import read_deleted
+
+            self._deleted = read_deleted(self.index_dir, self.live, self.num_docnos) if self.live else None
+        return self._deleted
+
+    def component_dir(self, name: str) -> Path:
+        """Where component ``name`` of this generation lives."""
+        return self.index_dir / component_path(name, self.components.get(name))
+
+    def segment_list(self) -> list[tuple[Path | None, np.ndarray]]:
+        """Per segment: its ``metadata.jsonl`` (None without one) and its docnos."""
+        from braid.index.segments import segment_docnos
+
+        if not self.live:
+            meta = self.manifest.get("metadata")
+            return [(self.index_dir / meta if meta else None, np.arange(self.num_docnos, dtype=np.int64))]
+        out = []
+        for seg in self.live["segments"]:
+            meta = seg.get("metadata")
+            out.append((self.index_dir / seg["path"] / meta if meta else None, segment_docnos(self.index_dir, seg)))
+        return out
+
+    @property
+    def metadata(self):
+        """The documents' metadata (:class:`braid.index.metadata.MetadataStore`), read on first use."""
+        if self._metadata is None:
+            from braid.index.metadata import MetadataStore
+
+            with self._lock:
+                if self._metadata is None:
+                    self._metadata = MetadataStore.open(self.index_dir, self.segment_list(), self.num_docnos)
+        return self._metadata
+
+    def filter_mask(self, spec) -> np.ndarray:
+        """bool (num_docnos,): the documents the filter ``spec`` lets through (deleted ones too: each
+        component skips those itself)."""
+        return self.metadata.mask(spec)
 
     @property
     def components(self) -> dict:
@@ -60,7 +126,7 @@ class IndexContext:
         return self.index_dir.joinpath(*parts)
 
     def docno(self, doc_id: str) -> int:
-        """Internal docno of an external id, -1 when absent."""
+        """Internal docno of an external id, -1 when absent (the newest docno of an updated document)."""
         if self._docno_of is None:
             self._docno_of = {d: i for i, d in enumerate(self.doc_ids)}
         return self._docno_of.get(doc_id, -1)

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,8 @@ class SearchResults:
     hits: Hits
     doc_ids: list[list[str]]
     retriever: str
+    # the index generation searched (its doc ids and document store belong with these docnos)
+    context: IndexContext | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def to_run(self) -> Run:
         run: Run = {}
@@ -70,10 +74,75 @@ class Searcher:
             if index_dir is None:
                 raise OptionError("index_dir", None, "an index directory")
             context = IndexContext.open(index_dir, device=device, runtime=runtime)
-        self.context = context
-        self._retrievers: dict[str, object] = {}
+        # (context, retrievers): one generation of the index and the retrievers opened over it,
+        # replaced as a whole by reload(); a search pins the pair it started with
+        self._state: tuple[IndexContext, dict[str, object]] = (context, {})
         self._lock = threading.Lock()
+        self._reload_lock = threading.Lock()
+        self._stamp = self._manifest_stamp()
         self.default = pipeline if pipeline is not None else retriever
+
+    # ------------------------------------------------------------------ generations
+    @property
+    def context(self) -> IndexContext:
+        return self._state[0]
+
+    @property
+    def _retrievers(self) -> dict:
+        """The retrievers opened over the current generation (name -> retriever)."""
+        return self._state[1]
+
+    @property
+    def generation(self) -> int:
+        """The index generation this searcher searches (0 for an index never updated)."""
+        return self.context.generation
+
+    def _manifest_stamp(self):
+        try:
+            st = os.stat(self.context.index_dir / "manifest.json")
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def reload(self) -> bool:
+        """Open the newest committed generation if it is not the one searched; True when it changed.
+
+        Searches running meanwhile finish on the generation they started with; later ones see the
+        new one. Models are not loaded again: the opened retrievers are re-bound to the new
+        generation's components (one whose query side changed, e.g. a recomputed IDF table, is reopened).
+        """
+        from braid.index.generations import read_generation
+
+        with self._reload_lock:
+            old_ctx, old_retrievers = self._state
+            if getattr(old_ctx, "manifest", None) is None or not (old_ctx.index_dir / "manifest.json").exists():
+                return False
+            stamp = self._manifest_stamp()
+            if read_generation(old_ctx.index_dir) == old_ctx.generation:
+                self._stamp = stamp
+                return False
+            ctx = IndexContext.open(old_ctx.index_dir, device=old_ctx.device, runtime=old_ctx.runtime)
+            retrievers = {name: _rebind(r, name, old_ctx, ctx) for name, r in old_retrievers.items()}
+            self._state = (ctx, retrievers)
+            self._stamp = stamp
+            return True
+
+    def maybe_reload(self) -> bool:
+        """:meth:`reload` when ``manifest.json`` changed since the last look (one ``stat``: cheap enough
+        for every request of ``braid serve``)."""
+        if self._manifest_stamp() == self._stamp:
+            return False
+        return self.reload()
+
+    def _pinned(self) -> "Searcher":
+        """This searcher fixed to its current generation (what one search runs on)."""
+        pinned = object.__new__(Searcher)
+        pinned._state = self._state
+        pinned._lock = self._lock
+        pinned._reload_lock = self._reload_lock
+        pinned._stamp = self._stamp
+        pinned.default = self.default
+        return pinned
 
     # ------------------------------------------------------------------ parts
     @property
@@ -113,12 +182,13 @@ class Searcher:
 
     def retriever(self, name: str):
         """The retriever object ``name`` (opened once, then cached)."""
-        got = self._retrievers.get(name)
+        context, retrievers = self._state
+        got = retrievers.get(name)
         if got is None:
             with self._lock:
-                if name not in self._retrievers:
-                    self._retrievers[name] = registry.open_retriever(self.context, name)
-                got = self._retrievers[name]
+                if name not in retrievers:
+                    retrievers[name] = registry.open_retriever(context, name)
+                got = retrievers[name]
         return got
 
     def component(self, name: str):
@@ -171,15 +241,22 @@ class Searcher:
         threads: int = 1,
         query_ids: Sequence[str] | None = None,
         exclude_self: bool = False,
+        filter=None,
         **knobs,
     ) -> SearchResults:
         """Search many queries at once.
 
         ``queries``: a list of strings or ``{query_id: text}``. ``exclude_self`` drops, for each
         query, the document whose id equals the query id before anything else sees the lists
-        (BEIR's convention). ``knobs`` are retriever arguments such as ``query_cut``,
+        (BEIR's convention). ``filter``: a metadata filter (:mod:`braid.data.filters`: a dict, its JSON
+        text or the string form ``"year >= 2000 and lang = en"``), applied inside every retriever
+        before its top-k. ``knobs`` are retriever arguments such as ``query_cut``,
         ``heap_factor``, ``nprobe`` (validated against the retrievers searched).
         """
+        pinned = self._pinned()
+        return pinned._batch_search(queries, k, retriever, threads, query_ids, exclude_self, filter, knobs)
+
+    def _batch_search(self, queries, k, retriever, threads, query_ids, exclude_self, filter, knobs) -> SearchResults:
         check_positive_int("k", k)
         query_ids, texts = query_batch(queries, query_ids)
         k = min(int(k), self.num_docs)  # never allocate beyond the collection
@@ -190,6 +267,8 @@ class Searcher:
         exclude = None
         if exclude_self:
             exclude = np.array([self.docno(q) for q in query_ids], dtype=np.int64)
+        if filter is not None:
+            knobs = {**knobs, "allow": self.context.filter_mask(filter)}
         # A blank query (no letter or digit) has no hits in any retriever, as in BM25.
         live = [i for i, t in enumerate(texts) if not is_blank(t)]
         if len(live) == len(texts):
@@ -203,7 +282,7 @@ class Searcher:
                 hits.docnos[live, : sub.k] = sub.docnos
                 hits.scores[live, : sub.k] = sub.scores
         doc_ids = [[self.doc_ids[d] for d in row if d >= 0] for row in hits.docnos]
-        return SearchResults(query_ids=query_ids, hits=hits, doc_ids=doc_ids, retriever=engine.name)
+        return SearchResults(query_ids=query_ids, hits=hits, doc_ids=doc_ids, retriever=engine.name, context=self.context)
 
     def search(
         self,
@@ -211,17 +290,19 @@ class Searcher:
         k: int = 10,
         retriever: str | Path | None = None,
         fields: bool = False,
+        filter=None,
         **knobs,
     ) -> list[dict]:
         """One query: a list of ``{"id", "score", "rank"}`` (plus ``title``/``text`` when ``fields``)."""
-        res = self.batch_search([query], k=k, retriever=retriever, **knobs)
+        res = self.batch_search([query], k=k, retriever=retriever, filter=filter, **knobs)
         docnos, scores = res.hits.row(0)
+        ctx = res.context if res.context is not None else self.context
         out = [
-            {"rank": r + 1, "id": self.doc_ids[d], "score": float(s)}
+            {"rank": r + 1, "id": ctx.doc_ids[d], "score": float(s)}
             for r, (d, s) in enumerate(zip(docnos, scores))
         ]
         if fields and out:
-            for hit, stored in zip(out, self.documents(docnos)):
+            for hit, stored in zip(out, ctx.documents(docnos)):
                 hit["title"] = stored["title"]
                 hit["text"] = stored["text"]
         return out
@@ -233,6 +314,7 @@ class Searcher:
         retriever: str | Path | None = None,
         fields: bool = False,
         top: int = 10,
+        filter=None,
         **knobs,
     ) -> dict:
         """One query with the fusion laid open (plain data, JSON-ready; ``None`` where a figure does not exist).
@@ -245,8 +327,12 @@ class Searcher:
         (contribution / fused score). The contributions sum to ``fused_score``, which is the hit's
         ``score`` unless the pipeline rescores (``fusion["rescored"]``). ``lists``: each retriever's own
         top ``top`` (``{"name", "prf", "weight", "hits": [{"rank", "id", "score"(, "title")}]}``), the
-        lists the pipeline fused last. ``fusion``: the method and its parameters.
+        lists the pipeline fused last. ``fusion``: the method and its parameters. ``filter``: as for
+        :meth:`batch_search`. Runs on one generation of a live index, like a search.
         """
+        return self._pinned()._explain(query, k, retriever, fields, top, filter, knobs)
+
+    def _explain(self, query, k, retriever, fields, top, filter, knobs) -> dict:
         from braid.retrieval.pipeline.fusion import explain
         from braid.retrieval.pipeline.runner import PipelineExplanation
 
@@ -257,13 +343,18 @@ class Searcher:
         engine = self.engine(retriever)
         if is_blank(texts[0]):
             return {"retriever": engine.name, "fusion": None, "hits": [], "lists": []}
+        if filter is not None:
+            knobs = {**knobs, "allow": self.context.filter_mask(filter)}
         if hasattr(engine, "explain"):
             ex = engine.explain(texts, k=k, **knobs)
             fusion = {**engine.pipeline.fusion, "rescored": ex.rescored} if len(ex.lists) > 1 else {"method": None, "rescored": ex.rescored}
         else:
+            allow = knobs.pop("allow", None)
             if knobs:
                 spec = registry.get(engine.name)
                 knobs = spec.check_knobs(knobs, self.components.get(spec.component))
+            if allow is not None:
+                knobs["allow"] = allow
             hits = engine.search(texts, k=k, **knobs)
             single = explain([hits], "linear", hits.docnos, [1.0], norm="none", missing="zero")
             ex = PipelineExplanation(hits, hits, [hits], [engine.name], [False], single, False)
@@ -305,3 +396,22 @@ class Searcher:
     def documents(self, docnos: Sequence[int]) -> list[dict]:
         """Stored ``{"id", "title", "text"}`` of documents (from the tantivy document store)."""
         return self.context.documents(docnos)
+
+
+def _rebind(retriever, name: str, old: IndexContext, new: IndexContext):
+    """``retriever`` (opened over generation ``old``) over generation ``new``, keeping its encoder: the
+    same object with the new generation's component, or a fresh one when its query side changed."""
+    inner = getattr(retriever, "_inner", None)
+    if inner is not None:  # a wrapper (braid serve's per-component lock): rebind what it wraps
+        return type(retriever)(_rebind(inner, name, old, new), retriever._lock)
+    spec = registry.get(name)
+    info_old, info_new = old.components.get(spec.component), new.components.get(spec.component)
+    if info_new is None:
+        return registry.open_retriever(new, name)  # raises: the component is gone
+    same_query_side = (info_old or {}).get("idf_path") == info_new.get("idf_path") and (info_old or {}).get("encoder") == info_new.get("encoder")
+    if not dataclasses.is_dataclass(retriever) or not hasattr(retriever, "index") or not same_query_side or name == "dense-bin":
+        return registry.open_retriever(new, name)
+    changes = {"index": new.component(spec.component)}
+    if hasattr(retriever, "vectors") and new.live:
+        changes["vectors"] = None  # a live index's vectors are per segment (SegmentedDenseIndex.doc_vectors)
+    return dataclasses.replace(retriever, **changes)

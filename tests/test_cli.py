@@ -183,7 +183,7 @@ def test_every_command_reports_errors_and_documents_the_exit_status():
     from braid.cli.common import BraidCommand, BraidGroup
 
     found = dict(_commands(main))
-    assert {p[1] for p in found if len(p) == 2} == {"index", "search", "eval", "tune", "compare", "serve", "mcp", "train", "shard", "milvus"}
+    assert {p[1] for p in found if len(p) == 2} == {"index", "search", "eval", "tune", "compare", "serve", "mcp", "train", "shard", "milvus", "add", "delete", "compact"}
     assert ("braid", "train", "jpq") in found and ("braid", "milvus", "eval") in found
     for path, cmd in found.items():
         assert isinstance(cmd, (BraidCommand, BraidGroup)), path

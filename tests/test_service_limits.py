@@ -345,7 +345,9 @@ def test_auth_config_and_token_sources(tmp_path):
     assert auth.check("read", b"  Bearer   " + TOKEN.encode() + b"  ") is None
     assert auth.check("read", b"Bearer \xff\xfe")[0] == 403
     with pytest.raises(ValueError):
-        auth.accepted("write")  # no write endpoint exists yet
+        auth.accepted("admin")  # not a scope
+    assert auth.accepted("write") == () and auth.check("write", b"Bearer " + TOKEN.encode())[1] == "writes_disabled"  # no write token: writes off
+    assert auth.check("write", None)[0] == 401
     for bad in ["short", "has space in it 0123456789", "tab\tin-it-0123456789", "ünïcode-0123456789ab", ""]:
         with pytest.raises(OptionError) as err:
             AuthConfig(token=bad)

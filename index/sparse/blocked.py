@@ -339,6 +339,7 @@ class BlockedSparseIndex:
         exact: bool = False,
         threads: int | None = None,
         block_order: str = "seismic",
+        excluded: np.ndarray | None = None,
     ) -> Hits:
         """Top-``k`` documents of each query by inner product: :class:`Hits` of shape (n_queries, k).
 
@@ -351,8 +352,11 @@ class BlockedSparseIndex:
         ``block_order``: ``"seismic"`` visits each list's blocks in turn, the first list's by decreasing
         estimate (Seismic's order); ``"best_first"`` visits the blocks of all ``query_cut`` lists in one
         decreasing-estimate order and stops at the first block the heap rule skips.
+        ``excluded``: documents never to return (deleted, or outside a filter), as the uint64 bitset
+        :func:`exclusion_bitset` makes; the top-k is then the top-k of the other documents (exactly so
+        with ``exact=True``), searched by the masked kernels (the unmasked ones are untouched).
         """
-        return self._search(queries, k, query_cut, heap_factor, exact, threads, block_order)[0]
+        return self._search(queries, k, query_cut, heap_factor, exact, threads, block_order, excluded)[0]
 
     def search_with_stats(
         self,
@@ -363,16 +367,19 @@ class BlockedSparseIndex:
         exact: bool = False,
         threads: int | None = None,
         block_order: str = "seismic",
+        excluded: np.ndarray | None = None,
     ) -> tuple[Hits, "SearchStats"]:
         """:meth:`search` (same arguments, same hits), and the work it did per query: :class:`SearchStats`."""
-        hits, docs_scored = self._search(queries, k, query_cut, heap_factor, exact, threads, block_order)
+        hits, docs_scored = self._search(queries, k, query_cut, heap_factor, exact, threads, block_order, excluded)
         return hits, SearchStats(docs_scored)
 
-    def _search(self, queries, k, query_cut, heap_factor, exact, threads, block_order) -> tuple[Hits, np.ndarray]:
+    def _search(self, queries, k, query_cut, heap_factor, exact, threads, block_order, excluded=None) -> tuple[Hits, np.ndarray]:
         k, query_cut, heap_factor = _check_search_args(k, query_cut, heap_factor)
         if block_order not in _BLOCK_ORDERS:
             raise OptionError("block_order", block_order, f"one of {sorted(_BLOCK_ORDERS)}")
         self._check_queries(queries)
+        if excluded is not None:
+            excluded = check_exclusion(excluded, self.num_docs)
         nq = queries.n_rows
         out_docs = np.empty((nq, k), np.int64)
         out_scores = np.empty((nq, k), np.float32)
@@ -387,16 +394,39 @@ class BlockedSparseIndex:
             if exact and self._pruned:
                 a = self._a
                 n_chunks = min(nq, 4 * n_threads)
-                kernels.scan_batch(
-                    queries.indptr, queries.indices, queries.data, k,
-                    a.fwd_ptr, a.fwd_terms, a.fwd_weights, self.vocab_size, n_chunks, out_docs, out_scores,
-                )  # fmt: skip
+                if excluded is None:
+                    kernels.scan_batch(
+                        queries.indptr, queries.indices, queries.data, k,
+                        a.fwd_ptr, a.fwd_terms, a.fwd_weights, self.vocab_size, n_chunks, out_docs, out_scores,
+                    )  # fmt: skip
+                else:
+                    kernels.scan_batch_masked(
+                        queries.indptr, queries.indices, queries.data, k,
+                        a.fwd_ptr, a.fwd_terms, a.fwd_weights, self.vocab_size, n_chunks, excluded, out_docs, out_scores,
+                    )  # fmt: skip
                 return Hits(out_docs, out_scores), np.full(nq, self.num_docs, np.int64)
             n_scored = np.empty(nq, np.int64)
             query_cut = self.vocab_size if exact else query_cut
             order = _BLOCK_ORDERS[block_order]
-            self._run(queries, k, query_cut, heap_factor, not exact, order, n_threads, out_docs, out_scores, n_scored)
+            if excluded is None:
+                self._run(queries, k, query_cut, heap_factor, not exact, order, n_threads, out_docs, out_scores, n_scored)
+            else:
+                self._run_masked(queries, k, query_cut, heap_factor, not exact, order, n_threads, excluded, out_docs, out_scores, n_scored)
         return Hits(out_docs, out_scores), n_scored
+
+    def _run_masked(self, queries, k, query_cut, heap_factor, use_summaries, sort_blocks, n_threads, excluded, out_docs, out_scores, n_scored):
+        nq = queries.n_rows
+        if n_threads == 1 or nq == 1:
+            kernels.search_batch_masked(
+                queries.indptr, queries.indices, queries.data, k, query_cut, heap_factor, use_summaries, sort_blocks,
+                self._kernel_arrays, self._serial_scratch(), excluded, out_docs, out_scores, n_scored, 0, 1,
+            )  # fmt: skip
+        else:
+            kernels.search_batch_parallel_masked(
+                queries.indptr, queries.indices, queries.data, k, query_cut, heap_factor, use_summaries, sort_blocks,
+                self._kernel_arrays, self.vocab_size, self.num_docs, self._max_blocks, min(nq, n_threads), excluded,
+                out_docs, out_scores, n_scored,
+            )  # fmt: skip
 
     def _run(self, queries, k, query_cut, heap_factor, use_summaries, sort_blocks, n_threads, out_docs, out_scores, n_scored):
         nq = queries.n_rows
@@ -526,6 +556,24 @@ class BlockedSparseIndex:
         return cls(arrays, num_docs, vocab_size, config, info)
 
 
+def exclusion_bitset(excluded: np.ndarray) -> np.ndarray:
+    """A bool array over docnos (True = never return) as the uint64 bitset the masked kernels take:
+    bit ``d & 63`` of word ``d >> 6``, ``(num_docs >> 6) + 1`` words (the ``visited`` scratch layout)."""
+    excluded = np.ascontiguousarray(excluded, dtype=np.bool_)
+    words = np.empty((excluded.shape[0] >> 6) + 1, np.uint64)
+    kernels.pack_excluded(excluded, words)
+    return words
+
+
+def check_exclusion(excluded: np.ndarray, num_docs: int) -> np.ndarray:
+    """``excluded`` if it is the bitset of an index of ``num_docs`` documents, else OptionError."""
+    want = (num_docs >> 6) + 1
+    if not isinstance(excluded, np.ndarray) or excluded.dtype != np.uint64 or excluded.shape != (want,):
+        got = f"array {excluded.dtype} {excluded.shape}" if isinstance(excluded, np.ndarray) else type(excluded).__name__
+        raise OptionError("excluded", got, f"a uint64 bitset of {want} words (exclusion_bitset of a bool array over the {num_docs} documents)")
+    return np.ascontiguousarray(excluded)
+
+
 def exact_search(docs: SparseVectors, queries: SparseVectors, k: int) -> Hits:
     """Brute-force top-``k`` by a scipy sparse product (the reference for accuracy and tests).
 
@@ -629,4 +677,4 @@ def _check_structure(a: dict[str, np.ndarray], num_docs: int, vocab_size: int, m
             fail(f"{name} has values outside [0, {bound})")
 
 
-__all__ = ["BlockedIndexConfig", "BlockedSparseIndex", "SearchStats", "exact_search", "numba_threads", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["BlockedIndexConfig", "BlockedSparseIndex", "SearchStats", "exact_search", "exclusion_bitset", "check_exclusion", "numba_threads", "FORMAT", "FORMAT_VERSION"]

@@ -1113,3 +1113,98 @@ def scan_batch(q_ptr, q_terms, q_weights, k, fwd_ptr, fwd_terms, fwd_weights, vo
             heap_write_sorted(heap_scores, heap_docs, size, out_docs[qi], out_scores[qi])
             for j in range(s, e):
                 dense_q[q_terms[j]] = 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Masked search: documents excluded by a bitset (deleted, or outside a filter) are never scored
+# ---------------------------------------------------------------------------------------------
+# The unmasked kernels above are untouched (the masked case must not slow them down). The masked
+# variant reuses the ``visited`` bitset of the scratch: it starts each query with ``visited`` equal to
+# the exclusion bitset, so an excluded doc looks already scored and ``score_block`` skips it with the
+# test it already makes; the query then ends by zeroing all of ``visited`` (one pass over
+# ``num_docs / 64`` words) instead of only the words of the docs it touched.
+@njit
+def search_query_masked(q_terms, q_weights, k, query_cut, heap_factor, use_summaries, sort_blocks, ix, sc, excluded,
+                        heap_scores, heap_docs, out_docs, out_scores):  # fmt: skip
+    """:func:`search_query` that never scores a doc whose bit is set in ``excluded`` (uint64, like ``visited``)."""
+    visited = sc.visited
+    for w in range(visited.shape[0]):
+        visited[w] = excluded[w]
+    n = search_query(q_terms, q_weights, k, query_cut, heap_factor, use_summaries, sort_blocks, ix, sc, heap_scores,
+                     heap_docs, out_docs, out_scores)  # fmt: skip
+    for w in range(visited.shape[0]):
+        visited[w] = np.uint64(0)
+    return n
+
+
+@njit_inline
+def _search_share_masked(q_ptr, q_terms, q_weights, k, query_cut, heap_factor, use_summaries, sort_blocks, ix, sc,
+                         excluded, out_docs, out_scores, n_scored, first, stride):  # fmt: skip
+    heap_scores = np.empty(k, np.float32)
+    heap_docs = np.empty(k, np.int64)
+    for qi in range(first, q_ptr.shape[0] - 1, stride):
+        s, e = q_ptr[qi], q_ptr[qi + 1]
+        n_scored[qi] = search_query_masked(q_terms[s:e], q_weights[s:e], k, query_cut, heap_factor, use_summaries,
+                                           sort_blocks, ix, sc, excluded, heap_scores, heap_docs, out_docs[qi],
+                                           out_scores[qi])  # fmt: skip
+
+
+@njit
+def search_batch_masked(q_ptr, q_terms, q_weights, k, query_cut, heap_factor, use_summaries, sort_blocks, index, scratch,
+                        excluded, out_docs, out_scores, n_scored, first, stride):  # fmt: skip
+    """:func:`search_batch` skipping the docs set in ``excluded`` (uint64 bitset of ``(num_docs >> 6) + 1`` words)."""
+    _search_share_masked(q_ptr, q_terms, q_weights, k, query_cut, heap_factor, use_summaries, sort_blocks,
+                         BlockedArrays(*index), SearchScratch(*scratch), excluded, out_docs, out_scores, n_scored, first,
+                         stride)  # fmt: skip
+
+
+@njit_parallel
+def search_batch_parallel_masked(q_ptr, q_terms, q_weights, k, query_cut, heap_factor, use_summaries, sort_blocks, index,
+                                 vocab_size, num_docs, max_blocks, n_chunks, excluded, out_docs, out_scores, n_scored):  # fmt: skip
+    """:func:`search_batch_parallel` skipping the docs set in ``excluded``."""
+    ix = BlockedArrays(*index)
+    nq = q_ptr.shape[0] - 1
+    for c in prange(n_chunks):
+        if c >= nq:
+            continue
+        sc = new_scratch(vocab_size, num_docs, max_blocks)
+        _search_share_masked(q_ptr, q_terms, q_weights, k, query_cut, heap_factor, use_summaries, sort_blocks, ix, sc,
+                             excluded, out_docs, out_scores, n_scored, c, n_chunks)  # fmt: skip
+
+
+@njit_parallel
+def scan_batch_masked(q_ptr, q_terms, q_weights, k, fwd_ptr, fwd_terms, fwd_weights, vocab_size, n_chunks, excluded,
+                      out_docs, out_scores):  # fmt: skip
+    """:func:`scan_batch` skipping the docs set in ``excluded``."""
+    nq = q_ptr.shape[0] - 1
+    num_docs = fwd_ptr.shape[0] - 1
+    for c in prange(n_chunks):
+        lo = c * nq // n_chunks
+        hi = (c + 1) * nq // n_chunks
+        dense_q = np.zeros(vocab_size, np.float32)
+        heap_scores = np.empty(k, np.float32)
+        heap_docs = np.empty(k, np.int64)
+        for qi in range(lo, hi):
+            s, e = q_ptr[qi], q_ptr[qi + 1]
+            for j in range(s, e):
+                dense_q[q_terms[j]] = q_weights[j]
+            size = 0
+            for d in range(num_docs):
+                if excluded[d >> 6] & (np.uint64(1) << np.uint64(d & 63)):
+                    continue
+                sc = score_doc(d, fwd_ptr, fwd_terms, fwd_weights, dense_q)
+                if sc > 0:
+                    size = heap_push(heap_scores, heap_docs, size, k, sc, np.int64(d))
+            heap_write_sorted(heap_scores, heap_docs, size, out_docs[qi], out_scores[qi])
+            for j in range(s, e):
+                dense_q[q_terms[j]] = 0.0
+
+
+@njit
+def pack_excluded(excluded_bool, out_words):
+    """Pack a bool array (True = excluded) into a uint64 bitset (bit ``d & 63`` of word ``d >> 6``)."""
+    for w in range(out_words.shape[0]):
+        out_words[w] = np.uint64(0)
+    for d in range(excluded_bool.shape[0]):
+        if excluded_bool[d]:
+            out_words[d >> 6] |= np.uint64(1) << np.uint64(d & 63)

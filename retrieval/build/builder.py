@@ -118,10 +118,12 @@ def build_index(source: str | Path, out_dir: str | Path, options: BuildOptions |
     previous_vectors = _reusable_vectors(out_dir) if options.overwrite else None
     with building_index(out_dir, overwrite=options.overwrite) as tmp:
         doc_ids: list[str] = []
+        metadata: list[dict] = []
 
         def first_pass() -> Iterator[tuple[int, Document]]:
             for docno, doc in reader:
                 doc_ids.append(doc.doc_id)
+                metadata.append(doc.metadata or {})
                 yield docno, doc
 
         manifest = new_manifest(0, source=str(Path(source)))
@@ -137,6 +139,12 @@ def build_index(source: str | Path, out_dir: str | Path, options: BuildOptions |
         if not doc_ids:
             raise DataError("the corpus holds no documents", path)
         write_docids(tmp, doc_ids)
+        if any(metadata):  # documents' metadata, for filters (braid.index.metadata)
+            from braid.index.metadata import METADATA_FILE, write_metadata
+
+            write_metadata(tmp / METADATA_FILE, metadata)
+            manifest["metadata"] = METADATA_FILE
+        del metadata
         manifest["num_docs"] = len(doc_ids)
         manifest["skipped_records"] = reader.stats.skipped
         if reader.stats.skipped:

@@ -143,6 +143,7 @@ def build_sparse_component(tmp: Path, out_dir: Path, reader, doc_ids, options, p
     config = BlockedIndexConfig.from_dict(options.sparse_index) if options.sparse_index else None
     index = BlockedSparseIndex.build(vectors, config, progress=options.progress)
     info = {"index": index.save(tmp / "sparse")}
+    info["requested_config"] = dict(options.sparse_index)  # before resolve(): what a compaction rebuilds with
     # Inference-free queries: the model's idf.json, else IDF over this corpus with its tokenizer.
     if encoder.backbone.ref.file("idf.json") is None:
         table = compute_idf((doc.contents for _, doc in reader), encoder, max_length=options.max_length)

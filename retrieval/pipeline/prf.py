@@ -480,7 +480,7 @@ def _rm3_stage(retriever, queries: Sequence[str], feedback: Hits, cfg: dict, k: 
                 num_docs=lexical.num_docs,
             )
         )
-    return retriever.search_terms(expanded, k=k, threads=threads, exclude=exclude)
+    return retriever.search_terms(expanded, k=k, threads=threads, exclude=exclude, allow=knobs.get("allow"))
 
 
 def _sparse_rocchio_stage(retriever, queries: Sequence[str], feedback: Hits, cfg: dict, k: int, threads: int, exclude, knobs: dict) -> Hits:

@@ -81,16 +81,17 @@ class PipelineRunner:
         weights = [s.weight for s in self.pipeline.retrievers]
         return fuse(lists, self.pipeline.fusion["method"], k=k, weights=weights, **params)
 
-    def search(self, queries: Sequence[str], k: int, threads: int = 1, exclude=None, **knobs) -> Hits:
-        return self._run(queries, k, threads, exclude, knobs, None)
+    def search(self, queries: Sequence[str], k: int, threads: int = 1, exclude=None, allow=None, **knobs) -> Hits:
+        """``allow``: bool over docnos (a filter), passed to every retriever and PRF search."""
+        return self._run(queries, k, threads, exclude, allow, knobs, None)
 
-    def explain(self, queries: Sequence[str], k: int, threads: int = 1, exclude=None, **knobs) -> "PipelineExplanation":
+    def explain(self, queries: Sequence[str], k: int, threads: int = 1, exclude=None, allow=None, **knobs) -> "PipelineExplanation":
         """:meth:`search`, and how its fusion scored each hit: the lists fused last (after PRF when the
         pipeline has it) and :func:`braid.retrieval.pipeline.fusion.explain` of the hits over them."""
         from braid.retrieval.pipeline.fusion import explain
 
         trace: dict = {}
-        hits = self._run(queries, k, threads, exclude, knobs, trace)
+        hits = self._run(queries, k, threads, exclude, allow, knobs, trace)
         lists = trace["lists"]
         if len(lists) == 1:  # no fusion: the list is the result; its own score is the whole of it
             method, params, weights = "linear", {"norm": "none", "missing": "zero"}, [1.0]
@@ -108,7 +109,7 @@ class PipelineRunner:
             rescored=bool(self.pipeline.rescore),
         )
 
-    def _run(self, queries: Sequence[str], k: int, threads: int, exclude, knobs: dict, trace: dict | None) -> Hits:
+    def _run(self, queries: Sequence[str], k: int, threads: int, exclude, allow, knobs: dict, trace: dict | None) -> Hits:
         from braid.retrieval.pipeline.prf import interpolate_prf_interpolate
 
         fuse = self.fuse
@@ -123,6 +124,8 @@ class PipelineRunner:
         names = [s.name for s in p.retrievers]
         per_step = registry.split_knobs(names, knobs, self.searcher.components)
         step_knobs = [{**s.knobs, **per_step[s.name]} for s in p.retrievers]
+        if allow is not None:
+            step_knobs = [{**kn, "allow": allow} for kn in step_knobs]
         first = [
             self.searcher.retriever(s.name).search(queries, k=s.depth or depth, threads=threads, exclude=exclude, **kn)
             for s, kn in zip(p.retrievers, step_knobs)
@@ -154,7 +157,7 @@ class PipelineRunner:
         from braid.retrieval.pipeline.prf import PRF_STAGES
 
         stage = PRF_STAGES[registry.get(step.name).prf[step.prf["method"]]]
-        knobs = {**step.knobs, **(knobs or {})}
+        knobs = {**step.knobs, **(knobs or {})}  # may hold "allow" (a filter), which every stage's search takes
         return stage(self.searcher.retriever(step.name), queries, feedback, step.prf, k, threads, exclude, knobs)
 
     def rescore(self, stage: dict, queries: Sequence[str], hits: Hits) -> Hits:

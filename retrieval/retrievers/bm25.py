@@ -14,14 +14,17 @@ class BM25Retriever:
     index: object  # braid.index.lexical.LexicalIndex (or its sharded view)
     name: str = "bm25"
 
-    def search(self, queries: Sequence[str], k: int, threads: int = 1, exclude=None) -> Hits:
+    def search(self, queries: Sequence[str], k: int, threads: int = 1, exclude=None, allow=None) -> Hits:
+        """``allow``: bool over docnos, the documents a filter lets through (None: all)."""
         extra = 1 if exclude is not None else 0
-        return drop_excluded(self.index.search(queries, k=k + extra, threads=threads), exclude, k)
+        kw = {} if allow is None else {"allow": allow}
+        return drop_excluded(self.index.search(queries, k=k + extra, threads=threads, **kw), exclude, k)
 
-    def search_terms(self, term_queries, k: int, threads: int = 1, exclude=None) -> Hits:
+    def search_terms(self, term_queries, k: int, threads: int = 1, exclude=None, allow=None) -> Hits:
         """Weighted term queries (``[{term: weight}]``, e.g. RM3's expansions) instead of text."""
         extra = 1 if exclude is not None else 0
-        return drop_excluded(self.index.search_weighted(term_queries, k=k + extra, threads=threads), exclude, k)
+        kw = {} if allow is None else {"allow": allow}
+        return drop_excluded(self.index.search_weighted(term_queries, k=k + extra, threads=threads, **kw), exclude, k)
 
 
 SPEC = RetrieverSpec(

@@ -13,7 +13,7 @@ from typing import Callable
 def _open_bm25(ctx, info):
     from braid.index.lexical import LexicalIndex
 
-    return LexicalIndex.open(ctx.path("bm25"), info)
+    return LexicalIndex.open(ctx.component_dir("bm25"), info)
 
 
 def _open_pyserini(ctx, info):
@@ -23,12 +23,20 @@ def _open_pyserini(ctx, info):
 
 
 def _open_sparse(ctx, info):
+    if ctx.live:  # a live index: its segments (braid.index.segments)
+        from braid.index.segments import open_sparse_segments
+
+        return open_sparse_segments(ctx.index_dir, ctx.manifest, ctx.deleted)
     from braid.index.sparse.blocked import BlockedSparseIndex
 
     return BlockedSparseIndex.load(ctx.path("sparse"), info["index"])
 
 
 def _open_dense(ctx, info):
+    if ctx.live:
+        from braid.index.segments import open_dense_segments
+
+        return open_dense_segments(ctx.index_dir, ctx.manifest, ctx.deleted)
     from braid.index.dense import DenseIndex
 
     return DenseIndex.load(ctx.path("dense"), info["index"])

@@ -64,7 +64,8 @@ class DenseRetriever:
             encoder = DenseEncoder(model_for_queries(enc), max_length=int(enc.get("max_length", 256)), **kwargs, **runtime_kwargs(ctx.runtime, "--runtime"))
         path = ctx.path("vectors", "dense", "vectors.npy")
         # A JPQ query encoder was trained against PQ-decoded documents: rescore/PRF with those, not the raw vectors.
-        use_raw = path.exists() and not is_jpq(info)
+        # A live index's segments keep their own vectors (SegmentedDenseIndex.doc_vectors).
+        use_raw = path.exists() and not is_jpq(info) and not ctx.live
         vectors = np.load(path, mmap_mode="r", allow_pickle=False) if use_raw else None
         return cls(index=ctx.component("dense"), encoder=encoder, vectors=vectors)
 
@@ -78,18 +79,27 @@ class DenseRetriever:
             return np.zeros((0, self.encoder.dim), dtype=np.float32)
         return np.ascontiguousarray(np.stack(self._cache.get(queries)), dtype=np.float32)
 
-    def search(self, queries: Sequence[str], k: int, threads: int = 1, exclude=None, **knobs) -> Hits:
-        return self.search_vectors(self.encode_queries(queries), k=k, threads=threads, exclude=exclude, **knobs)
+    def search(self, queries: Sequence[str], k: int, threads: int = 1, exclude=None, allow=None, **knobs) -> Hits:
+        return self.search_vectors(self.encode_queries(queries), k=k, threads=threads, exclude=exclude, allow=allow, **knobs)
 
-    def search_vectors(self, vectors: np.ndarray, k: int, threads: int = 1, exclude=None, nprobe=None, ef_search=None) -> Hits:
+    def search_vectors(self, vectors: np.ndarray, k: int, threads: int = 1, exclude=None, nprobe=None, ef_search=None, allow=None) -> Hits:
+        """``allow``: bool over docnos, the documents a filter lets through (None: all), applied inside
+        FAISS (an ID selector) before the top-k."""
         extra = 1 if exclude is not None else 0
-        hits = self.index.search(vectors, k=k + extra, nprobe=nprobe, ef_search=ef_search, threads=threads)
+        kw = {}
+        if allow is not None:
+            from braid.index.dense import DenseIndex
+
+            kw = {"allowed": allow} if isinstance(self.index, DenseIndex) else {"allow": allow}
+        hits = self.index.search(vectors, k=k + extra, nprobe=nprobe, ef_search=ef_search, threads=threads, **kw)
         return drop_excluded(hits, exclude, k)
 
     def doc_vectors(self, docnos: np.ndarray) -> np.ndarray:
         docnos = np.asarray(docnos, dtype=np.int64)
         if self.vectors is not None:
             return np.asarray(self.vectors[docnos], dtype=np.float32)
+        if hasattr(self.index, "doc_vectors"):
+            return self.index.doc_vectors(docnos)
         return np.asarray(self.index.reconstruct(docnos), dtype=np.float32)
 
     feedback_vectors = doc_vectors

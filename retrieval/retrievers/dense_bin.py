@@ -132,11 +132,14 @@ class DenseBinRetriever:
     def query_runtime(self) -> str:
         return self.dense.query_runtime()
 
-    def search(self, queries: Sequence[str], k: int, threads: int = 1, exclude=None, **knobs) -> Hits:
-        return self.search_vectors(self.encode_queries(queries), k=k, threads=threads, exclude=exclude, **knobs)
+    def search(self, queries: Sequence[str], k: int, threads: int = 1, exclude=None, allow=None, **knobs) -> Hits:
+        return self.search_vectors(self.encode_queries(queries), k=k, threads=threads, exclude=exclude, allow=allow, **knobs)
 
-    def search_vectors(self, vectors: np.ndarray, k: int, threads: int = 1, exclude=None, rescore_multiplier: int = RESCORE_MULTIPLIER) -> Hits:
+    def search_vectors(self, vectors: np.ndarray, k: int, threads: int = 1, exclude=None, rescore_multiplier: int = RESCORE_MULTIPLIER,
+                       allow=None) -> Hits:  # fmt: skip
         """Top ``k`` for float32 query vectors (n_queries, dim): Hamming candidates, then exact rescoring."""
+        if allow is not None:
+            raise OptionError("filter", "...", "dense-bin does not take filters (bm25, sparse, sparse-if and dense do)")
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise OptionError("k", k, "an integer >= 1")
         rescore_multiplier = SPEC.knob("rescore_multiplier").check(rescore_multiplier)

@@ -14,7 +14,11 @@ class PyseriniRetriever:
     index: object  # braid.index.pyserini_bm25.PyseriniBM25
     name: str = "pyserini"
 
-    def search(self, queries: Sequence[str], k: int, threads: int = 1, exclude=None) -> Hits:
+    def search(self, queries: Sequence[str], k: int, threads: int = 1, exclude=None, allow=None) -> Hits:
+        if allow is not None:
+            from braid.data.errors import OptionError
+
+            raise OptionError("filter", "...", "the pyserini retriever does not take filters (bm25, sparse, sparse-if, dense do)")
         extra = 1 if exclude is not None else 0
         return drop_excluded(self.index.search(list(queries), k=k + extra, threads=threads), exclude, k)
 

@@ -49,7 +49,7 @@ class SparseRetriever:
         from braid.encoders.sparse import SparseEncoder
 
         enc = ctx.require("sparse")["encoder"]
-        idf_path = ctx.path("sparse", "idf.npy")
+        idf_path = ctx.path(*str(ctx.require("sparse").get("idf_path", "sparse/idf.npy")).split("/"))
         encoder = SparseEncoder(
             model_for_queries(enc),
             query_mode=query_mode,
@@ -76,11 +76,19 @@ class SparseRetriever:
 
         return SparseVectors.from_rows(self._cache.get(queries), self.encoder.vocab_size)
 
-    def search(self, queries: Sequence[str], k: int, threads: int = 1, exclude=None, **knobs) -> Hits:
-        return self.search_vectors(self.encode_queries(queries), k=k, threads=threads, exclude=exclude, **knobs)
+    def search(self, queries: Sequence[str], k: int, threads: int = 1, exclude=None, allow=None, **knobs) -> Hits:
+        return self.search_vectors(self.encode_queries(queries), k=k, threads=threads, exclude=exclude, allow=allow, **knobs)
 
-    def search_vectors(self, vectors, k: int, threads: int = 1, exclude=None, query_cut=None, heap_factor=None, exact: bool = False) -> Hits:
+    def search_vectors(self, vectors, k: int, threads: int = 1, exclude=None, query_cut=None, heap_factor=None, exact: bool = False,
+                       allow=None) -> Hits:  # fmt: skip
+        """``allow``: bool over docnos, the documents a filter lets through (None: all): applied inside
+        the kernels (a docno exclusion bitset), so the top-k is that of the allowed documents."""
         extra = 1 if exclude is not None else 0
+        kw = {}
+        if allow is not None:
+            from braid.index.sparse.blocked import BlockedSparseIndex, exclusion_bitset
+
+            kw = {"excluded": exclusion_bitset(~allow)} if isinstance(self.index, BlockedSparseIndex) else {"allow": allow}
         hits = self.index.search(
             vectors,
             k=k + extra,
@@ -88,6 +96,7 @@ class SparseRetriever:
             heap_factor=float(heap_factor) if heap_factor is not None else HEAP_FACTOR,
             exact=exact,
             threads=threads,
+            **kw,
         )
         return drop_excluded(hits, exclude, k)
 

@@ -590,6 +590,9 @@ class ShardedContext(IndexContext):
         self.offsets = offsets
         self.first_shard = first_shard
 
+    def filter_mask(self, spec):
+        raise OptionError("filter", spec, "sharded indexes do not take metadata filters (search the shards' own indexes, or an unsharded index)")
+
     def _open_component(self, name: str, info: dict):
         if self.pool is None:
             raise BraidError("this ShardedSearcher is closed")

@@ -519,6 +519,7 @@ def create_app(
         retriever: Optional[RetrieverName] = Field(None, description="a retriever (or pipeline) name; see GET /info. Default: " + catalog.default)
         pipeline: Optional[PipelineName] = Field(None, description="a pipeline served by this server (built-in or INDEX_DIR/pipelines/NAME.toml); see GET /info")
         fields: StrictBool = Field(False, description="add each hit's stored title and text")
+        filter: Optional[Union[dict, str]] = Field(None, description='a metadata filter, applied inside every retriever before its top-k: {"field": "year", "gte": 2000}, {"and": [...]}, or the string form "year >= 2000 and lang = en"')
 
     # The retrievers' query knobs, typed and bounded as their specs say (braid.retrieval.retrievers).
     Options = create_model("Options", __base__=BaseOptions, **{name: (Optional[_knob_type(knob)], Field(None, description=knob.help)) for name, knob in registry.KNOBS.items()})
@@ -581,6 +582,7 @@ def create_app(
     class SearchResponse(BaseModel):
         hits: list[ExplainedHit]
         retriever: str
+        generation: int = Field(description="the index generation searched (a live index counts its commits)")
         took_ms: float
         fusion: Optional[dict] = Field(None, description="with explain: the fusion method and parameters")
         lists: Optional[list[RetrieverList]] = Field(None, description="with explain: each retriever's own top 10")
@@ -592,6 +594,7 @@ def create_app(
     class BatchResponse(BaseModel):
         results: list[QueryResult]
         retriever: str
+        generation: int = Field(description="the index generation searched (of the first queries, when a commit lands during a long batch)")
         took_ms: float
 
     class Problem(BaseModel):
@@ -630,11 +633,20 @@ def create_app(
         return name, catalog.engine(name)
 
     def knobs_of(opts) -> dict:
-        return {key: getattr(opts, key) for key in registry.KNOBS if getattr(opts, key) is not None}
+        knobs = {key: getattr(opts, key) for key in registry.KNOBS if getattr(opts, key) is not None}
+        if opts.filter is not None:
+            from braid.data.filters import parse_filter
 
-    def encode_hits(docnos, scores, fields: bool, deadline: Deadline, budget: _Budget) -> bytes:
-        """One query's hits as a JSON array, counted against the answer's budget."""
-        ids = searcher.doc_ids
+            try:
+                knobs["filter"] = parse_filter(opts.filter, "filter")
+            except BraidError as exc:
+                raise _BadRequest(422, str(exc)) from None
+        return knobs
+
+    def encode_hits(docnos, scores, fields: bool, deadline: Deadline, budget: _Budget, pinned) -> bytes:
+        """One query's hits as a JSON array, counted against the answer's budget (ids and stored
+        fields from ``pinned``: the generation the search ran on)."""
+        ids = pinned.doc_ids
         hits = [{"rank": r + 1, "id": ids[d], "score": float(s)} for r, (d, s) in enumerate(zip(docnos.tolist(), scores.tolist()))]
         if not fields or not hits:
             out = _dumps(hits)
@@ -644,7 +656,7 @@ def create_app(
         for start in range(0, len(hits), FIELD_SLICE):
             deadline.check()
             part = hits[start : start + FIELD_SLICE]
-            for hit, stored in zip(part, searcher.documents(docnos[start : start + FIELD_SLICE])):
+            for hit, stored in zip(part, pinned.documents(docnos[start : start + FIELD_SLICE])):
                 hit["title"] = stored["title"]
                 hit["text"] = stored["text"]
             encoded = _dumps(part)[1:-1]
@@ -658,6 +670,9 @@ def create_app(
 
     def run(texts, k, name, engine, how=None, **kwargs):
         how = how or searcher.batch_search
+        # a live index: one ``stat`` of manifest.json per request, a reload when it changed; each
+        # search runs on one generation (its results carry it: res.context)
+        searcher.maybe_reload()
         if serial is not None:
             with serial:
                 return how(texts, k=k, retriever=engine, **kwargs)
@@ -686,9 +701,10 @@ def create_app(
         budget = _Budget(config.max_response_bytes, 1)
         deadline.check()
         res = run([req.query], req.k, name, engine, **knobs)
+        pinned = res.context if res.context is not None else searcher
         docnos, scores = res.hits.row(0)
-        hits = encode_hits(docnos, scores, req.fields, deadline, budget)
-        tail = _dumps({"retriever": name, "took_ms": round((time.perf_counter() - t0) * 1000, 3)})
+        hits = encode_hits(docnos, scores, req.fields, deadline, budget, pinned)
+        tail = _dumps({"retriever": name, "generation": pinned.generation, "took_ms": round((time.perf_counter() - t0) * 1000, 3)})
         return b'{"hits":' + hits + b"," + tail[1:]
 
     def do_batch(req: BatchRequest, name: str, engine, knobs: dict, deadline: Deadline) -> bytes:
@@ -697,18 +713,21 @@ def create_app(
         texts = [q.query if isinstance(q, QueryItem) else q for q in req.queries]
         budget = _Budget(config.max_response_bytes, len(texts))
         results = []
+        generation = None
         for start in range(0, len(texts), BATCH_GROUP):
             deadline.check()
             group = slice(start, start + BATCH_GROUP)
             res = run(texts[group], req.k, name, engine, query_ids=ids[group], **knobs)
+            pinned = res.context if res.context is not None else searcher
+            generation = pinned.generation if generation is None else generation
             for i, qid in enumerate(ids[group]):
                 deadline.check()
                 docnos, scores = res.hits.row(i)
                 head = b'{"id":' + _dumps(qid) + b',"hits":'
                 budget.add(len(head) + 2)
-                results.append(head + encode_hits(docnos, scores, req.fields, deadline, budget) + b"}")
+                results.append(head + encode_hits(docnos, scores, req.fields, deadline, budget, pinned) + b"}")
                 budget.done += 1
-        tail = _dumps({"retriever": name, "took_ms": round((time.perf_counter() - t0) * 1000, 3)})
+        tail = _dumps({"retriever": name, "generation": generation, "took_ms": round((time.perf_counter() - t0) * 1000, 3)})
         return b'{"results":[' + b",".join(results) + b"]," + tail[1:]
 
     def disconnect_watch(request: Request):
@@ -808,6 +827,47 @@ def create_app(
         knobs = knobs_of(req)
         return await answer(lambda deadline: do_batch(req, name, engine, knobs, deadline), request)
 
+    # ------------------------------------------------------------ writes (a live index)
+    class DocumentsRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        documents: list[dict] = Field(..., min_length=1, description='BEIR records {"_id", "title", "text", "metadata"}; an id already indexed is updated')
+
+    class DeleteRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        ids: list[Annotated[str, Field(strict=True, min_length=1)]] = Field(..., min_length=1, description="document ids to delete")
+
+    write_lock = threading.Lock()
+    writer_box: dict = {}
+
+    def write(op) -> Response:
+        """One commit, then the searcher reloads: the next search after the answer sees it."""
+        from braid.index.generations import IndexLockedError
+        from braid.retrieval.live import Index
+
+        with write_lock:
+            try:
+                if "index" not in writer_box:
+                    writer_box["index"] = Index(searcher.index_dir, device=searcher.device, log=log.info)
+                result = op(writer_box["index"])
+            except IndexLockedError as exc:
+                return problem_response(409, "locked", str(exc))
+            except BraidError as exc:
+                return problem_response(400, "bad_documents", str(exc))
+            searcher.reload()
+        return Response(_dumps(result.to_dict()), media_type="application/json")
+
+    @app.post("/documents", responses=errors, summary="Add or update documents (a write token is required)")
+    async def add_documents(req: DocumentsRequest):
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(write, lambda index: index.add(req.documents))
+
+    @app.delete("/documents", responses=errors, summary="Delete documents by id (a write token is required)")
+    async def delete_documents(req: DeleteRequest):
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(write, lambda index: index.delete(req.ids))
+
     def load() -> dict:
         return {
             "status": "ok" if admission.in_flight < config.capacity else "full",
@@ -850,6 +910,8 @@ def create_app(
             "runtime": {"requested": searcher.runtime, "queries": searcher.query_runtimes([n for n in catalog.retrievers if n in searcher._retrievers])},
             "limits": config.to_dict(),
             "auth": "bearer" if auth.enabled else None,
+            "writes": auth.writes,
+            "generation": searcher.generation,
             "version": __version__,
         })
 
@@ -876,7 +938,7 @@ def create_app(
 
     app.openapi = openapi
     # The page's files hold no index data: they load without a token, and the page asks for one.
-    app.add_middleware(Guard, config=config, admission=admission, auth=auth, public_paths=PAGE_PATHS)
+    app.add_middleware(Guard, config=config, admission=admission, auth=auth, public_paths=PAGE_PATHS, scopes={"/documents": "write"})
     return app
 
 

@@ -7,10 +7,10 @@ load without it, and the page then asks for the token): a request without an ``A
 digests with :func:`hmac.compare_digest`, so the comparison takes the same time whatever the
 presented token is.
 
-Scopes. Each endpoint needs one scope; today every endpoint is ``read``. The config is built so
-that a ``write`` scope can come with write endpoints (POST/DELETE /documents): a ``write_token``
-field, accepted for ``write`` (and for ``read``), while ``token`` stays read-only. Only
-:meth:`AuthConfig.accepted` and the guard's table of endpoint scopes would change.
+Scopes. Each endpoint needs one scope: ``read`` (search, health, info, docs) or ``write``
+(``POST /documents``, ``DELETE /documents``). ``write_token`` grants ``write`` (and ``read``);
+``token`` is read-only. Writes are off unless a write token is configured: then a write request
+without a bearer token gets 401, one with another token (the read token included) 403.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from braid.data.errors import OptionError
 
-SCOPES = ("read",)
+SCOPES = ("read", "write")
 MIN_TOKEN_CHARS = 16
 # RFC 6750's b64token: the characters a bearer token may hold in an Authorization header.
 _TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
@@ -40,33 +40,53 @@ class AuthConfig:
     authentication). The repr never shows a token."""
 
     token: str | None = None
+    write_token: str | None = None
 
     def __post_init__(self) -> None:
         if self.token is not None:
             check_token(self.token, "token")
+        if self.write_token is not None:
+            check_token(self.write_token, "write_token")
+            if self.write_token == self.token:
+                raise OptionError("write_token", "(hidden)", "a token other than the read token")
 
     def __repr__(self) -> str:
-        return f"AuthConfig(token={'set' if self.token else None})"
+        return f"AuthConfig(token={'set' if self.token else None}, write_token={'set' if self.write_token else None})"
 
     @property
     def enabled(self) -> bool:
-        return self.token is not None
+        return self.token is not None or self.write_token is not None
+
+    @property
+    def writes(self) -> bool:
+        """Whether write endpoints are on (a write token is configured)."""
+        return self.write_token is not None
 
     def accepted(self, scope: str) -> tuple[bytes, ...]:
         """Digests of the tokens that grant ``scope``; empty when no token is needed."""
         if scope not in SCOPES:
             raise ValueError(f"unknown scope {scope!r}; known: {', '.join(SCOPES)}")
-        return (_digest(self.token),) if self.token is not None else ()
+        if scope == "write":
+            return (_digest(self.write_token),) if self.write_token is not None else ()
+        if self.token is None:
+            return ()
+        return (_digest(self.token),) + ((_digest(self.write_token),) if self.write_token is not None else ())
 
     def check(self, scope: str, authorization: bytes | None) -> tuple[int, str, str] | None:
         """None when a request with this ``Authorization`` header value may use ``scope``, else
-        ``(status, code, detail)``: 401 without a bearer token, 403 with a wrong one."""
+        ``(status, code, detail)``: 401 without a bearer token, 403 with a wrong one (and 403 for
+        any write when writes are off)."""
+        scheme, _, presented = (authorization or b"").strip().partition(b" ")
+        presented = presented.strip()
+        bare = scheme.lower() != b"bearer" or not presented
+        if scope == "write" and self.write_token is None:
+            if bare and self.token is not None:  # a server behind a token: 401 first, as for every endpoint
+                return 401, "unauthorized", "this server requires a bearer token: send 'Authorization: Bearer TOKEN'"
+            return 403, "writes_disabled", "this server takes no writes: start braid serve with --write-token (or BRAID_WRITE_TOKEN)"
         accepted = self.accepted(scope)
         if not accepted:
             return None
-        scheme, _, presented = (authorization or b"").strip().partition(b" ")
-        presented = presented.strip()
-        if scheme.lower() != b"bearer" or not presented:
+        if bare:
             return 401, "unauthorized", "this server requires a bearer token: send 'Authorization: Bearer TOKEN'"
         digest = _digest(presented)
         ok = False
@@ -86,8 +106,12 @@ def check_token(token: str, name: str = "token") -> str:
     return token
 
 
-def load_auth(token: str | None = None, token_file: str | Path | None = None) -> AuthConfig:
-    """The AuthConfig of ``token`` or of the first line of ``token_file`` (not both); neither: none."""
+def load_auth(token: str | None = None, token_file: str | Path | None = None, write_token: str | None = None) -> AuthConfig:
+    """The AuthConfig of ``token`` or of the first line of ``token_file`` (not both); neither: none.
+    ``write_token``: the token of the write endpoints (None: writes off)."""
+    if write_token is not None:
+        base = load_auth(token, token_file)
+        return AuthConfig(token=base.token, write_token=check_token(write_token.strip(), "--write-token"))
     if token is not None and token_file is not None:
         raise OptionError("--token/--token-file", "both given", "one of them (BRAID_TOKEN counts as --token)")
     if token_file is not None:

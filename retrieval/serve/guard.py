@@ -127,8 +127,10 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers", ()))  # the last of repeated headers; Content-Length is checked below
-        if self.auth is not None and self.auth.enabled and scope.get("path", "") not in self.public_paths:
-            refused = self.auth.check(self.scopes.get(scope.get("path", ""), "read"), headers.get(b"authorization"))
+        path = scope.get("path", "")
+        path_scope = self.scopes.get(path, "read")
+        if self.auth is not None and (self.auth.enabled or path_scope != "read") and path not in self.public_paths:
+            refused = self.auth.check(path_scope, headers.get(b"authorization"))
             if refused is not None:
                 status, code, detail = refused
                 challenge = b'Bearer realm="braid"' if status == 401 else b'Bearer realm="braid", error="invalid_token"'

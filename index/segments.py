@@ -1,0 +1,398 @@
+"""Segments of a live index: each component is an ordered list of segments plus one deletion bitmap.
+
+Docnos are global and append-only (``docids.txt`` only grows): a segment holds documents numbered
+``docnos`` (int64, increasing) and searches them as its local rows ``0..n-1``; an update deletes the
+old docno and adds the document again under a new one. One bool bitmap over all docnos per generation
+(``deleted/gN.npy``) marks the deleted ones; a segment's own deletion mask is that bitmap read at its
+docnos. Segment files are written once and never changed; the merge policy and compaction write new
+segments and drop old ones from the next generation's list.
+
+The segmented views here have the interface the retrievers already search (``search``,
+``forward_vectors``, ``reconstruct``) and merge segments exactly: each segment returns its own top-k
+of the documents it may return (deleted ones and those outside a filter never enter its heap), and
+the union is cut to k by (-score, docno). A document's score does not depend on the segment it sits
+in (the same forward-index row, the same FAISS code), so in exact mode the merged top-k is the top-k
+of one segment holding the same live documents.
+
+Manifest (``live``)::
+
+    "live": {
+      "segments": [{"id", "path", "num_docs", "docnos", "components": {"sparse": {...}, "dense": {...}},
+                    "metadata", "files"}, ...],
+      "deleted": "deleted/g000004.npy" | null, "num_deleted": int, "next_segment": int,
+      "merge_policy": {...}
+    }
+
+The base segment of a ``braid index`` build is ``{"path": ".", "docnos": null}``: its components stay
+where the build put them (``sparse/``, ``dense/``, ``vectors/dense``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from braid.data.errors import IndexFormatError, OptionError, check_int, check_positive_int
+from braid.data.vectors import SparseVectors
+from braid.index.hits import Hits
+
+DELETED_DIR = "deleted"
+SEGMENTS_DIR = "segments"
+
+
+@dataclass(frozen=True)
+class MergePolicy:
+    """When ``add`` merges segments (tiered, as Lucene's TieredMergePolicy in spirit).
+
+    A segment's tier is ``floor(log(num_docs / min_segment_docs) / log(tier_factor))`` (0 for small
+    ones). When a tier holds ``segments_per_tier`` segments they are merged into one (dropping their
+    deleted documents); this repeats while some tier is full. ``flat_max_docs``: sparse segments with
+    at most this many documents are flat (forward index, exact scan); larger ones are blocked.
+    ``max_segments``: a hard cap, beyond which the smallest segments are merged whatever their tier.
+    """
+
+    segments_per_tier: int = 10
+    tier_factor: float = 10.0
+    min_segment_docs: int = 1000
+    flat_max_docs: int = 2000
+    max_segments: int = 32
+
+    def __post_init__(self) -> None:
+        check_int("segments_per_tier", self.segments_per_tier, low=2)
+        check_positive_int("min_segment_docs", self.min_segment_docs)
+        check_int("flat_max_docs", self.flat_max_docs, low=0)
+        check_int("max_segments", self.max_segments, low=2)
+        if not isinstance(self.tier_factor, (int, float)) or isinstance(self.tier_factor, bool) or not self.tier_factor > 1:
+            raise OptionError("tier_factor", self.tier_factor, "a number > 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "MergePolicy":
+        d = dict(d or {})
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise OptionError("merge_policy", unknown, f"unknown field(s); known: {sorted(known)}")
+        return cls(**d)
+
+    def tier(self, num_docs: int) -> int:
+        if num_docs <= self.min_segment_docs:
+            return 0
+        return int(np.floor(np.log(num_docs / self.min_segment_docs) / np.log(self.tier_factor))) + 1
+
+    def pick(self, sizes: Sequence[int]) -> list[int] | None:
+        """Positions of the segments to merge next (live document counts ``sizes``), None when none."""
+        tiers: dict[int, list[int]] = {}
+        for i, n in enumerate(sizes):
+            tiers.setdefault(self.tier(int(n)), []).append(i)
+        for t in sorted(tiers):
+            if len(tiers[t]) >= self.segments_per_tier:
+                return tiers[t][: self.segments_per_tier]
+        if len(sizes) > self.max_segments:
+            order = sorted(range(len(sizes)), key=lambda i: sizes[i])
+            return sorted(order[: len(sizes) - self.max_segments + 1])
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# deletion bitmaps
+# --------------------------------------------------------------------------------------------------
+def read_deleted(index_dir: Path, live: dict, num_docnos: int) -> np.ndarray | None:
+    """The generation's deletion bitmap: bool (num_docnos,), True = deleted; None when nothing is deleted."""
+    rel = live.get("deleted")
+    if not rel:
+        return None
+    path = Path(index_dir) / rel
+    try:
+        mask = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise IndexFormatError(f"{index_dir}: deletion bitmap {rel} is missing") from None
+    except Exception as exc:
+        raise IndexFormatError(f"{path}: corrupted deletion bitmap ({type(exc).__name__}: {exc})") from None
+    if mask.dtype != np.bool_ or mask.shape != (num_docnos,):
+        raise IndexFormatError(f"{path}: deletion bitmap is {mask.dtype} {mask.shape}, expected bool ({num_docnos},)")
+    mask.flags.writeable = False
+    return mask
+
+
+def segment_docnos(index_dir: Path, seg: dict) -> np.ndarray:
+    """The global docnos of a segment's rows (int64, increasing)."""
+    n = int(seg["num_docs"])
+    if not seg.get("docnos"):
+        return np.arange(n, dtype=np.int64)
+    path = Path(index_dir) / seg["path"] / seg["docnos"]
+    try:
+        docnos = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise IndexFormatError(f"{index_dir}: segment docnos {path} are missing") from None
+    if docnos.dtype != np.int64 or docnos.shape != (n,):
+        raise IndexFormatError(f"{path}: segment docnos are {docnos.dtype} {docnos.shape}, expected int64 ({n},)")
+    if n > 1 and not bool(np.all(np.diff(docnos) > 0)):
+        raise IndexFormatError(f"{path}: segment docnos are not increasing")
+    docnos.flags.writeable = False
+    return docnos
+
+
+class SegmentMap:
+    """Where each global docno lives: ``segment[d]`` (-1 when in none) and ``row[d]``; and each segment's
+    deletion mask, with the bitmap of a filter (``allow``) combined at search time."""
+
+    def __init__(self, docnos: list[np.ndarray], num_docnos: int, deleted: np.ndarray | None):
+        self.docnos = docnos
+        self.num_docnos = int(num_docnos)
+        self.deleted = deleted
+        self.segment = np.full(self.num_docnos, -1, np.int32)
+        self.row = np.full(self.num_docnos, -1, np.int64)
+        for i, d in enumerate(docnos):
+            if d.size and (int(d[-1]) >= self.num_docnos or int(d[0]) < 0):
+                raise IndexFormatError(f"segment {i} holds docnos beyond the {self.num_docnos} allocated")
+            self.segment[d] = i
+            self.row[d] = np.arange(d.shape[0])
+        self._dead = [deleted[d] if deleted is not None else None for d in docnos]
+        live = np.zeros(self.num_docnos, bool)
+        for d in docnos:
+            live[d] = True
+        if deleted is not None:
+            live &= ~deleted
+        self.live = live
+        self.num_live = int(live.sum())
+
+    def excluded(self, i: int, allow: np.ndarray | None) -> np.ndarray | None | bool:
+        """Segment ``i``'s rows never to return (bool, True = excluded); None when none is; True when all are."""
+        dead = self._dead[i]
+        if allow is not None:
+            out = ~allow[self.docnos[i]]
+            if dead is not None:
+                out |= dead
+        elif dead is None:
+            return None
+        else:
+            out = dead
+        if not out.any():
+            return None
+        if out.all():
+            return True
+        return out
+
+    def locate(self, docnos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        docnos = np.asarray(docnos, dtype=np.int64).reshape(-1)
+        if docnos.size and (docnos.min() < 0 or docnos.max() >= self.num_docnos):
+            raise OptionError("docnos", docnos.tolist()[:5], f"document numbers in [0, {self.num_docnos})")
+        seg, row = self.segment[docnos], self.row[docnos]
+        if docnos.size and seg.min() < 0:
+            raise OptionError("docnos", docnos[seg < 0].tolist()[:5], "documents held by a segment (these were merged away as deleted)")
+        return seg, row
+
+
+def check_allow(allow: np.ndarray | None, num_docnos: int) -> np.ndarray | None:
+    """``allow`` as a bool (num_docnos,) array (the documents a filter lets through), or OptionError."""
+    if allow is None:
+        return None
+    allow = np.asarray(allow)
+    if allow.dtype != np.bool_ or allow.shape != (num_docnos,):
+        raise OptionError("allow", f"array {allow.dtype} {allow.shape}", f"a bool array over the {num_docnos} docnos")
+    return allow
+
+
+def merge_hits(parts: list[Hits], n_queries: int, k: int) -> Hits:
+    """The top-``k`` of several Hits over global docnos, ordered by (-score, docno)."""
+    if not parts:
+        return Hits.empty(n_queries, k)
+    if len(parts) == 1 and parts[0].k == k:
+        return parts[0]
+    docnos = np.concatenate([p.docnos for p in parts], axis=1)
+    scores = np.concatenate([p.scores for p in parts], axis=1)
+    pad = docnos < 0
+    key = np.where(pad, np.iinfo(np.int64).max, docnos)
+    order = np.lexsort((key, np.where(pad, np.inf, -scores.astype(np.float64))), axis=-1)[:, :k]
+    out = Hits.empty(n_queries, k)
+    width = order.shape[1]
+    out.docnos[:, :width] = np.take_along_axis(docnos, order, axis=1)
+    out.scores[:, :width] = np.take_along_axis(scores, order, axis=1)
+    out.docnos[out.docnos < 0] = -1
+    return out
+
+
+def _to_global(hits: Hits, docnos: np.ndarray) -> Hits:
+    valid = hits.docnos >= 0
+    out = np.full(hits.docnos.shape, -1, np.int64)
+    out[valid] = docnos[hits.docnos[valid]]
+    return Hits(out, np.where(valid, hits.scores, np.float32(-np.inf)).astype(np.float32))
+
+
+# --------------------------------------------------------------------------------------------------
+# sparse
+# --------------------------------------------------------------------------------------------------
+class SegmentedSparseIndex:
+    """The sparse component of a live index: blocked and flat segments over global docnos."""
+
+    def __init__(self, segments: list, docnos: list[np.ndarray], num_docnos: int, deleted: np.ndarray | None, vocab_size: int):
+        self.segments = segments
+        self.map = SegmentMap(docnos, num_docnos, deleted)
+        self.vocab_size = int(vocab_size)
+        self.num_docs = self.map.num_live
+        self.num_docnos = int(num_docnos)
+        self._deleted_bits: dict[int, np.ndarray | None | bool] = {}
+
+    def _bits(self, i: int, allow: np.ndarray | None):
+        from braid.index.sparse.blocked import exclusion_bitset
+
+        if allow is None and i in self._deleted_bits:
+            return self._deleted_bits[i]
+        excl = self.map.excluded(i, allow)
+        bits = excl if (excl is None or excl is True) else exclusion_bitset(excl)
+        if allow is None:
+            self._deleted_bits[i] = bits
+        return bits
+
+    def search(self, queries: SparseVectors, k: int = 10, query_cut: int = 10, heap_factor: float = 0.7, exact: bool = False,
+               threads: int | None = None, block_order: str = "seismic", allow: np.ndarray | None = None) -> Hits:  # fmt: skip
+        """Top-``k`` over all segments (global docnos); ``allow``: bool over docnos (a filter)."""
+        from braid.index.sparse.flat import FlatSparseIndex
+
+        k = check_positive_int("k", k)
+        allow = check_allow(allow, self.num_docnos)
+        parts = []
+        for i, (index, docnos) in enumerate(zip(self.segments, self.map.docnos)):
+            bits = self._bits(i, allow)
+            if bits is True:
+                continue
+            if isinstance(index, FlatSparseIndex):
+                hits = index.search(queries, k=k, threads=threads, excluded=bits)
+            else:
+                hits = index.search(queries, k=k, query_cut=query_cut, heap_factor=heap_factor, exact=exact, threads=threads,
+                                    block_order=block_order, excluded=bits)  # fmt: skip
+            parts.append(_to_global(hits, docnos))
+        return merge_hits(parts, queries.n_rows, k)
+
+    def forward_vectors(self, docnos: np.ndarray) -> SparseVectors:
+        """Forward-index rows of global ``docnos`` (float32 weights), in the given order."""
+        seg, row = self.map.locate(docnos)
+        rows: list = [None] * seg.shape[0]
+        for s in np.unique(seg):
+            at = np.flatnonzero(seg == s)
+            got = self.segments[int(s)].forward_vectors(row[at])
+            for j, pos in enumerate(at):
+                rows[pos] = got.row(j)
+        return SparseVectors.from_rows(rows, self.vocab_size)
+
+
+# --------------------------------------------------------------------------------------------------
+# dense
+# --------------------------------------------------------------------------------------------------
+class SegmentedDenseIndex:
+    """The dense component of a live index: FAISS segments (the same trained structure) over global docnos.
+
+    ``raw``: per segment, the float32 vectors it was built from (memory-mapped; None where absent),
+    used for rescoring, PRF and merging so PQ segments never re-quantize decoded vectors.
+    """
+
+    def __init__(self, segments: list, docnos: list[np.ndarray], raw: list, num_docnos: int, deleted: np.ndarray | None):
+        self.segments = segments
+        self.raw = raw
+        self.map = SegmentMap(docnos, num_docnos, deleted)
+        self.num_docs = self.map.num_live
+        self.num_docnos = int(num_docnos)
+        self.config = segments[0].config
+        self.dim = segments[0].dim
+        self.info = segments[0].info
+        self.binary = None
+
+    def search(self, query_vectors: np.ndarray, k: int, nprobe: int | None = None, ef_search: int | None = None,
+               threads: int | None = None, allow: np.ndarray | None = None) -> Hits:  # fmt: skip
+        k = check_positive_int("k", k)
+        allow = check_allow(allow, self.num_docnos)
+        q = np.ascontiguousarray(query_vectors, dtype=np.float32)
+        parts = []
+        for i, (index, docnos) in enumerate(zip(self.segments, self.map.docnos)):
+            excl = self.map.excluded(i, allow)
+            if excl is True:
+                continue
+            allowed = None if excl is None else ~excl
+            hits = index.search(q, k, nprobe=nprobe, ef_search=ef_search, threads=threads, allowed=allowed)
+            parts.append(_to_global(hits, docnos))
+        return merge_hits(parts, q.shape[0], k)
+
+    def reconstruct(self, docnos: np.ndarray) -> np.ndarray:
+        return self._gather(docnos, raw=False)
+
+    def doc_vectors(self, docnos: np.ndarray) -> np.ndarray:
+        """float32 (n, dim): the vectors the documents were encoded as (decoded codes where none are kept)."""
+        return self._gather(docnos, raw=True)
+
+    def _gather(self, docnos: np.ndarray, raw: bool) -> np.ndarray:
+        seg, row = self.map.locate(docnos)
+        out = np.zeros((seg.shape[0], self.dim), np.float32)
+        for s in np.unique(seg):
+            at = np.flatnonzero(seg == s)
+            src = self.raw[int(s)] if raw else None
+            if src is not None:
+                out[at] = np.asarray(src[row[at]], dtype=np.float32)
+            else:
+                out[at] = self.segments[int(s)].reconstruct(row[at])
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# opening a generation's segments
+# --------------------------------------------------------------------------------------------------
+def _segment_entry(seg: dict, name: str, index_dir: Path) -> dict:
+    entry = (seg.get("components") or {}).get(name)
+    if not isinstance(entry, dict):
+        raise IndexFormatError(f"{index_dir}: segment {seg.get('id')!r} has no {name!r} component")
+    return entry
+
+
+def open_sparse_segments(index_dir: Path, manifest: dict, deleted: np.ndarray | None) -> SegmentedSparseIndex:
+    """The sparse component of a live index's generation (segments listed in ``manifest["live"]``)."""
+    from braid.index.sparse.blocked import BlockedSparseIndex
+    from braid.index.sparse.flat import FlatSparseIndex
+
+    index_dir = Path(index_dir)
+    live = manifest["live"]
+    segments, docnos = [], []
+    vocab = None
+    for seg in live["segments"]:
+        entry = _segment_entry(seg, "sparse", index_dir)
+        where = index_dir / seg["path"] / entry.get("dir", "sparse")
+        if entry.get("kind", "blocked") == "flat":
+            index = FlatSparseIndex.load(where, entry["index"])
+        else:
+            index = BlockedSparseIndex.load(where, entry["index"])
+        if index.num_docs != int(seg["num_docs"]):
+            raise IndexFormatError(f"{where}: holds {index.num_docs} documents, the manifest says {seg['num_docs']}")
+        vocab = index.vocab_size if vocab is None else vocab
+        if index.vocab_size != vocab:
+            raise IndexFormatError(f"{where}: vocabulary of {index.vocab_size} terms, other segments have {vocab}")
+        segments.append(index)
+        docnos.append(segment_docnos(index_dir, seg))
+    return SegmentedSparseIndex(segments, docnos, int(manifest.get("num_docnos", manifest["num_docs"])), deleted, vocab or 0)
+
+
+def open_dense_segments(index_dir: Path, manifest: dict, deleted: np.ndarray | None) -> SegmentedDenseIndex:
+    """The dense component of a live index's generation."""
+    from braid.index.dense import DenseIndex
+
+    index_dir = Path(index_dir)
+    live = manifest["live"]
+    segments, docnos, raw = [], [], []
+    for seg in live["segments"]:
+        entry = _segment_entry(seg, "dense", index_dir)
+        where = index_dir / seg["path"] / entry.get("dir", "dense")
+        index = DenseIndex.load(where, entry["index"])
+        if index.num_docs != int(seg["num_docs"]):
+            raise IndexFormatError(f"{where}: holds {index.num_docs} documents, the manifest says {seg['num_docs']}")
+        segments.append(index)
+        docnos.append(segment_docnos(index_dir, seg))
+        vec = entry.get("vectors")
+        path = index_dir / seg["path"] / vec if vec else None
+        raw.append(np.load(path, mmap_mode="r", allow_pickle=False) if path is not None and path.is_file() else None)
+    dims = {s.dim for s in segments}
+    if len(dims) > 1:
+        raise IndexFormatError(f"{index_dir}: dense segments of different dimensions {sorted(dims)}")
+    return SegmentedDenseIndex(segments, docnos, raw, int(manifest.get("num_docnos", manifest["num_docs"])), deleted)

@@ -1,0 +1,141 @@
+"""A small sparse segment without blocks: the forward index alone, every search an exact scan.
+
+A live index's new documents arrive in small batches; building a blocked index (k-means per posting
+list, summaries) for a few hundred documents costs more than scanning them. Below a size threshold
+(:class:`braid.index.segments.SparseSegmentPolicy`) a segment is this flat form, scored exactly by the
+same ``score_doc`` the blocked index uses, so a document's score does not depend on the kind of
+segment holding it; the merge policy turns flat segments into blocked ones as they grow.
+
+Arrays: ``fwd_ptr`` int64 (N+1), ``fwd_terms`` u16/int32 (Z), ``fwd_weights`` float16 bits (uint16) or
+float32 (Z), exactly the forward index of :class:`~braid.index.sparse.blocked.BlockedSparseIndex`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from braid.data.errors import DataError, IndexFormatError, OptionError, check_positive_int
+from braid.data.vectors import SparseVectors
+from braid.index.hits import Hits
+from braid.index.sparse import kernels
+from braid.index.sparse.blocked import _F16_MAX, check_exclusion, numba_threads
+
+FORMAT = "braid-flat-sparse"
+FORMAT_VERSION = 1
+_ARRAYS = ("fwd_ptr", "fwd_terms", "fwd_weights")
+
+
+class FlatSparseIndex:
+    """Exact sparse search by scanning a forward index over documents ``0..num_docs-1``."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], num_docs: int, vocab_size: int, info: dict):
+        self.fwd_ptr = arrays["fwd_ptr"]
+        self.fwd_terms = arrays["fwd_terms"]
+        self.fwd_weights = arrays["fwd_weights"]
+        self.num_docs = int(num_docs)
+        self.vocab_size = int(vocab_size)
+        self.info = info
+
+    @classmethod
+    def build(cls, docs: SparseVectors, forward_dtype: str = "float16") -> "FlatSparseIndex":
+        """The forward index of ``docs`` (row i = docno i), weights stored as ``forward_dtype``."""
+        if not isinstance(docs, SparseVectors):
+            raise OptionError("docs", type(docs).__name__, "a SparseVectors batch")
+        if forward_dtype not in ("float16", "float32"):
+            raise OptionError("forward_dtype", forward_dtype, "'float16' or 'float32'")
+        docs.validate("documents")
+        term_dtype = np.uint16 if docs.vocab_size <= 65536 else np.int32
+        terms = np.empty(docs.nnz, term_dtype)
+        if forward_dtype == "float16":
+            if docs.nnz and float(docs.data.max()) > _F16_MAX:
+                raise DataError(f"documents: weight {float(docs.data.max())} exceeds float16's range; use forward_dtype='float32'")
+            weights = np.empty(docs.nnz, np.uint16)
+        else:
+            weights = np.empty(docs.nnz, np.float32)
+        kernels.narrow_forward(docs.indices, docs.data, terms, weights)
+        arrays = {"fwd_ptr": docs.indptr.astype(np.int64, copy=True), "fwd_terms": terms, "fwd_weights": weights}
+        for arr in arrays.values():
+            arr.flags.writeable = False
+        info = {"format": FORMAT, "format_version": FORMAT_VERSION, "num_docs": docs.n_rows, "vocab_size": docs.vocab_size,
+                "nnz": docs.nnz, "forward_dtype": forward_dtype}  # fmt: skip
+        return cls(arrays, docs.n_rows, docs.vocab_size, info)
+
+    def search(self, queries: SparseVectors, k: int = 10, threads: int | None = None, excluded: np.ndarray | None = None, **_ignored) -> Hits:
+        """Exact top-``k`` by inner product (documents with a positive score), skipping ``excluded``
+        (a uint64 bitset, :func:`~braid.index.sparse.blocked.exclusion_bitset`). Query knobs of the
+        blocked index (``query_cut``, ``heap_factor``, ``exact``) do not apply: a flat segment is exact."""
+        k = check_positive_int("k", k)
+        nq = queries.n_rows
+        out_docs = np.empty((nq, k), np.int64)
+        out_scores = np.empty((nq, k), np.float32)
+        if nq == 0:
+            return Hits(out_docs, out_scores)
+        if queries.nnz and int(queries.indices.max()) >= self.vocab_size:
+            raise DataError(f"queries use term id {int(queries.indices.max())} but the index vocabulary has {self.vocab_size} terms")
+        with numba_threads(threads) as n_threads:
+            n_chunks = max(1, min(nq, 4 * n_threads))
+            if excluded is None:
+                kernels.scan_batch(queries.indptr, queries.indices, queries.data, k, self.fwd_ptr, self.fwd_terms,
+                                   self.fwd_weights, self.vocab_size, n_chunks, out_docs, out_scores)  # fmt: skip
+            else:
+                excluded = check_exclusion(excluded, self.num_docs)
+                kernels.scan_batch_masked(queries.indptr, queries.indices, queries.data, k, self.fwd_ptr, self.fwd_terms,
+                                          self.fwd_weights, self.vocab_size, n_chunks, excluded, out_docs, out_scores)  # fmt: skip
+        return Hits(out_docs, out_scores)
+
+    def forward_vectors(self, docnos: np.ndarray) -> SparseVectors:
+        """Rows ``docnos`` with float32 weights (as :meth:`BlockedSparseIndex.forward_vectors`)."""
+        docnos = np.asarray(docnos, dtype=np.int64).reshape(-1)
+        if docnos.size and (docnos.min() < 0 or docnos.max() >= self.num_docs):
+            raise OptionError("docnos", docnos.tolist()[:5], f"document numbers in [0, {self.num_docs})")
+        lengths = self.fwd_ptr[docnos + 1] - self.fwd_ptr[docnos]
+        indptr = np.zeros(docnos.shape[0] + 1, np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        terms = np.empty(int(indptr[-1]), self.fwd_terms.dtype)
+        weights = np.empty(int(indptr[-1]), self.fwd_weights.dtype)
+        kernels.gather_rows(self.fwd_ptr, self.fwd_terms, self.fwd_weights, docnos, indptr, terms, weights)
+        if weights.dtype == np.uint16:
+            weights = weights.view(np.float16)
+        return SparseVectors(indptr, terms.astype(np.int32), weights.astype(np.float32), self.vocab_size)
+
+    def save(self, directory: str | Path) -> dict:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        info = dict(self.info)
+        info["arrays"] = {}
+        for name in _ARRAYS:
+            arr = getattr(self, name)
+            np.save(directory / f"{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)
+            info["arrays"][name] = {"dtype": arr.dtype.str, "shape": list(arr.shape)}
+        return info
+
+    @classmethod
+    def load(cls, directory: str | Path, info: dict) -> "FlatSparseIndex":
+        directory = Path(directory)
+        if not isinstance(info, dict) or info.get("format") != FORMAT or info.get("format_version") != FORMAT_VERSION:
+            raise IndexFormatError(f"{directory}: not a flat sparse segment of version {FORMAT_VERSION} ({info.get('format') if isinstance(info, dict) else None!r})")
+        arrays = {}
+        for name in _ARRAYS:
+            path = directory / f"{name}.npy"
+            try:
+                arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            except FileNotFoundError:
+                raise IndexFormatError(f"{directory}: flat sparse segment array {path.name} is missing") from None
+            except Exception as exc:
+                raise IndexFormatError(f"{path}: corrupted array ({type(exc).__name__}: {exc})") from None
+            want = info.get("arrays", {}).get(name, {})
+            if arr.dtype.str != want.get("dtype") or list(arr.shape) != list(want.get("shape", [])):
+                raise IndexFormatError(f"{path}: array is {arr.dtype.str} {list(arr.shape)}, the segment info says {want}")
+            arr = np.asarray(arr)
+            arr.flags.writeable = False
+            arrays[name] = arr
+        num_docs, vocab_size = int(info["num_docs"]), int(info["vocab_size"])
+        p = arrays["fwd_ptr"]
+        if p.shape[0] != num_docs + 1 or (num_docs and (p[0] != 0 or p[-1] != arrays["fwd_terms"].shape[0] or kernels.first_decreasing(p) >= 0)):
+            raise IndexFormatError(f"{directory}: inconsistent flat sparse segment (fwd_ptr)")
+        t = arrays["fwd_terms"]
+        if t.size and int(t.max()) >= vocab_size:
+            raise IndexFormatError(f"{directory}: inconsistent flat sparse segment (term ids beyond the vocabulary)")
+        return cls(arrays, num_docs, vocab_size, info)
