@@ -136,9 +136,12 @@ POSITIVE_FLOAT = PositiveFloat()
 PQ_KINDS = ("pq", "opq", "ivfpq")
 
 
-def parse_dense_index(value: str) -> dict:
+def parse_dense_index(value: str | None) -> dict:
     """``KIND`` or ``KIND:M`` (product quantizers: M sub-quantizers of 8 bits = M bytes per vector)
-    -> the ``dense_index`` dict of :class:`~braid.retrieval.build.builder.BuildOptions`."""
+    -> the ``dense_index`` dict of :class:`~braid.retrieval.build.builder.BuildOptions`; None (not
+    given) -> ``{}``, the default (flat)."""
+    if value is None:
+        return {}
     kind, sep, m = value.partition(":")
     if not sep:
         return {"kind": kind}
@@ -232,7 +235,7 @@ build_options = option_group(
     click.option("--sparse-vectors", type=click.Path(path_type=Path), default=None, help="Pre-encoded document vectors (JSONL {id, vector} or .npz) instead of a model."),
     click.option("--dense-model", default=None, help="Bi-encoder: folder or hub id (default sentence-transformers/all-MiniLM-L6-v2)."),
     click.option("--dense-vectors", type=click.Path(path_type=Path), default=None, help="Pre-encoded document embeddings (.npy float32, corpus order) instead of encoding."),
-    click.option("--dense-index", default="flat", show_default=True, help="FAISS index type: flat, hnsw, ivf, ivfpq, pq, opq, bin; pq/opq/ivfpq take ':M' sub-quantizers (e.g. pq:96 = 96 bytes per vector); bin = flat plus sign bits for the dense-bin retriever."),
+    click.option("--dense-index", default=None, help="FAISS index type (default flat): flat, hnsw, ivf, ivfpq, pq, opq, bin; pq/opq/ivfpq take ':M' sub-quantizers (e.g. pq:96 = 96 bytes per vector); bin = flat plus sign bits for the dense-bin retriever."),
     click.option("--batch-size", type=POSITIVE_INT, default=32, show_default=True, help="Encoding batch size."),
     click.option("--device", default="auto", show_default=True, help="Encoding device: auto, cpu, cuda."),
     make=_make_build,

@@ -16,7 +16,9 @@ from braid import __version__
 from braid.cli import scale, serve, train
 from braid.cli.compare import compare, reproduce_option
 from braid.cli.common import (
+    EXIT_FAILURE,
     EXIT_STATUS_HELP,
+    CommandError,
     POSITIVE_INT,
     build_options,
     evaluation_options,
@@ -78,6 +80,23 @@ def search_cmd(index_dir, query, k, retriever, pipeline, knobs, fields, as_json,
         click.echo(f"{hit['rank']:>3}  {hit['score']:10.4f}  {hit['id']}  {hit.get('title', '')[:80]}")
         if fields and hit.get("text"):
             click.echo(f"     {hit['text'][:160]}")
+
+
+@main.command("verify")
+@click.argument("index_dir", type=click.Path(path_type=Path))
+def verify_cmd(index_dir):
+    """Re-read every file of INDEX_DIR (or of each shard) and check it against the manifest's checksums.
+
+    Prints one line per missing, resized, changed or extra file; exit status 1 if there is any.
+    """
+    from braid.retrieval.scale.sharded import verify_index_dir
+
+    problems, files = verify_index_dir(index_dir)
+    for problem in problems:
+        click.echo(f"{problem.kind}: {index_dir / problem.path}: {problem.detail}")
+    if problems:
+        raise CommandError(f"{index_dir}: {len(problems)} problem{'s' if len(problems) > 1 else ''} in {files} recorded files", EXIT_FAILURE)
+    click.echo(f"{index_dir}: {files} files intact")
 
 
 @main.command("eval")

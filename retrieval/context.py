@@ -34,7 +34,7 @@ class IndexContext:
         """Read and check the manifest and ``docids.txt`` of ``index_dir``."""
         index_dir = Path(index_dir)
         manifest = read_manifest(index_dir)
-        doc_ids = read_docids(index_dir)
+        doc_ids = read_docids(index_dir, manifest)
         if len(doc_ids) != manifest["num_docs"]:
             raise IndexFormatError(f"{index_dir}: docids.txt has {len(doc_ids)} ids, the manifest says {manifest['num_docs']}")
         return cls(index_dir, manifest, doc_ids, device)

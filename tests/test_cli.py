@@ -81,6 +81,36 @@ def test_dense_index_spec_parses_sub_quantizers(toy_dataset, tmp_path):
     res = CliRunner().invoke(main, ["index", str(toy_dataset), "--out", str(tmp_path / "x"), "--dense-index", "flat:8", "-q"])
     assert res.exit_code != 0 and "--dense-index" in res.output and "flat:8" in res.output
     assert not (tmp_path / "x").exists()
+    assert parse_dense_index(None) == {}  # not given: the dense component's default (flat)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--dense-index", "bogus"], "invalid value for --dense-index: 'bogus' (one of flat"),
+        (["--dense-index", "pq:8"], "applies to the dense component, which is not built here (bm25)"),
+        (["--dense-index", "flat"], "applies to the dense component"),
+        (["--retrievers", "bm25,dense", "--dense-index", "bogus"], "invalid value for --dense-index: 'bogus'"),
+    ],
+)
+def test_dense_index_is_refused_when_invalid_or_unused(toy_dataset, tmp_path, flags, message):
+    """A dense index type is checked even when no dense component is built, and refused when it would be ignored."""
+    res = CliRunner().invoke(main, ["index", str(toy_dataset), "--out", str(tmp_path / "x"), "-q", *flags])
+    assert res.exit_code == 2 and message in _one_line_error(res)
+    assert not (tmp_path / "x").exists()
+
+
+def test_dense_index_options_are_checked_in_the_library():
+    from braid.data.errors import OptionError
+    from braid.retrieval.build.builder import BuildOptions
+
+    with pytest.raises(OptionError, match="--dense-index: 'bogus'"):
+        BuildOptions(dense_index={"kind": "bogus"})
+    with pytest.raises(OptionError, match="--dense-index nbits: 99"):
+        BuildOptions(retrievers=("dense",), dense_index={"kind": "pq", "nbits": 99})
+    BuildOptions(dense_index={"kind": "pq", "m": 8})  # valid; refused only by a build without dense (check_applies)
+    with pytest.raises(OptionError, match="not built here"):
+        BuildOptions(dense_index={"kind": "pq", "m": 8}).check_applies(["bm25"])
 
 
 # ------------------------------------------------------------------------------- error handling
@@ -177,7 +207,7 @@ def test_every_command_reports_errors_and_documents_the_exit_status():
     from braid.cli.common import BraidCommand, BraidGroup
 
     found = dict(_commands(main))
-    assert {p[1] for p in found if len(p) == 2} == {"index", "search", "eval", "tune", "compare", "serve", "train", "shard", "milvus"}
+    assert {p[1] for p in found if len(p) == 2} == {"index", "search", "verify", "eval", "tune", "compare", "serve", "train", "shard", "milvus"}
     assert ("braid", "train", "jpq") in found and ("braid", "milvus", "eval") in found
     for path, cmd in found.items():
         assert isinstance(cmd, (BraidCommand, BraidGroup)), path
