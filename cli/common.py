@@ -236,6 +236,13 @@ build_options = option_group(
     click.option("--dense-model", default=None, help="Bi-encoder: folder or hub id (default sentence-transformers/all-MiniLM-L6-v2)."),
     click.option("--dense-vectors", type=click.Path(path_type=Path), default=None, help="Pre-encoded document embeddings (.npy float32, corpus order) instead of encoding."),
     click.option("--dense-index", default=None, help="FAISS index type (default flat): flat, hnsw, ivf, ivfpq, pq, opq, bin; pq/opq/ivfpq take ':M' sub-quantizers (e.g. pq:96 = 96 bytes per vector); bin = flat plus sign bits for the dense-bin retriever."),
+    click.option(
+        "--vectors/--no-vectors",
+        "keep_vectors",
+        default=True,
+        show_default=True,
+        help="Keep the encoded vectors in INDEX/vectors/ (rebuilds without re-encoding; exact dense rescoring and PRF on a PQ index). --no-vectors keeps only the index files (docs/index-files.md).",
+    ),
     click.option("--batch-size", type=POSITIVE_INT, default=32, show_default=True, help="Encoding batch size."),
     click.option("--device", default="auto", show_default=True, help="Encoding device: auto, cpu, cuda."),
     make=_make_build,

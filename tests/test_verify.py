@@ -32,7 +32,7 @@ _spec.loader.exec_module(_helpers)
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def setup(tmp_path_factory):
     import torch
 
     from braid.retrieval.build.builder import BuildOptions, build_index
@@ -40,13 +40,18 @@ def built(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("verify")
     models = {"sparse": _helpers.make_tiny_bert(root / "tiny-splade", mlm=True), "dense": _helpers.make_tiny_bert(root / "tiny-dense", mlm=False, seed=1)}
-    data, _ = _helpers.synthetic_corpus(root / "data", n_docs=40)
+    data, queries = _helpers.synthetic_corpus(root / "data", n_docs=40)
     options = BuildOptions(
         retrievers=("bm25", "sparse", "dense"), progress=False, sparse_model=str(models["sparse"]),
         dense_model=str(models["dense"]), max_length=48, chunk_size=16,
     )  # fmt: skip
     build_index(data, root / "index", options, log=lambda m: None)
-    return root / "index"
+    return {"root": root, "data": data, "queries": queries, "options": options, "index": root / "index"}
+
+
+@pytest.fixture(scope="module")
+def built(setup) -> Path:
+    return setup["index"]
 
 
 @pytest.fixture()
@@ -191,3 +196,71 @@ def test_manifest_schema_names_the_field(index, case):
         verify_index(index)
     result = CliRunner().invoke(main, ["verify", str(index)])
     assert result.exit_code == 1 and field in result.output and "Traceback" not in result.output
+
+
+# The vectors kept beside the index, and --no-vectors -------------------------------------------
+def _size(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def test_vectors_are_kept_once(built):
+    """The encoding cache's chunks are gone once it is complete: each vector is stored once in vectors/KIND."""
+    import numpy as np
+
+    assert not list(built.rglob("chunk-*.npz"))
+    assert sorted(p.name for p in (built / "vectors" / "dense").iterdir()) == ["cache.json", "complete.json", "vectors.npy"]
+    assert sorted(p.name for p in (built / "vectors" / "sparse").iterdir()) == ["cache.json", "complete.json", "data.npy", "indices.npy", "indptr.npy"]
+    assert np.load(built / "vectors" / "dense" / "vectors.npy").shape[0] == 40
+
+
+@pytest.mark.parametrize("dense_index", [{"kind": "flat"}, {"kind": "pq", "m": 4, "nbits": 4}])
+def test_no_vectors_keeps_only_the_index_files(setup, tmp_path, dense_index):
+    """--no-vectors: no vectors/ directory; the same results for exact search; rescoring reads the
+    FAISS file instead (exact for flat, PQ-decoded for pq); verify is clean; the CLI flag arrives."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from braid.retrieval.build.builder import build_index
+
+    kept = tmp_path / "kept"
+    lean = tmp_path / "lean"
+    build_index(setup["data"], kept, replace(setup["options"], dense_index=dense_index), log=lambda m: None)
+    build_index(setup["data"], lean, replace(setup["options"], dense_index=dense_index, keep_vectors=False), log=lambda m: None)
+    assert (kept / "vectors").is_dir() and not (lean / "vectors").exists()
+    assert not list(tmp_path.glob(".*encode-*"))  # the encoding caches were removed, not left beside the index
+    def files(root):  # tantivy names its segment files by random UUIDs: compare their extensions
+        rel = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
+        return sorted(f"bm25/*{Path(r).suffix}" if r.startswith("bm25/") and not Path(r).name.startswith(".") and Path(r).name != "meta.json" else r for r in rel)
+
+    assert files(lean) == [f for f in files(kept) if not f.startswith("vectors/")]
+    assert _size(lean) < _size(kept) - _size(kept / "vectors") + 4096  # what is left is the index (+ a manifest's worth)
+    assert verify_index(lean) == []
+    queries = list(setup["queries"].values())[:6]
+    for name in ("bm25", "sparse", "dense"):
+        a = Searcher(kept, retriever=name).batch_search(queries, k=5)
+        b = Searcher(lean, retriever=name).batch_search(queries, k=5)
+        assert a.doc_ids == b.doc_ids and len(a.doc_ids[0]) == 5
+    kept_dense = Searcher(kept, retriever="dense").retriever("dense")
+    lean_dense = Searcher(lean, retriever="dense").retriever("dense")
+    assert kept_dense.vectors is not None and lean_dense.vectors is None
+    docnos = np.arange(10)
+    exact = np.load(kept / "vectors" / "dense" / "vectors.npy")[docnos]
+    np.testing.assert_array_equal(lean_dense.doc_vectors(docnos), lean_dense.index.reconstruct(docnos))
+    if dense_index["kind"] == "flat":  # the FAISS file holds the float vectors themselves
+        np.testing.assert_allclose(lean_dense.doc_vectors(docnos), exact, rtol=1e-6)
+    else:  # only the codes: rescoring uses decoded vectors
+        assert not np.allclose(lean_dense.doc_vectors(docnos), exact)
+    np.testing.assert_array_equal(kept_dense.doc_vectors(docnos), exact)
+
+
+def test_no_vectors_cli_flag(toy_dataset, tmp_path, monkeypatch):
+    import braid.retrieval.build.builder as builder
+
+    seen = {}
+    monkeypatch.setattr(builder, "build_index", lambda source, out, build, log: seen.setdefault("build", build) and {"num_docs": 0, "components": {}})
+    assert CliRunner().invoke(main, ["index", str(toy_dataset), "--out", str(tmp_path / "x"), "--no-vectors", "-q"]).exit_code == 0
+    assert seen["build"].keep_vectors is False
+    seen.clear()
+    assert CliRunner().invoke(main, ["index", str(toy_dataset), "--out", str(tmp_path / "x"), "-q"]).exit_code == 0
+    assert seen["build"].keep_vectors is True

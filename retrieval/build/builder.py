@@ -29,6 +29,7 @@ class BuildOptions:
 
     retrievers: tuple[str, ...] = ("bm25",)
     overwrite: bool = False
+    keep_vectors: bool = True  # INDEX/vectors/: exact rescoring / PRF for PQ, rebuilds without re-encoding
     skip_bad: bool = False
     allow_empty: bool = False
     progress: bool = True
@@ -205,6 +206,8 @@ def add_components(source: str | Path, index_dir: str | Path, options: BuildOpti
                 os.replace(staging / name, tmp)
                 # before the manifest is written, so that its checksums cover the new vectors
                 _merge_vectors(staging, index_dir)
+                if not options.keep_vectors:  # the old component's vectors no longer belong to it
+                    shutil.rmtree(index_dir / "vectors" / name, ignore_errors=True)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return read_manifest(index_dir)

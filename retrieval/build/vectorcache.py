@@ -8,12 +8,16 @@ Layout of a cache directory::
                            sparse: indptr, indices, data; dense: vectors; both: text_sha1
       ...
       indptr.npy indices.npy data.npy     (sparse) or vectors.npy (dense): the whole corpus,
-      complete.json        written last, once the concatenated arrays are in place
+      complete.json        written once the concatenated arrays are in place (with the chunks' text hashes)
 
 A finished chunk is never encoded again: re-running after an interruption reads (and hashes) the
 texts of finished chunks without encoding them, checks the hash against the one stored in the
 chunk (a changed corpus is refused), and continues with the first missing chunk. A cache made by
 a different encoder or configuration is refused with the differences listed.
+
+The chunks exist for resuming only: once ``complete.json`` is written they are deleted (a complete
+cache is returned without reading the texts, so nothing reads them again), and a complete cache
+holds each vector once, in the concatenated arrays.
 """
 
 from __future__ import annotations
@@ -179,6 +183,7 @@ def encode_corpus(
     }
     _check_meta(cache_dir, meta)
     if (cache_dir / COMPLETE).exists():
+        _remove_chunks(cache_dir)  # a run killed between complete.json and the clean-up
         return load_cached(cache_dir)
 
     n_chunks = 0
@@ -290,7 +295,21 @@ def _concatenate(cache_dir: Path, kind: str, n_chunks: int, meta: dict) -> None:
     del arrays
     for name in names:
         os.replace(tmp_path(name), cache_dir / name)
-    _atomic_write_json(cache_dir / COMPLETE, {**info, "chunks": n_chunks, "kind": kind, "encoder": meta["encoder"]})
+    hashes = []
+    for i in range(n_chunks):
+        with np.load(chunk_path(cache_dir, i), allow_pickle=False) as z:
+            hashes.append(str(z["text_sha1"]))
+    _atomic_write_json(
+        cache_dir / COMPLETE,
+        {**info, "chunks": n_chunks, "chunk_text_sha1": hashes, "kind": kind, "encoder": meta["encoder"]},
+    )
+    _remove_chunks(cache_dir)
+
+
+def _remove_chunks(cache_dir: Path) -> None:
+    """Delete the chunk files of a complete cache: the concatenated arrays hold the same vectors."""
+    for path in cache_dir.glob("chunk-*.npz"):
+        path.unlink(missing_ok=True)
 
 
 def load_cached(cache_dir: str | Path) -> Any:
