@@ -22,6 +22,7 @@ from braid.cli.common import (
     POSITIVE_INT,
     build_options,
     evaluation_options,
+    format_hits,
     group,
     index_root_option,
     json_option,
@@ -74,12 +75,8 @@ def search_cmd(index_dir, query, k, retriever, pipeline, knobs, fields, as_json,
         recipe = searcher.recipe(None, **knobs)
         click.echo(json.dumps({"query": query, "recipe": recipe, "hits": hits}, ensure_ascii=False))
         return
-    if not hits:
-        click.echo("no hits")
-    for hit in hits:
-        click.echo(f"{hit['rank']:>3}  {hit['score']:10.4f}  {hit['id']}  {hit.get('title', '')[:80]}")
-        if fields and hit.get("text"):
-            click.echo(f"     {hit['text'][:160]}")
+    for line in format_hits(hits, fields):
+        click.echo(line)
 
 
 @main.command("verify")

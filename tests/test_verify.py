@@ -264,3 +264,15 @@ def test_no_vectors_cli_flag(toy_dataset, tmp_path, monkeypatch):
     seen.clear()
     assert CliRunner().invoke(main, ["index", str(toy_dataset), "--out", str(tmp_path / "x"), "-q"]).exit_code == 0
     assert seen["build"].keep_vectors is True
+
+
+# `braid search --json` on this learned index records the query knobs in its recipe --------------
+def test_search_json_recipe_records_the_knobs(built):
+    runner = CliRunner()
+    res = runner.invoke(main, ["search", str(built), "apple tree", "-r", "sparse", "--query-cut", "20", "--heap-factor", "0.9", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["recipe"] == {"retriever": "sparse", "query_cut": 20, "heap_factor": 0.9}
+    res = runner.invoke(main, ["search", str(built), "apple tree", "--pipeline", "hybrid", "--query-cut", "5", "--json"])
+    assert res.exit_code == 0, res.output
+    recipe = json.loads(res.output)["recipe"]
+    assert recipe["name"] == "hybrid" and recipe["knobs"] == {"query_cut": 5}
