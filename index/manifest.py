@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Iterator
 
 from braid import __version__
+from braid.data.corpus import JSONProblem, parse_json
 from braid.data.errors import IndexFormatError, OptionError
 from braid.index import checksums
 
@@ -91,8 +92,8 @@ def load_manifest(index_dir: str | Path) -> dict:
             f"{index_dir}: not a Braid index (no {MANIFEST}); it may be a foreign directory or a build that did not finish"
         )
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        manifest = parse_json(path.read_bytes().decode("utf-8"))
+    except (JSONProblem, UnicodeDecodeError) as exc:
         raise IndexFormatError(f"{path}: corrupted manifest ({exc})") from None
     except OSError as exc:
         raise IndexFormatError(f"{path}: cannot be read ({exc.strerror or exc})") from None

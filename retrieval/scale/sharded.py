@@ -121,9 +121,11 @@ def read_sharded_manifest(path: str | Path) -> dict:
         raise IndexFormatError(f"{path}: no such index directory")
     if not file.is_file():
         raise IndexFormatError(f"{path}: not a sharded Braid index (no {SHARDED_MANIFEST})")
+    from braid.data.corpus import JSONProblem, parse_json
+
     try:
-        m = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        m = parse_json(file.read_bytes().decode("utf-8"))
+    except (JSONProblem, UnicodeDecodeError) as exc:
         raise IndexFormatError(f"{file}: corrupted ({exc})") from None
     if not isinstance(m, dict) or m.get("format") != SHARDED_FORMAT:
         raise IndexFormatError(f"{file}: not a sharded Braid index manifest (format {m.get('format') if isinstance(m, dict) else None!r})")
