@@ -150,6 +150,7 @@ class Searcher:
         ``heap_factor``, ``nprobe`` (validated against the retrievers searched).
         """
         check_positive_int("k", k)
+        check_positive_int("threads", threads)
         query_ids, texts = query_batch(queries, query_ids)
         k = min(int(k), self.num_docs)  # never allocate beyond the collection
         engine = self.engine(retriever)
