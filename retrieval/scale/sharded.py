@@ -42,7 +42,6 @@ numbers (Ray's and multiprocessing's own serialisation; nothing is pickled to di
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
