@@ -151,9 +151,12 @@ POSITIVE_FLOAT = PositiveFloat()
 PQ_KINDS = ("pq", "opq", "ivfpq")
 
 
-def parse_dense_index(value: str) -> dict:
+def parse_dense_index(value: str | None) -> dict:
     """``KIND`` or ``KIND:M`` (product quantizers: M sub-quantizers of 8 bits = M bytes per vector)
-    -> the ``dense_index`` dict of :class:`~braid.retrieval.build.builder.BuildOptions`."""
+    -> the ``dense_index`` dict of :class:`~braid.retrieval.build.builder.BuildOptions`; None (not
+    given) -> ``{}``, the default (flat)."""
+    if value is None:
+        return {}
     kind, sep, m = value.partition(":")
     if not sep:
         return {"kind": kind}
@@ -229,6 +232,61 @@ def index_root_option(fn: Callable) -> Callable:
     )(fn)
 
 
+# --------------------------------------------------------------------------------------------------
+# The plain-text result table of `braid search`
+# --------------------------------------------------------------------------------------------------
+ELLIPSIS = "\u2026"
+
+
+def display_width(text: str) -> int:
+    """Terminal columns ``text`` takes: wide and full-width characters 2, combining marks 0, others 1."""
+    import unicodedata
+
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def fit(text: str, width: int) -> str:
+    """``text`` on one line (runs of whitespace, newlines included, become one space) in at most
+    ``width`` columns; a cut text ends with an ellipsis."""
+    text = " ".join(text.split())
+    if display_width(text) <= width:
+        return text
+    out, used = [], 0
+    for c in text:
+        w = display_width(c)
+        if used + w > width - 1:
+            break
+        out.append(c)
+        used += w
+    return "".join(out).rstrip() + ELLIPSIS
+
+
+def pad(text: str, width: int, right: bool = False) -> str:
+    gap = " " * max(width - display_width(text), 0)
+    return gap + text if right else text + gap
+
+
+def format_hits(hits: list[dict], fields: bool = True, title_width: int = 80, text_width: int = 160, id_width: int = 40) -> list[str]:
+    """The lines of the result table: rank, score and id in columns as wide as the widest value
+    (ids longer than ``id_width`` columns are cut), then the title; the text, when ``fields``, on
+    the next line under the id. Titles and texts are cut to their widths with an ellipsis."""
+    if not hits:
+        return ["no hits"]
+    ranks = [str(h["rank"]) for h in hits]
+    scores = [f"{h['score']:.4f}" for h in hits]
+    ids = [fit(str(h["id"]), id_width) for h in hits]
+    w_rank, w_score, w_id = (max(display_width(v) for v in col) for col in (ranks, scores, ids))
+    indent = " " * (w_rank + 2 + w_score + 2)
+    lines = []
+    for hit, rank, score, doc_id in zip(hits, ranks, scores, ids):
+        title = fit(hit.get("title") or "", title_width) if fields else ""
+        lines.append(f"{pad(rank, w_rank, right=True)}  {pad(score, w_score, right=True)}  {pad(doc_id, w_id) if title else doc_id}{'  ' + title if title else ''}")
+        text = fit(hit.get("text") or "", text_width) if fields else ""
+        if text:
+            lines.append(indent + text)
+    return lines
+
+
 def progress_enabled(quiet: bool) -> bool:
     """Progress bars: unless --quiet, and only on a terminal."""
     return not quiet and sys.stderr.isatty()
@@ -260,7 +318,14 @@ build_options = option_group(
     click.option("--sparse-vectors", type=click.Path(path_type=Path), default=None, help="Pre-encoded document vectors (JSONL {id, vector} or .npz) instead of a model."),
     click.option("--dense-model", default=None, help="Bi-encoder: folder or hub id (default sentence-transformers/all-MiniLM-L6-v2)."),
     click.option("--dense-vectors", type=click.Path(path_type=Path), default=None, help="Pre-encoded document embeddings (.npy float32, corpus order) instead of encoding."),
-    click.option("--dense-index", default="flat", show_default=True, help="FAISS index type: flat, hnsw, ivf, ivfpq, pq, opq, bin; pq/opq/ivfpq take ':M' sub-quantizers (e.g. pq:96 = 96 bytes per vector); bin = flat plus sign bits for the dense-bin retriever."),
+    click.option("--dense-index", default=None, help="FAISS index type (default flat): flat, hnsw, ivf, ivfpq, pq, opq, bin; pq/opq/ivfpq take ':M' sub-quantizers (e.g. pq:96 = 96 bytes per vector); bin = flat plus sign bits for the dense-bin retriever."),
+    click.option(
+        "--vectors/--no-vectors",
+        "keep_vectors",
+        default=True,
+        show_default=True,
+        help="Keep the encoded vectors in INDEX/vectors/ (rebuilds without re-encoding; exact dense rescoring and PRF on a PQ index). --no-vectors keeps only the index files (docs/index-files.md).",
+    ),
     click.option("--batch-size", type=POSITIVE_INT, default=32, show_default=True, help="Encoding batch size."),
     click.option("--device", default="auto", show_default=True, help="Encoding device: auto, cpu, cuda."),
     runtime_option,

@@ -17,10 +17,13 @@ from braid import __version__
 from braid.cli import live, scale, serve, train
 from braid.cli.compare import compare, reproduce_option
 from braid.cli.common import (
+    EXIT_FAILURE,
     EXIT_STATUS_HELP,
+    CommandError,
     POSITIVE_INT,
     build_options,
     evaluation_options,
+    format_hits,
     group,
     index_root_option,
     json_option,
@@ -87,12 +90,12 @@ def search_cmd(index_dir, query, k, retriever, pipeline, knobs, fields, explain,
         return
     if not hits:
         click.echo("no hits")
-    for hit in hits:
-        click.echo(f"{hit['rank']:>3}  {hit['score']:10.4f}  {hit['id']}  {hit.get('title', '')[:80]}")
-        if fields and hit.get("text"):
-            click.echo(f"     {hit['text'][:160]}")
-        if explain:
-            click.echo("     " + explain_line(hit["explain"]))
+    for line in format_hits(hits, fields):
+        click.echo(line)
+    if explain and hits:
+        click.echo("")
+        for hit in hits:
+            click.echo(f"{hit['rank']:>3}  {explain_line(hit['explain'])}")
 
 
 def explain_line(ex: dict) -> str:
@@ -105,6 +108,23 @@ def explain_line(ex: dict) -> str:
         where = f"#{p['rank']} norm={num(p['normalized'], '.4f')}" if p["rank"] is not None else f"absent fill={num(p['fill'], '.4f')}"
         parts.append(f"{p['name']} {where} {p['contribution']:+.4f} ({num(None if p['share'] is None else 100 * p['share'], '.1f')}%)")
     return " | ".join(parts) + f"  = {num(ex['fused_score'], '.4f')}"
+
+
+@main.command("verify")
+@click.argument("index_dir", type=click.Path(path_type=Path))
+def verify_cmd(index_dir):
+    """Re-read every file of INDEX_DIR (or of each shard) and check it against the manifest's checksums.
+
+    Prints one line per missing, resized, changed or extra file; exit status 1 if there is any.
+    """
+    from braid.retrieval.scale.sharded import verify_index_dir
+
+    problems, files = verify_index_dir(index_dir)
+    for problem in problems:
+        click.echo(f"{problem.kind}: {index_dir / problem.path}: {problem.detail}")
+    if problems:
+        raise CommandError(f"{index_dir}: {len(problems)} problem{'s' if len(problems) > 1 else ''} in {files} recorded files", EXIT_FAILURE)
+    click.echo(f"{index_dir}: {files} files intact")
 
 
 @main.command("eval")

@@ -97,11 +97,29 @@ def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
         yield line_no, decode_line(raw, path, line_no)
 
 
+class JSONProblem(ValueError):
+    """Why a JSON text could not be parsed (the reader adds the file and line)."""
+
+
+def parse_json(text: str | bytes):
+    """``json.loads`` with every way it fails as one :class:`JSONProblem`: malformed JSON, nesting
+    deeper than the interpreter's recursion limit, an integer of more digits than Python converts
+    (``sys.get_int_max_str_digits``)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise JSONProblem(f"malformed JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise JSONProblem("malformed JSON (nested too deeply)") from None
+    except ValueError as exc:  # "Exceeds the limit (4300 digits) for integer string conversion"
+        raise JSONProblem(f"malformed JSON ({exc})") from None
+
+
 def _parse_json_line(line: str, path: Path, line_no: int) -> dict:
     try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"malformed JSON ({exc.msg} at column {exc.colno})", path, line_no) from None
+        obj = parse_json(line)
+    except JSONProblem as exc:
+        raise DataError(str(exc), path, line_no) from None
     if not isinstance(obj, dict):
         raise DataError(f"expected a JSON object, got {type(obj).__name__}", path, line_no)
     return obj
@@ -208,8 +226,7 @@ def iter_corpus(
 def count_corpus(path: str | Path) -> int:
     """Number of non-blank lines (an upper bound on documents, for progress bars); cheap, no JSON parsing."""
     n = 0
-    with open_text(Path(path)) as fh:
-        for raw in fh:
-            if raw.strip():
-                n += 1
+    for _, raw in iter_raw_lines(Path(path)):  # a damaged .gz is a DataError here too
+        if raw.strip():
+            n += 1
     return n

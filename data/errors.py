@@ -37,6 +37,7 @@ class OptionError(BraidError, ValueError):
         super().__init__(f"invalid value for {name}: {value!r} ({allowed})")
         self.name = name
         self.value = value
+        self.allowed = allowed
 
 
 # ------------------------------------------------------------------------------------- checks

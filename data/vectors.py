@@ -12,15 +12,13 @@ file, line or row of anything they refuse:
 
 from __future__ import annotations
 
-import gzip
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from braid.data.errors import DataError
+from braid.data.errors import DataError, check_positive_int
 from braid.data import csr_kernels as kernels
 
 _F32_MAX = float(np.finfo(np.float32).max)
@@ -200,24 +198,32 @@ def load_vocab(path: str | Path) -> dict[str, int]:
     path = Path(path)
     if not path.exists():
         raise DataError("no such vocabulary file", path=path)
+    from braid.data.corpus import JSONProblem, decode_line, iter_raw_lines, parse_json
+
     if path.suffix == ".json":
         try:
-            obj = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"not valid JSON ({exc})", path=path) from None
-        vocab = obj.get("model", {}).get("vocab") if isinstance(obj, dict) else None
+            obj = parse_json(decode_line(path.read_bytes(), path, 1))
+        except JSONProblem as exc:
+            raise DataError(str(exc), path=path) from None
+        model = obj.get("model") if isinstance(obj, dict) else None
+        vocab = model.get("vocab") if isinstance(model, dict) else None
         if isinstance(vocab, list):  # unigram models store [token, score] pairs
+            if not all(isinstance(entry, list) and entry and isinstance(entry[0], str) for entry in vocab):
+                raise DataError("model.vocab is a list whose entries are not [token, score] pairs", path=path)
             vocab = {entry[0]: i for i, entry in enumerate(vocab)}
         if not isinstance(vocab, dict) or not vocab:
             raise DataError("tokenizer.json has no model.vocab mapping", path=path)
-        return {str(k): int(v) for k, v in vocab.items()}
+        bad = [v for v in vocab.values() if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**31 - 1]
+        if bad or len(set(vocab.values())) != len(vocab):
+            found = _short(bad[0]) if bad else "a repeated id"
+            raise DataError(f"model.vocab ids must be distinct integers in [0, 2**31 - 1) (found {found})", path=path)
+        return dict(vocab)
     vocab = {}
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh):
-            token = line.rstrip("\n")
-            if token in vocab:
-                raise DataError(f"token {token!r} appears twice", path=path, line=i + 1)
-            vocab[token] = i
+    for line_no, raw in iter_raw_lines(path):
+        token = decode_line(raw, path, line_no).rstrip("\r\n")
+        if token in vocab:
+            raise DataError(f"token {token!r} appears twice", path=path, line=line_no)
+        vocab[token] = line_no - 1
     if not vocab:
         raise DataError("empty vocabulary", path=path)
     return vocab
@@ -238,59 +244,56 @@ def read_vectors_jsonl(
     path = Path(path)
     if isinstance(vocab, (str, Path)):
         vocab = load_vocab(vocab)
+    check_positive_int("vocab_size", vocab_size, allow_none=True)
     if vocab is not None and vocab_size is None:
-        vocab_size = max(vocab.values()) + 1 if vocab else 0
+        vocab_size = max(vocab.values()) + 1 if vocab else 1
+    from braid.data.corpus import _as_id, _parse_json_line, decode_line, iter_raw_lines
+
     if not path.exists():
         raise DataError("no such file", path=path)
-    opener = gzip.open if path.suffix == ".gz" else open
     ids: list[str] = []
     seen: set[str] = set()
     indptr = [0]
     terms: list[int] = []
     weights: list[float] = []
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"not valid JSON ({exc.msg})", path=path, line=lineno) from None
-            if not isinstance(obj, dict):
-                raise DataError("expected a JSON object", path=path, line=lineno)
-            if "id" not in obj:
-                raise DataError('missing "id"', path=path, line=lineno)
-            doc_id = obj["id"]
-            if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
-                raise DataError(f'"id" must be a string or integer, got {doc_id!r}', path=path, line=lineno)
-            doc_id = str(doc_id)
-            if doc_id in seen:
-                raise DataError(f"duplicate id {doc_id!r}", path=path, line=lineno)
-            seen.add(doc_id)
-            vector = obj.get("vector")
-            if not isinstance(vector, dict):
-                raise DataError('missing or non-object "vector" (expected {token: weight})', path=path, line=lineno)
-            row: dict[int, float] = {}
-            for token, weight in vector.items():
-                term = _term_id(token, vocab, path, lineno)
-                if vocab_size is not None and term >= vocab_size:
-                    raise DataError(f"term id {term} (token {token!r}) >= vocab_size {vocab_size}", path=path, line=lineno)
-                if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-                    raise DataError(f"weight of {token!r} is not a number: {weight!r}", path=path, line=lineno)
-                if not math.isfinite(weight):
-                    raise DataError(f"weight of {token!r} is not finite: {weight!r}", path=path, line=lineno)
-                if weight < 0:
-                    raise DataError(f"weight of {token!r} is negative: {weight!r}", path=path, line=lineno)
-                if weight > _F32_MAX:
-                    raise DataError(f"weight of {token!r} overflows float32: {weight!r}", path=path, line=lineno)
-                if term in row:
-                    raise DataError(f"token {token!r} maps to term id {term}, which the line already has", path=path, line=lineno)
-                row[term] = float(weight)
-            for term in sorted(row):
-                terms.append(term)
-                weights.append(row[term])
-            indptr.append(len(terms))
-            ids.append(doc_id)
+    # one reader of lines for every format: a BOM, gzip errors, invalid UTF-8 and JSON failures name the line
+    for lineno, raw in iter_raw_lines(path):
+        line = decode_line(raw, path, lineno)
+        if not line.strip():
+            continue
+        obj = _parse_json_line(line, path, lineno)
+        if "id" not in obj:
+            raise DataError('missing "id"', path=path, line=lineno)
+        doc_id = _as_id(obj["id"], "id", path, lineno)
+        if doc_id in seen:
+            raise DataError(f"duplicate id {doc_id!r}", path=path, line=lineno)
+        seen.add(doc_id)
+        vector = obj.get("vector")
+        if not isinstance(vector, dict):
+            raise DataError('missing or non-object "vector" (expected {token: weight})', path=path, line=lineno)
+        row: dict[int, float] = {}
+        for token, weight in vector.items():
+            term = _term_id(token, vocab, path, lineno)
+            if vocab_size is not None and term >= vocab_size:
+                raise DataError(f"term id {term} (token {token!r}) >= vocab_size {vocab_size}", path=path, line=lineno)
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+                raise DataError(f"weight of {token!r} is not a number: {_short(weight)}", path=path, line=lineno)
+            if isinstance(weight, int) and abs(weight) > _F32_MAX:  # math.isfinite(10**400) raises OverflowError
+                raise DataError(f"weight of {token!r} overflows float32: {_short(weight)}", path=path, line=lineno)
+            if not math.isfinite(weight):
+                raise DataError(f"weight of {token!r} is not finite: {weight!r}", path=path, line=lineno)
+            if weight < 0:
+                raise DataError(f"weight of {token!r} is negative: {weight!r}", path=path, line=lineno)
+            if weight > _F32_MAX:
+                raise DataError(f"weight of {token!r} overflows float32: {weight!r}", path=path, line=lineno)
+            if term in row:
+                raise DataError(f"token {token!r} maps to term id {term}, which the line already has", path=path, line=lineno)
+            row[term] = float(weight)
+        for term in sorted(row):
+            terms.append(term)
+            weights.append(row[term])
+        indptr.append(len(terms))
+        ids.append(doc_id)
     if vocab_size is None:
         vocab_size = max(terms) + 1 if terms else 1
     vectors = SparseVectors(
@@ -316,7 +319,14 @@ def _term_id(token: str, vocab: dict[str, int] | None, path: Path, lineno: int) 
         ) from None
     if term < 0:
         raise DataError(f"negative term id {term}", path=path, line=lineno)
+    if term >= 2**31 - 1:  # term ids are int32 in every index (and vocab_size is at most 2**31 - 1)
+        raise DataError(f"term id {_short(term)} is beyond the largest vocabulary (2**31 - 1)", path=path, line=lineno)
     return term
+
+
+def _short(value: object) -> str:
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else f"an integer of {len(str(abs(value)))} digits"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def read_vectors_npz(path: str | Path, vocab_size: int | None = None) -> SparseVectors:

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from braid.data.errors import BraidError, IndexFormatError
-from braid.index.manifest import DOCIDS, MANIFEST, _pid_alive, write_manifest
+from braid.index.manifest import DOCIDS, LOCK_FILE, MANIFEST, _pid_alive, write_manifest
 
-LOCK = "write.lock"
+LOCK = LOCK_FILE
 HISTORY = "generations"  # INDEX/generations/manifest-N.json: the manifests of earlier generations
 KEEP_GENERATIONS = 2  # the current one and the one before stay openable (a reader may have just read it)
 

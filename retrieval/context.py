@@ -51,7 +51,7 @@ class IndexContext:
 
             check_generation(index_dir, manifest)
         count = num_docnos(manifest)
-        doc_ids = read_docids(index_dir, count if manifest.get("live") else None)
+        doc_ids = read_docids(index_dir, count if manifest.get("live") else None, manifest=manifest)
         if len(doc_ids) != count:
             raise IndexFormatError(f"{index_dir}: docids.txt has {len(doc_ids)} ids, the manifest says {count}")
         return cls(index_dir, manifest, doc_ids, device, runtime)

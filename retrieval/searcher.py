@@ -258,6 +258,7 @@ class Searcher:
 
     def _batch_search(self, queries, k, retriever, threads, query_ids, exclude_self, filter, knobs) -> SearchResults:
         check_positive_int("k", k)
+        check_positive_int("threads", threads)
         query_ids, texts = query_batch(queries, query_ids)
         k = min(int(k), self.num_docs)  # never allocate beyond the collection
         engine = self.engine(retriever)

@@ -155,17 +155,15 @@ def add_dense_from_vectors(index: Path, path: Path, model: str | None) -> None:
     from braid.encoders.dense import DenseEncoder
     from braid.encoders.resolve import DEFAULT_DENSE_MODEL
     from braid.index.dense import DenseIndex, DenseIndexConfig
-    from braid.index.manifest import adding_component, read_manifest, write_manifest
+    from braid.index.manifest import adding_component, read_manifest
 
     vectors = np.load(path, allow_pickle=False)
     encoder = DenseEncoder(model or DEFAULT_DENSE_MODEL, max_length=256)
     if vectors.ndim != 2 or vectors.shape[1] != encoder.dim or vectors.shape[0] != read_manifest(index)["num_docs"]:
         raise click.ClickException(f"{path}: shape {vectors.shape} does not fit {index} and {encoder.name} (dim {encoder.dim})")
-    with adding_component(index, "dense", {}) as tmp:
-        info = DenseIndex.build(np.ascontiguousarray(vectors, dtype=np.float32), DenseIndexConfig()).save(tmp)
-    manifest = read_manifest(index)
-    manifest["components"]["dense"] = {"index": info, "encoder": {**encoder.describe("document"), "model": encoder.name, "vectors": str(path)}}
-    write_manifest(index, manifest)
+    entry = {"encoder": {**encoder.describe("document"), "model": encoder.name, "vectors": str(path)}}
+    with adding_component(index, "dense", entry) as tmp:
+        entry["index"] = DenseIndex.build(np.ascontiguousarray(vectors, dtype=np.float32), DenseIndexConfig()).save(tmp)
 
 
 # ---------------------------------------------------------------------- server

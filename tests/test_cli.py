@@ -81,6 +81,36 @@ def test_dense_index_spec_parses_sub_quantizers(toy_dataset, tmp_path):
     res = CliRunner().invoke(main, ["index", str(toy_dataset), "--out", str(tmp_path / "x"), "--dense-index", "flat:8", "-q"])
     assert res.exit_code != 0 and "--dense-index" in res.output and "flat:8" in res.output
     assert not (tmp_path / "x").exists()
+    assert parse_dense_index(None) == {}  # not given: the dense component's default (flat)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--dense-index", "bogus"], "invalid value for --dense-index: 'bogus' (one of flat"),
+        (["--dense-index", "pq:8"], "applies to the dense component, which is not built here (bm25)"),
+        (["--dense-index", "flat"], "applies to the dense component"),
+        (["--retrievers", "bm25,dense", "--dense-index", "bogus"], "invalid value for --dense-index: 'bogus'"),
+    ],
+)
+def test_dense_index_is_refused_when_invalid_or_unused(toy_dataset, tmp_path, flags, message):
+    """A dense index type is checked even when no dense component is built, and refused when it would be ignored."""
+    res = CliRunner().invoke(main, ["index", str(toy_dataset), "--out", str(tmp_path / "x"), "-q", *flags])
+    assert res.exit_code == 2 and message in _one_line_error(res)
+    assert not (tmp_path / "x").exists()
+
+
+def test_dense_index_options_are_checked_in_the_library():
+    from braid.data.errors import OptionError
+    from braid.retrieval.build.builder import BuildOptions
+
+    with pytest.raises(OptionError, match="--dense-index: 'bogus'"):
+        BuildOptions(dense_index={"kind": "bogus"})
+    with pytest.raises(OptionError, match="--dense-index nbits: 99"):
+        BuildOptions(retrievers=("dense",), dense_index={"kind": "pq", "nbits": 99})
+    BuildOptions(dense_index={"kind": "pq", "m": 8})  # valid; refused only by a build without dense (check_applies)
+    with pytest.raises(OptionError, match="not built here"):
+        BuildOptions(dense_index={"kind": "pq", "m": 8}).check_applies(["bm25"])
 
 
 # ------------------------------------------------------------------------------- error handling
@@ -183,7 +213,7 @@ def test_every_command_reports_errors_and_documents_the_exit_status():
     from braid.cli.common import BraidCommand, BraidGroup
 
     found = dict(_commands(main))
-    assert {p[1] for p in found if len(p) == 2} == {"index", "search", "eval", "tune", "compare", "serve", "mcp", "train", "shard", "milvus", "add", "delete", "compact"}
+    assert {p[1] for p in found if len(p) == 2} == {"index", "search", "verify", "eval", "tune", "compare", "serve", "mcp", "train", "shard", "milvus", "add", "delete", "compact"}
     assert ("braid", "train", "jpq") in found and ("braid", "milvus", "eval") in found
     for path, cmd in found.items():
         assert isinstance(cmd, (BraidCommand, BraidGroup)), path
@@ -257,3 +287,42 @@ def test_option_groups_keep_their_order_and_values():
     assert [p.name for p in probe.params] == ["first", "a", "b", "last"]
     res = CliRunner().invoke(probe, ["--first", "f", "--b", "y", "--a", "5"])
     assert res.exit_code == 0 and res.output == "f (5, 'y', 'z') z\n"
+
+
+# ------------------------------------------------------------------------------- the result table
+def test_result_table_columns_follow_the_data_and_cuts_end_with_an_ellipsis():
+    from braid.cli.common import display_width, format_hits
+
+    hits = [
+        {"rank": 1, "score": 12.5, "id": "d1", "title": "Short", "text": "one\nline   of\ttext"},
+        {"rank": 2, "score": 3.25, "id": "a-much-longer-id", "title": "T" * 100, "text": "x" * 300},
+        {"rank": 10, "score": -0.5, "id": "文書7", "title": "全角タイトル", "text": ""},
+    ]
+    lines = format_hits(hits, fields=True, title_width=20, text_width=30)
+    rows = [line for line in lines if not line.startswith(" " * 4)]
+    assert rows == [
+        " 1  12.5000  d1                Short",
+        " 2   3.2500  a-much-longer-id  " + "T" * 19 + "…",
+        "10  -0.5000  文書7             全角タイトル",  # 文書 are two columns each: the id pads to 16 columns
+    ]
+    texts = [line for line in lines if line.startswith(" " * 4)]
+    assert texts == [" " * 13 + "one line of text", " " * 13 + "x" * 29 + "…"]  # under the id; the empty text has no line
+    assert display_width(rows[1]) == 2 + 2 + 7 + 2 + 16 + 2 + 20
+    assert format_hits([]) == ["no hits"]
+    assert format_hits(hits[:1], fields=False) == ["1  12.5000  d1"]  # one hit: a one-digit rank column
+    long_id = format_hits([{"rank": 1, "score": 1.0, "id": "i" * 60}], fields=False, id_width=10)
+    assert long_id == ["1  1.0000  " + "i" * 9 + "…"]
+
+
+def test_search_table_aligns_ids_of_different_lengths(tmp_path):
+    docs = [{"_id": "d" * n, "title": f"wolf title {n}", "text": "wolf " * 50} for n in (1, 7, 15)]
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    runner = CliRunner()
+    assert runner.invoke(main, ["index", str(corpus), "--out", str(tmp_path / "i"), "-q"]).exit_code == 0
+    res = runner.invoke(main, ["search", str(tmp_path / "i"), "wolf", "-k", "3"])
+    assert res.exit_code == 0, res.output
+    rows = [line for line in res.output.splitlines() if "wolf title" in line]
+    assert len(rows) == 3 and len({line.index("wolf title") for line in rows}) == 1  # one title column
+    texts = [line for line in res.output.splitlines() if line.strip().startswith("wolf wolf")]
+    assert texts and all(line.endswith("…") for line in texts)  # 250 characters cut to 160

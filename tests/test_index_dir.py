@@ -132,3 +132,32 @@ def test_replace_directory(tmp_path):
     replace_directory(new, dst, old=tmp_path / "dst.old")
     assert sorted(p.name for p in dst.iterdir()) == ["b"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dst"]  # the old copy and the source are gone
+
+
+@pytest.mark.parametrize("umask, dir_mode, file_mode", [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600), (0o002, 0o775, 0o664)])
+def test_index_modes_follow_the_umask(toy_dataset, tmp_path, umask, dir_mode, file_mode):
+    """Temporary build directories and atomic writes are 0700/0600 whatever the umask; the finished
+    index must have the modes any directory made under this umask has (a service running as another
+    user reads a 0755/0644 index), after a build, after adding a component and after a manifest write."""
+    import stat
+
+    from braid.retrieval.build.builder import add_components
+
+    def modes(root):
+        dirs = {stat.S_IMODE(p.stat().st_mode) for p in [root, *root.rglob("*")] if p.is_dir()}
+        files = {stat.S_IMODE(p.stat().st_mode) for p in root.rglob("*") if p.is_file()}
+        return dirs, files
+
+    old = os.umask(umask)
+    try:
+        out = tmp_path / "idx"
+        build_index(toy_dataset, out, BuildOptions(progress=False))
+        assert modes(out) == ({dir_mode}, {file_mode})
+        add_components(toy_dataset, out, BuildOptions(retrievers=("bm25",), overwrite=True, progress=False), log=lambda m: None)
+        assert modes(out) == ({dir_mode}, {file_mode})
+        reference = tmp_path / "plain"  # what mkdir / open give under this umask, independently
+        reference.mkdir()
+        (reference / "f").write_text("x")
+        assert modes(reference) == ({dir_mode}, {file_mode})
+    finally:
+        os.umask(old)

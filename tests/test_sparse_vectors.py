@@ -104,7 +104,12 @@ def test_load_vocab_files(tmp_path):
 @pytest.mark.parametrize(
     "line, vocab, vocab_size, message",
     [
-        ("{not json", None, None, "line 2: not valid JSON"),
+        ("{not json", None, None, "line 2: malformed JSON"),
+        ("[" * 100_000, None, None, r"line 2: malformed JSON \(nested too deeply\)"),
+        ('{"id": "b", "vector": {"1": ' + "9" * 400 + "}}", None, None, "line 2: weight of '1' overflows float32: an integer of 400 digits"),
+        ('{"id": "b", "vector": {"' + "9" * 12 + '": 1.0}}', None, None, "line 2: term id 999999999999 is beyond the largest vocabulary"),
+        ('{"id": "\\ud800", "vector": {}}', None, None, "line 2: field 'id' .* lone surrogate"),
+        ('{"id": "a b", "vector": {}}', None, None, "line 2: field 'id' .* whitespace"),
         ('["a"]', None, None, "line 2: expected a JSON object"),
         ({"vector": {"1": 1.0}}, None, None, 'line 2: missing "id"'),
         ({"id": "b"}, None, None, 'line 2: missing or non-object "vector"'),

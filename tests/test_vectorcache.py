@@ -87,7 +87,9 @@ def test_sparse_cache_equals_direct_encoding(models, tmp_path):
     np.testing.assert_array_equal(np.asarray(got.indptr), want.indptr)
     np.testing.assert_array_equal(np.asarray(got.indices), want.indices)
     np.testing.assert_allclose(np.asarray(got.data), want.data, rtol=1e-6)  # other batches: other float rounding
-    assert sorted(p.name for p in (tmp_path / "c").glob("chunk-*.npz")) == [f"chunk-{i:06d}.npz" for i in range(4)]
+    # a complete cache keeps each vector once: the chunks (for resuming) are gone, their text hashes recorded
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["cache.json", "complete.json", "data.npy", "indices.npy", "indptr.npy"]
+    assert len(json.loads((tmp_path / "c" / "complete.json").read_text())["chunk_text_sha1"]) == 4
     meta = json.loads((tmp_path / "c" / "cache.json").read_text())
     assert meta["chunk_size"] == 3 and meta["encoder"]["model"] == str(models[0]) and meta["kind"] == "sparse"
     assert isinstance(np.load(tmp_path / "c" / "data.npy", mmap_mode="r"), np.memmap)

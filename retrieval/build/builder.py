@@ -14,12 +14,12 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from braid.data.beir import BeirDataset
 from braid.data.corpus import Document, ReadStats, count_corpus, iter_corpus
 from braid.data.errors import DataError, OptionError, check_positive_int
-from braid.index.manifest import building_index, new_manifest, read_docids, read_manifest, write_docids, write_manifest
+from braid.index.manifest import apply_umask, building_index, new_manifest, read_docids, read_manifest, write_docids, write_manifest
 from braid.retrieval.build.components import COMPONENT_BUILDERS, corpus_fingerprint
 
 
@@ -29,6 +29,7 @@ class BuildOptions:
 
     retrievers: tuple[str, ...] = ("bm25",)
     overwrite: bool = False
+    keep_vectors: bool = True  # INDEX/vectors/: exact rescoring / PRF for PQ, rebuilds without re-encoding
     skip_bad: bool = False
     allow_empty: bool = False
     progress: bool = True
@@ -67,6 +68,26 @@ class BuildOptions:
         from braid.encoders.base import parse_runtime
 
         parse_runtime(self.runtime, "--runtime")
+        if self.dense_index:  # checked even when no dense component is built: a typo is never ignored
+            from braid.index.dense import DenseIndexConfig
+
+            try:
+                DenseIndexConfig.from_dict(self.dense_index)
+            except OptionError as exc:
+                where = "--dense-index" if exc.name == "kind" else f"--dense-index {exc.name}"
+                raise OptionError(where, exc.value, exc.allowed) from None
+
+    def check_applies(self, building: Sequence[str]) -> None:
+        """Refuse settings of a component that is not among those ``building`` (a dense index type
+        with no dense component would otherwise be ignored without a word)."""
+        if self.dense_index and "dense" not in building:
+            raise OptionError(
+                "--dense-index", _describe_dense_index(self.dense_index), f"applies to the dense component, which is not built here ({', '.join(building)}); add dense to --retrievers"
+            )
+
+
+def _describe_dense_index(d: dict) -> str:
+    return f"{d.get('kind')}:{d['m']}" if d.get("m") is not None else str(d.get("kind"))
 
 
 def corpus_path(source: str | Path) -> Path:
@@ -129,6 +150,7 @@ def build_index(source: str | Path, out_dir: str | Path, options: BuildOptions |
         manifest = new_manifest(0, source=str(Path(source)))
         manifest["corpus"] = corpus_fingerprint(path)
         names = [n for n in COMPONENT_BUILDERS if n in options.retrievers]
+        options.check_applies(names)
         if "bm25" in names:  # the first pass builds tantivy while it collects the doc ids
             manifest["components"]["bm25"] = COMPONENT_BUILDERS["bm25"](
                 tmp, out_dir, reader, doc_ids, options, previous_vectors, log=log, docs=first_pass()
@@ -176,8 +198,9 @@ def add_components(source: str | Path, index_dir: str | Path, options: BuildOpti
 
     index_dir = Path(index_dir)
     manifest = read_manifest(index_dir)
+    options.check_applies([n for n in COMPONENT_BUILDERS if n in options.retrievers])
     path = corpus_path(source)
-    doc_ids = read_docids(index_dir)
+    doc_ids = read_docids(index_dir, manifest=manifest)
     reader = CorpusReader(path, options.skip_bad or manifest.get("skipped_records", 0) > 0, options.allow_empty)
     check = [doc.doc_id for _, doc in reader]
     if check != doc_ids:
@@ -192,26 +215,23 @@ def add_components(source: str | Path, index_dir: str | Path, options: BuildOpti
         staging.mkdir()
         try:
             info = COMPONENT_BUILDERS[name](staging, index_dir, reader, doc_ids, options, previous_vectors, log=log)
-            with adding_component(index_dir, name, {}, overwrite=options.overwrite) as tmp:
+            with adding_component(index_dir, name, info, overwrite=options.overwrite) as tmp:
                 shutil.rmtree(tmp)
                 os.replace(staging / name, tmp)
-            _merge_vectors(staging, index_dir)
+                # before the manifest is written, so that its checksums cover the new vectors
+                _merge_vectors(staging, index_dir)
+                if not options.keep_vectors:  # the old component's vectors no longer belong to it
+                    shutil.rmtree(index_dir / "vectors" / name, ignore_errors=True)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        _set_component(index_dir, name, info)
     return read_manifest(index_dir)
-
-
-def _set_component(index_dir: Path, name: str, info: dict) -> None:
-    manifest = read_manifest(index_dir)
-    manifest["components"][name] = info
-    write_manifest(index_dir, manifest)
 
 
 def _merge_vectors(staging: Path, index_dir: Path) -> None:
     src = staging / "vectors"
     if not src.is_dir():
         return
+    apply_umask(src)
     dst = index_dir / "vectors"
     dst.mkdir(exist_ok=True)
     for item in src.iterdir():

@@ -8,7 +8,10 @@ that writes the component into ``tmp/NAME`` (``docs``: the corpus stream to read
 Learned components encode the corpus through the resumable cache of
 :mod:`braid.retrieval.build.vectorcache` in a sibling ``.NAME.encode-KIND`` directory, then move the
 finished vectors into ``INDEX/vectors/KIND`` so that a rebuild with other index parameters
-(``--overwrite``) reuses them instead of re-encoding.
+(``--overwrite``) reuses them instead of re-encoding, and so that the dense retriever rescores and
+does PRF with the exact float vectors (a PQ index only has their codes). With
+``keep_vectors=False`` (``braid index --no-vectors``) they are deleted once the component is
+built: the index is its compressed size on disk, and the price is docs/index-files.md's list.
 """
 
 from __future__ import annotations
@@ -55,7 +58,8 @@ def _encode_cached(kind, encoder, reader, doc_ids, tmp: Path, out_dir: Path, opt
     reuse = _same_corpus(previous_vectors, kind, corpus_fingerprint(reader.path))
     if reuse is not None and not work.exists():
         log(f"{kind}: reusing the encoded vectors of the existing index")
-        shutil.copytree(reuse, work)
+        # hard links, not copies: cache files are replaced by rename, never written in place
+        shutil.copytree(reuse, work, copy_function=_link_or_copy)
     elif work.exists():
         log(f"{kind}: resuming the encoding cache in {work}")
     pairs = ((doc.doc_id, doc.contents) for _, doc in reader)
@@ -77,10 +81,21 @@ def _encode_cached(kind, encoder, reader, doc_ids, tmp: Path, out_dir: Path, opt
     return vectors
 
 
-def _install_vectors(tmp: Path, out_dir: Path, kind: str) -> None:
-    """Move the finished encoding cache into the index being built (last step, so a failed build keeps it)."""
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _install_vectors(tmp: Path, out_dir: Path, kind: str, keep: bool = True) -> None:
+    """Move the finished encoding cache into the index being built (last step, so a failed build
+    keeps it), or delete it when the vectors are not kept (``--no-vectors``)."""
     work = _encode_dir(out_dir, kind)
     if not work.exists():
+        return
+    if not keep:
+        shutil.rmtree(work)  # memory maps of its files stay valid until they are closed
         return
     target = tmp / "vectors" / kind
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -157,9 +172,9 @@ def build_sparse_component(tmp: Path, out_dir: Path, reader, doc_ids, options, p
         "model_dir": _local_dir(encoder),
         "idf": True,
         "idf_source": idf_source,
-        **source,
+        **(source if options.keep_vectors or options.sparse_vectors is not None else {"vectors": None}),
     }
-    _install_vectors(tmp, out_dir, "sparse")
+    _install_vectors(tmp, out_dir, "sparse", options.keep_vectors)
     return info
 
 
@@ -171,9 +186,10 @@ def build_dense_component(tmp: Path, out_dir: Path, reader, doc_ids, options, pr
     source = {}
     if options.dense_vectors is not None:
         vectors = _dense_vectors_from_file(options.dense_vectors, len(doc_ids), encoder)
-        target = tmp / "vectors" / "dense"
-        target.mkdir(parents=True, exist_ok=True)
-        np.save(target / "vectors.npy", vectors, allow_pickle=False)
+        if options.keep_vectors:
+            target = tmp / "vectors" / "dense"
+            target.mkdir(parents=True, exist_ok=True)
+            np.save(target / "vectors.npy", vectors, allow_pickle=False)
     else:
         vectors = _encode_cached("dense", encoder, reader, doc_ids, tmp, out_dir, options, previous_vectors, log)
         source = {"runtime": encoder.runtime}
@@ -184,7 +200,7 @@ def build_dense_component(tmp: Path, out_dir: Path, reader, doc_ids, options, pr
         "index": index.save(tmp / "dense"),
         "encoder": {**encoder.describe("document"), "model": encoder.name, "model_dir": _local_dir(encoder), **source},
     }
-    _install_vectors(tmp, out_dir, "dense")
+    _install_vectors(tmp, out_dir, "dense", options.keep_vectors)
     return info
 
 

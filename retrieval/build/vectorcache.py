@@ -8,7 +8,7 @@ Layout of a cache directory::
                            sparse: indptr, indices, data; dense: vectors; both: text_sha1
       ...
       indptr.npy indices.npy data.npy     (sparse) or vectors.npy (dense): the whole corpus,
-      complete.json        written last, once the concatenated arrays are in place
+      complete.json        written once the concatenated arrays are in place (with the chunks' text hashes)
 
 A finished chunk is never encoded again: re-running after an interruption reads (and hashes) the
 texts of finished chunks without encoding them, checks the hash against the one stored in the
@@ -18,6 +18,10 @@ a different encoder or configuration is refused with the differences listed.
 Progress advances per model batch, not per chunk (the encoders' ``on_batch``): a tqdm bar with
 documents/s and time left on a terminal, else (``log``) a line at most every ``log_every`` seconds,
 so that a build whose output goes to a log file is never silent for long.
+
+The chunks exist for resuming only: once ``complete.json`` is written they are deleted (a complete
+cache is returned without reading the texts, so nothing reads them again), and a complete cache
+holds each vector once, in the concatenated arrays.
 """
 
 from __future__ import annotations
@@ -244,6 +248,7 @@ def encode_corpus(
     }
     _check_meta(cache_dir, meta)
     if (cache_dir / COMPLETE).exists():
+        _remove_chunks(cache_dir)  # a run killed between complete.json and the clean-up
         return load_cached(cache_dir)
 
     n_chunks = 0
@@ -363,7 +368,21 @@ def _concatenate(cache_dir: Path, kind: str, n_chunks: int, meta: dict) -> None:
     del arrays
     for name in names:
         os.replace(tmp_path(name), cache_dir / name)
-    _atomic_write_json(cache_dir / COMPLETE, {**info, "chunks": n_chunks, "kind": kind, "encoder": meta["encoder"]})
+    hashes = []
+    for i in range(n_chunks):
+        with np.load(chunk_path(cache_dir, i), allow_pickle=False) as z:
+            hashes.append(str(z["text_sha1"]))
+    _atomic_write_json(
+        cache_dir / COMPLETE,
+        {**info, "chunks": n_chunks, "chunk_text_sha1": hashes, "kind": kind, "encoder": meta["encoder"]},
+    )
+    _remove_chunks(cache_dir)
+
+
+def _remove_chunks(cache_dir: Path) -> None:
+    """Delete the chunk files of a complete cache: the concatenated arrays hold the same vectors."""
+    for path in cache_dir.glob("chunk-*.npz"):
+        path.unlink(missing_ok=True)
 
 
 def load_cached(cache_dir: str | Path) -> Any:

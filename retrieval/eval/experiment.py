@@ -43,7 +43,9 @@ def ensure_index(dataset: BeirDataset, index_dir: Path, need: set[str], options:
         missing = sorted(need - set(manifest["components"]))
         if missing:
             log(f"{dataset.name}: adding {', '.join(missing)} to {index_dir}")
-            add_components(dataset.root, index_dir, replace(options, retrievers=tuple(missing), overwrite=options.overwrite), log=log)
+            # the dense index type is for a dense component being added; one that exists keeps its own
+            dense_index = options.dense_index if "dense" in missing or "dense" not in manifest["components"] else {}
+            add_components(dataset.root, index_dir, replace(options, retrievers=tuple(missing), dense_index=dense_index), log=log)
         return
     opts = replace(options, retrievers=tuple(sorted(need or set(options.retrievers))), overwrite=rebuild or options.overwrite)
     log(f"{dataset.name}: building {', '.join(opts.retrievers)} into {index_dir}")

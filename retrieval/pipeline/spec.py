@@ -216,7 +216,7 @@ def read_pipeline(path: str | Path) -> Pipeline:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise OptionError("--pipeline", str(path), f"not valid TOML: {exc}") from None
     d.setdefault("name", path.stem)
-    return pipeline_from_dict(d, where=path.name)
+    return pipeline_from_dict(d, where=str(path))
 
 
 # The default interpolation: z-score normalisation, each retriever at its spec's weight (bm25 0.75 /

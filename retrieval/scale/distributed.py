@@ -421,7 +421,7 @@ def build_shard(spec: dict) -> dict:
     from itertools import chain
 
     from braid.data.corpus import Document, iter_corpus
-    from braid.index.manifest import adding_component, read_manifest, write_manifest
+    from braid.index.manifest import adding_component, load_manifest, write_manifest
     from braid.retrieval.build.builder import build_index
 
     shard_file, shard_dir = Path(spec["shard_file"]), Path(spec["shard_dir"])
@@ -447,16 +447,14 @@ def build_shard(spec: dict) -> dict:
         per = [pad_tokens // pad_docs + (1 if j < pad_tokens % pad_docs else 0) for j in range(pad_docs)] if pad_docs else []
         pads = ((n + j, Document(f"__braid_pad_{j}", "", " ".join([PAD_TOKEN] * c))) for j, c in enumerate(per))
         docs = chain(enumerate(iter_corpus(shard_file, allow_empty=True)), pads)
-        with adding_component(shard_dir, "bm25", {}, overwrite=True) as tmp:
-            info = LexicalIndex.build(tmp, docs, progress=False, threads=options.threads)
-        info["shard_padding"] = {"docs": int(pad_docs), "tokens": int(pad_tokens), "token": PAD_TOKEN}
-        manifest = read_manifest(shard_dir)
-        manifest["components"]["bm25"] = info
-        write_manifest(shard_dir, manifest)
+        info: dict = {}
+        with adding_component(shard_dir, "bm25", info, overwrite=True) as tmp:
+            info.update(LexicalIndex.build(tmp, docs, progress=False, threads=options.threads))
+            info["shard_padding"] = {"docs": int(pad_docs), "tokens": int(pad_tokens), "token": PAD_TOKEN}
     if spec.get("idf") and "sparse" in options.retrievers:
         shutil.copyfile(spec["idf"], shard_dir / "sparse" / "idf.npy")
         shutil.copyfile(Path(spec["idf"]).with_suffix(".json"), shard_dir / "sparse" / "idf.json")
-    manifest = read_manifest(shard_dir)
+    manifest = load_manifest(shard_dir)  # idf.npy was just replaced: its checksum is rewritten now
     manifest["shard"] = {"lo": spec["lo"], "hi": spec["hi"], "seconds": time.perf_counter() - t0}
     write_manifest(shard_dir, manifest)
     return manifest

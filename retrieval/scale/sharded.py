@@ -42,7 +42,6 @@ numbers (Ray's and multiprocessing's own serialisation; nothing is pickled to di
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -69,6 +68,7 @@ __all__ = [
     "is_sharded_index",
     "open_searcher",
     "read_sharded_manifest",
+    "verify_index_dir",
     "merge_topk",
     "tantivy_idf",
 ]
@@ -94,6 +94,24 @@ def open_searcher(path: str | Path, **kwargs) -> "Searcher":
     return Searcher(path, **kwargs)
 
 
+def verify_index_dir(path: str | Path) -> tuple[list, int]:
+    """``braid verify``: ``(problems, files checked)`` of a plain index (every file against the
+    manifest's checksums, :func:`braid.index.manifest.verify_index`) or of every shard of a sharded
+    one (problem paths then start with the shard's directory)."""
+    from dataclasses import replace
+
+    from braid.index.manifest import load_manifest, verify_index
+
+    path = Path(path)
+    if not is_sharded_index(path):
+        return verify_index(path), len(load_manifest(path).get("checksums", {}))
+    problems, files = [], 0
+    for s in read_sharded_manifest(path)["shards"]:
+        problems.extend(replace(p, path=f"{s['path']}/{p.path}") for p in verify_index(path / s["path"]))
+        files += len(load_manifest(path / s["path"]).get("checksums", {}))
+    return problems, files
+
+
 def read_sharded_manifest(path: str | Path) -> dict:
     """Read and validate ``sharded.json``; raise IndexFormatError naming what is wrong."""
     path = Path(path)
@@ -102,9 +120,11 @@ def read_sharded_manifest(path: str | Path) -> dict:
         raise IndexFormatError(f"{path}: no such index directory")
     if not file.is_file():
         raise IndexFormatError(f"{path}: not a sharded Braid index (no {SHARDED_MANIFEST})")
+    from braid.data.corpus import JSONProblem, parse_json
+
     try:
-        m = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        m = parse_json(file.read_bytes().decode("utf-8"))
+    except (JSONProblem, UnicodeDecodeError) as exc:
         raise IndexFormatError(f"{file}: corrupted ({exc})") from None
     if not isinstance(m, dict) or m.get("format") != SHARDED_FORMAT:
         raise IndexFormatError(f"{file}: not a sharded Braid index manifest (format {m.get('format') if isinstance(m, dict) else None!r})")
@@ -654,7 +674,7 @@ class ShardedSearcher(Searcher):
                 raise IndexFormatError(f"{s.path}: holds {m['num_docs']} documents, {SHARDED_MANIFEST} says {s.num_docs}")
             if set(m["components"]) != set(first["components"]):
                 raise IndexFormatError(f"{s.path}: components {sorted(m['components'])} differ from shard 0's {sorted(first['components'])}")
-            doc_ids.extend(read_docids(s.path))
+            doc_ids.extend(read_docids(s.path, manifest=m))
         # The manifest the retrievers read: shard 0's component configs (encoders are the same in every shard).
         manifest = {**first, "num_docs": int(sharded["num_docs"]), "components": first["components"]}
         paths = [str(s.path.resolve()) for s in self.shards]

@@ -141,7 +141,7 @@ def train_jpq_index(
     if kind not in JPQ_KINDS:
         raise OptionError("dense index kind", kind, f"JPQ trains {' or '.join(JPQ_KINDS)} dense indexes; rebuild with --dense-index pq or opq")
     encoder = dense.get("encoder") or {}
-    doc_ids = read_docids(index_dir)
+    doc_ids = read_docids(index_dir, manifest=manifest)
     data = training_set_from_dataset(dataset_dir, split, doc_ids, report_split)
     log(f"jpq: {len(data.query_ids)} queries, {data.n_pairs} pairs from {split} ({data.skipped} judged queries skipped)")
     index = DenseIndex.load(index_dir / "dense", dense["index"], mmap=False).index
