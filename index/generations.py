@@ -78,8 +78,11 @@ def _read_holder(path: Path) -> LockHolder | None:
 
 
 @contextlib.contextmanager
-def writer_lock(index_dir: str | Path, log: Callable[[str], None] = print) -> Iterator[LockHolder]:
+def writer_lock(index_dir: str | Path, log: Callable[[str], None] = print, path: str | Path | None = None) -> Iterator[LockHolder]:
     """Hold ``INDEX/write.lock`` for the body; IndexLockedError when a running process holds it.
+
+    ``path``: another lock file (a build of a new index locks ``.NAME.write.lock`` beside the
+    directory it will create: :func:`braid.index.manifest.building_index`).
 
     A lock left by a process that is no longer running (same host) is reported through ``log`` and
     taken over; a lock held from another host cannot be checked and is refused (remove it by hand
@@ -87,7 +90,7 @@ def writer_lock(index_dir: str | Path, log: Callable[[str], None] = print) -> It
     writing it) counts as stale once it is a few seconds old.
     """
     index_dir = Path(index_dir)
-    path = index_dir / LOCK
+    path = Path(path) if path is not None else index_dir / LOCK
     me = LockHolder(os.getpid(), socket.gethostname(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     for _ in range(3):
         try:
@@ -115,7 +118,7 @@ def writer_lock(index_dir: str | Path, log: Callable[[str], None] = print) -> It
                 log(f"{path}: stale writer lock of {holder.describe()}, which is no longer running; taking it over")
             # move the stale file aside under a unique name first, so two processes taking it over
             # cannot both succeed (only one rename of the same file wins)
-            aside = index_dir / f".{LOCK}.stale-{me.pid}"
+            aside = path.parent / f".{path.name}.stale-{me.pid}"
             try:
                 os.replace(path, aside)
                 aside.unlink(missing_ok=True)

@@ -66,9 +66,10 @@ def read_manifest(index_dir: str | Path) -> dict:
     records is present with its recorded size; raise IndexFormatError with a clear reason otherwise."""
     index_dir = Path(index_dir)
     manifest = load_manifest(index_dir)
-    for name in manifest["components"]:
-        if not (index_dir / name).is_dir():
-            raise IndexFormatError(f"{index_dir}: manifest lists component {name!r} but {index_dir / name} is missing")
+    for name, info in manifest["components"].items():
+        where = index_dir / component_path(name, info)
+        if not where.is_dir():
+            raise IndexFormatError(f"{index_dir}: manifest lists component {name!r} but {where} is missing")
     docids = index_dir / DOCIDS
     if not docids.exists():
         raise IndexFormatError(f"{index_dir}: {DOCIDS} is missing")
@@ -218,13 +219,6 @@ def validate_manifest(manifest: object, path: str | Path = MANIFEST) -> dict:
             and _HEX_DIGEST.match(entry[checksums.ALGORITHM])
         ):
             raise IndexFormatError(f"{path}: field 'checksums.{rel}' must be {{size: integer >= 0, {checksums.ALGORITHM}: 64 hex digits}}, got {_show(entry)}")
-    for name, info in manifest["components"].items():
-        where = index_dir / component_path(name, info)
-        if not where.is_dir():
-            raise IndexFormatError(f"{index_dir}: manifest lists component {name!r} but {where} is missing")
-    docids = index_dir / DOCIDS
-    if not docids.exists():
-        raise IndexFormatError(f"{index_dir}: {DOCIDS} is missing")
     return manifest
 
 
@@ -396,6 +390,8 @@ def building_index(out_dir: str | Path, overwrite: bool = False, marker: str = M
     sharded index); a build that fails or is killed leaves ``out_dir`` as it was (a killed build
     leaves a ``.NAME.tmp-*`` sibling that is not an index and is removed by the next build).
     """
+    from braid.index.generations import writer_lock
+
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise OptionError("--out", str(out_dir), "the directory exists; pass --overwrite to replace it")
@@ -403,6 +399,16 @@ def building_index(out_dir: str | Path, overwrite: bool = False, marker: str = M
         raise OptionError("--out", str(out_dir), "exists and is not a directory")
     parent = out_dir.parent if str(out_dir.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
+    # One writer: two builds into the same --out (the lock beside it), or a build replacing an index
+    # that a live-index writer is changing (its own write.lock), are refused naming the holder's pid.
+    with writer_lock(parent, log=lambda m: None, path=parent / f".{out_dir.name}.write.lock"):
+        with contextlib.ExitStack() as held:
+            if (out_dir / MANIFEST).exists():
+                held.enter_context(writer_lock(out_dir, log=lambda m: None))
+            yield from _build_in_temporary(out_dir, parent, marker)
+
+
+def _build_in_temporary(out_dir: Path, parent: Path, marker: str) -> Iterator[Path]:
     for stale in parent.glob(f".{out_dir.name}.tmp-*"):
         if stale.is_dir():
             pid = stale.name.rsplit("-", 2)[-2] if stale.name.count("-") >= 2 else ""
@@ -428,7 +434,14 @@ def adding_component(index_dir: str | Path, name: str, config: dict, overwrite: 
     it in (``config.update(index.save(tmp))``): the manifest never lists the component with a
     partial entry.
     """
+    from braid.index.generations import writer_lock
+
     index_dir = Path(index_dir)
+    with writer_lock(index_dir, log=lambda m: None):
+        yield from _add_component(index_dir, name, config, overwrite)
+
+
+def _add_component(index_dir: Path, name: str, config: dict, overwrite: bool) -> Iterator[Path]:
     manifest = read_manifest(index_dir)
     target = index_dir / name
     if name in manifest["components"] and not overwrite:

@@ -161,3 +161,41 @@ def test_index_modes_follow_the_umask(toy_dataset, tmp_path, umask, dir_mode, fi
         assert modes(reference) == ({dir_mode}, {file_mode})
     finally:
         os.umask(old)
+
+
+def test_one_writer_per_index_directory(toy_dataset, tmp_path):
+    """Two builds into one --out, a build replacing an index a writer holds, and a component added while
+    another writer holds the index are refused naming the holder's pid; the index stays as it was."""
+    import subprocess as sp
+
+    from braid.index.generations import IndexLockedError, writer_lock
+    from braid.retrieval.build.builder import add_components
+
+    out = tmp_path / "idx"
+    # another process building into the same --out: it holds the lock beside the directory
+    holder = sp.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from braid.index.generations import writer_lock
+        with writer_lock(Path({str(tmp_path)!r}), path=Path({str(tmp_path)!r}) / ".idx.write.lock"):
+            print("held", flush=True)
+            time.sleep(60)
+    """)], stdout=sp.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(IndexLockedError, match=f"pid {holder.pid}"):
+            build_index(toy_dataset, out, BuildOptions(retrievers=("bm25",), progress=False), log=lambda m: None)
+        assert not out.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder is gone: its lock is stale and taken over
+    build_index(toy_dataset, out, BuildOptions(retrievers=("bm25",), progress=False), log=lambda m: None)
+    before = (out / "manifest.json").read_bytes()
+    with writer_lock(out):  # e.g. a `braid add` in progress
+        with pytest.raises(IndexLockedError, match=f"pid {os.getpid()}"):
+            build_index(toy_dataset, out, BuildOptions(retrievers=("bm25",), progress=False, overwrite=True), log=lambda m: None)
+        with pytest.raises(IndexLockedError, match="one writer at a time"):
+            add_components(toy_dataset, out, BuildOptions(retrievers=("bm25",), progress=False, overwrite=True), log=lambda m: None)
+    assert (out / "manifest.json").read_bytes() == before
+    assert not (out / "write.lock").exists() and not (tmp_path / ".idx.write.lock").exists()
