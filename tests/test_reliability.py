@@ -25,8 +25,6 @@ def test_every_row_of_the_reliability_table_names_a_test_that_exists():
     assert len(rows) >= 30, "the table lost its rows"
     for row in rows:
         refs = TEST_REF.findall(row)
-        if "issue 15" in row:  # the writer lock is built on the live-index branch
-            continue
         assert refs, f"no test named in row: {row[:100]}"
         for file, name in refs:
             source = (REPO / file).read_text(encoding="utf-8")

@@ -271,7 +271,9 @@ def test_search_json_recipe_records_the_knobs(built):
     runner = CliRunner()
     res = runner.invoke(main, ["search", str(built), "apple tree", "-r", "sparse", "--query-cut", "20", "--heap-factor", "0.9", "--json"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.output)["recipe"] == {"retriever": "sparse", "query_cut": 20, "heap_factor": 0.9}
+    recipe = json.loads(res.output)["recipe"]
+    assert {k: v for k, v in recipe.items() if k != "runtime"} == {"retriever": "sparse", "query_cut": 20, "heap_factor": 0.9}
+    assert set(recipe["runtime"]) == {"sparse"}  # what encoded the queries (issue 14)
     res = runner.invoke(main, ["search", str(built), "apple tree", "--pipeline", "hybrid", "--query-cut", "5", "--json"])
     assert res.exit_code == 0, res.output
     recipe = json.loads(res.output)["recipe"]
