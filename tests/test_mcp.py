@@ -158,3 +158,34 @@ def test_stdio_refuses_a_token(small_index):
     index, _ = small_index
     res = CliRunner().invoke(main, ["mcp", str(index), "--token", TOKEN])
     assert res.exit_code != 0 and "--transport http" in res.output
+
+
+def test_search_tool_filters_by_metadata(tmp_path):
+    """The search tool's filter is applied before the top k (the hits are the filtered top k of braid search
+    --filter); describe_index lists the fields; a malformed filter is a tool error."""
+    from braid.retrieval.build.builder import BuildOptions, build_index
+    from tests.conftest import write_jsonl
+
+    docs = [{"_id": f"d{i}", "title": f"cats {i}", "text": "cats purr " * (1 + i % 4), "metadata": {"year": 2000 + i, "lang": "en" if i % 3 else "de"}} for i in range(15)]
+    write_jsonl(tmp_path / "data" / "corpus.jsonl", docs)
+    index = tmp_path / "index"
+    build_index(tmp_path / "data", index, BuildOptions(retrievers=("bm25",), progress=False), log=lambda m: None)
+    server = create_mcp_server(index)
+    res = CliRunner().invoke(main, ["search", str(index), "cats", "-k", "5", "-r", "bm25", "--filter", "year >= 2004 and lang = en", "--json"])
+    assert res.exit_code == 0, res.output
+    want = [h["id"] for h in json.loads(res.stdout)["hits"]]
+    matching = {d["_id"] for d in docs if d["metadata"]["year"] >= 2004 and d["metadata"]["lang"] == "en"}
+    assert len(want) == 5 and set(want) <= matching
+
+    async def session():
+        async with Client(server) as client:
+            got = payload(await client.call_tool("search", {"query": "cats", "k": 5, "retriever": "bm25", "filter": "year >= 2004 and lang = en"}))
+            assert [h["id"] for h in got["hits"]] == want
+            info = payload(await client.call_tool("describe_index", {}))
+            assert info["filters"]["fields"] == {"lang": "keyword", "year": "number"}
+            none = payload(await client.call_tool("search", {"query": "cats", "retriever": "bm25", "filter": "colour = red"}))
+            assert none["hits"] == []  # a field no document has matches none
+            bad = await client.call_tool("search", {"query": "cats", "filter": "year >= "})
+            assert bad.is_error and "filter" in bad.content[0].text
+
+    anyio.run(session)

@@ -237,3 +237,32 @@ def test_page_asks_for_the_token_when_the_server_needs_one(hybrid_index, page):
         wait(page, lambda d: shown_ids(d) == [h["id"] for h in api["hits"]], "hits with the token")
     finally:
         live.stop()
+
+
+def test_filter_box_from_metadata(tmp_path, page):
+    """An index whose documents carry metadata shows a filter box listing the fields; a filtered search on the
+    page shows exactly the API's filtered hits, all of which match; an index without metadata shows no box."""
+    from braid.retrieval.build.builder import BuildOptions, build_index
+    from tests.conftest import write_jsonl
+
+    docs = [
+        {"_id": f"d{i}", "title": f"cats and dogs {i}", "text": "cats purr and dogs bark " * (1 + i % 3), "metadata": {"year": 1990 + i, "lang": "en" if i % 2 else "fr"}}
+        for i in range(12)
+    ]
+    write_jsonl(tmp_path / "data" / "corpus.jsonl", docs)
+    build_index(tmp_path / "data", tmp_path / "index", BuildOptions(retrievers=("bm25",), progress=False), log=lambda m: None)
+    live = start(tmp_path / "index")
+    try:
+        page.get(live.url + "/")
+        wait(page, lambda d: d.find_element(By.ID, "filter-row").is_displayed(), "the filter box of an index with metadata")
+        assert "year (number)" in page.find_element(By.ID, "filter-fields").text and "lang (keyword)" in page.find_element(By.ID, "filter-fields").text
+        page.find_element(By.ID, "filter").send_keys("year >= 1995 and lang = en")
+        search_on_page(page, "cats")
+        r = httpx.post(live.url + "/search", json={"query": "cats", "k": 10, "retriever": "bm25", "fields": True, "explain": True, "filter": "year >= 1995 and lang = en"}, timeout=60)
+        r.raise_for_status()
+        want = [h["id"] for h in r.json()["hits"]]
+        assert want and set(want) == {d["_id"] for d in docs if d["metadata"]["year"] >= 1995 and d["metadata"]["lang"] == "en"}
+        wait(page, lambda d: shown_ids(d) == want, "the API's filtered hits")
+        assert "f=" in page.current_url  # the filter is part of the shareable URL
+    finally:
+        live.stop()

@@ -912,6 +912,8 @@ def create_app(
             "auth": "bearer" if auth.enabled else None,
             "writes": auth.writes,
             "generation": searcher.generation,
+            # the documents' metadata fields and their kinds (keyword / integer / float / date): what a filter can name
+            "metadata": searcher.context.metadata.kinds(),
             "version": __version__,
         })
 

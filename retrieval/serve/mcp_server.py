@@ -11,8 +11,8 @@ Tools (input schemas from the typed signatures below; every size bounded by :cla
 ``describe_index()``
     What the index holds: documents, retrievers, pipelines, the default, the encoders (no server paths).
 
-Filters by document metadata are not offered: Braid indexes store no metadata yet (the live-index work
-adds it). Errors are tool errors (``isError`` results naming the argument), never a crashed server: a
+``search`` takes a metadata ``filter`` (string or JSON form, :mod:`braid.data.filters`), applied inside every
+retriever before its top k; ``describe_index`` lists the fields it can name. Errors are tool errors (``isError`` results naming the argument), never a crashed server: a
 library error keeps its message, anything else becomes "internal error: TYPE" and is logged.
 
 Transports: stdio (the default; stdout carries only protocol messages) and streamable HTTP
@@ -141,7 +141,7 @@ def create_mcp_server(
         unavailable: dict
         encoders: dict
         limits: dict
-        filters: Optional[dict] = Field(None, description="metadata filters: none (Braid indexes hold no document metadata yet)")
+        filters: Optional[dict] = Field(None, description="the documents' metadata fields and their kinds, which search's filter can name (null: the index has no metadata)")
         version: str
 
     @server.tool(name="search", title="Search the collection", annotations=read_only)
@@ -150,12 +150,16 @@ def create_mcp_server(
         k: K = 10,
         retriever: Annotated[Engine, Field(description=f"retriever or pipeline: {', '.join(served)} (default {catalog.default})")] = None,
         max_chars: Snippet = 400,
+        filter: Annotated[
+            Optional[str],
+            Field(max_length=2048, description='metadata filter, applied before the top k: "year >= 2000 and lang = en", "lang in (en, fr)", "not draft = true", or its JSON form; fields: describe_index'),
+        ] = None,
     ) -> SearchResult:
         """Ranked documents for a query: rank, id, score, title and the start of the text of each hit."""
 
         def run() -> dict:
             chosen = retriever or catalog.default
-            hits = searcher.search(query, k=k, retriever=catalog.engine(chosen), fields=True)
+            hits = searcher.search(query, k=k, retriever=catalog.engine(chosen), fields=True, filter=filter or None)
             out = []
             for hit in hits:
                 text, cut = _cut(hit.get("text") or "", max_chars)
@@ -197,7 +201,7 @@ def create_mcp_server(
                 "unavailable": catalog.unavailable,
                 "encoders": encoders,
                 "limits": {"max_k": limits.max_k, "max_snippet_chars": limits.max_snippet_chars, "max_document_chars": limits.max_document_chars},
-                "filters": None,
+                "filters": {"fields": searcher.context.metadata.kinds()} if searcher.context.metadata.kinds() else None,
                 "version": __version__,
             }))
 

@@ -61,6 +61,10 @@ async function loadInfo() {
     if (pipes.length) select.append(el("optgroup", { label: "Pipelines (fused)" }, pipes.map((p) => el("option", { value: p, text: p }))));
     select.append(el("optgroup", { label: "Retrievers" }, info.retrievers.map((r) => el("option", { value: r, text: r }))));
     select.value = info.default;
+    // Filters from the documents' metadata, when the index has any (applied inside every retriever before its top-k).
+    const fields = Object.entries(info.metadata || {});
+    $("#filter-row").hidden = fields.length === 0;
+    $("#filter-fields").textContent = fields.length ? "fields: " + fields.map(([name, kind]) => `${name} (${kind})`).join(", ") : "";
     restoreFromHash();
   } catch (err) {
     $("#index-info").textContent = "";
@@ -195,10 +199,13 @@ async function search() {
   if (!query) return;
   const engine = $("#engine").value;
   const k = Number($("#k").value);
-  location.hash = new URLSearchParams({ q: query, r: engine, k }).toString();
+  const filter = $("#filter-row").hidden ? "" : $("#filter").value.trim();
+  location.hash = new URLSearchParams(filter ? { q: query, r: engine, k, f: filter } : { q: query, r: engine, k }).toString();
   setStatus("searching\u2026");
   try {
-    const result = await api("search", { query, k, retriever: engine, fields: true, explain: true });
+    const body = { query, k, retriever: engine, fields: true, explain: true };
+    if (filter) body.filter = filter;
+    const result = await api("search", body);
     state.result = result;
     renderHits(result, query);
     renderLists(result);
@@ -212,6 +219,7 @@ function restoreFromHash() {
   const params = new URLSearchParams(location.hash.slice(1));
   if (params.get("r") && [...$("#engine").options].some((o) => o.value === params.get("r"))) $("#engine").value = params.get("r");
   if (params.get("k")) $("#k").value = params.get("k");
+  if (params.get("f")) $("#filter").value = params.get("f");
   if (params.get("q")) { $("#q").value = params.get("q"); search(); }
 }
 
