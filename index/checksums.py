@@ -88,6 +88,25 @@ def _digest_stream(fh) -> str:  # Python 3.10 has no hashlib.file_digest
     return h.hexdigest()
 
 
+def append_only(manifest: Mapping) -> tuple[str, ...]:
+    """The files of the index that only grow (a live index's ``docids.txt``): checked over their recorded prefix."""
+    return ("docids.txt",) if manifest.get("live") else ()
+
+
+def prefix_digest(path: str | Path, size: int) -> str:
+    """Hex SHA-256 of the first ``size`` bytes of a file."""
+    h = hashlib.new(ALGORITHM)
+    left = int(size)
+    with open(path, "rb") as fh:
+        while left > 0:
+            block = fh.read(min(_CHUNK, left))
+            if not block:
+                break
+            h.update(block)
+            left -= len(block)
+    return h.hexdigest()
+
+
 def bytes_digest(data: bytes) -> str:
     return hashlib.new(ALGORITHM, data).hexdigest()
 
@@ -112,9 +131,14 @@ def compute(index_dir: str | Path, files: Iterable[str], reuse: Mapping[str, Map
     return out
 
 
-def check_sizes(index_dir: str | Path, checksums: Mapping[str, Mapping]) -> list[Problem]:
-    """The cheap check done at every open: each recorded file is present and has its recorded size."""
+def check_sizes(index_dir: str | Path, checksums: Mapping[str, Mapping], grows: Iterable[str] = ()) -> list[Problem]:
+    """The cheap check done at every open: each recorded file is present and has its recorded size.
+
+    ``grows``: append-only files (a live index's ``docids.txt``, appended before a commit, so a commit in
+    progress or a crashed one leaves it longer): at least the recorded size, whose prefix is what was committed.
+    """
     index_dir = Path(index_dir)
+    grows = set(grows)
     problems = []
     for rel, entry in checksums.items():
         try:
@@ -125,7 +149,7 @@ def check_sizes(index_dir: str | Path, checksums: Mapping[str, Mapping]) -> list
         except OSError as exc:
             problems.append(Problem("unreadable", rel, f"cannot be read ({exc.strerror or exc})"))
             continue
-        if size != entry["size"]:
+        if size != entry["size"] and not (rel in grows and size > entry["size"]):
             problems.append(Problem("size", rel, f"{size} bytes, the manifest records {entry['size']} (truncated or replaced)"))
     return problems
 
@@ -142,13 +166,14 @@ def verify(index_dir: str | Path, manifest: Mapping) -> list[Problem]:
     recorded = manifest.get("checksums")
     if recorded is None:
         return [Problem("unchecked", "manifest.json", "records no checksums (built by an older braid); rebuild the index to verify it")]
-    problems = check_sizes(index_dir, recorded)
+    grows = append_only(manifest)
+    problems = check_sizes(index_dir, recorded, grows)
     bad = {p.path for p in problems}
     for rel, entry in recorded.items():
         if rel in bad:
             continue
         try:
-            digest = file_digest(index_dir / rel)
+            digest = prefix_digest(index_dir / rel, entry["size"]) if rel in grows else file_digest(index_dir / rel)
         except OSError as exc:
             problems.append(Problem("unreadable", rel, f"cannot be read ({exc.strerror or exc})"))
             continue

@@ -74,7 +74,7 @@ def read_manifest(index_dir: str | Path) -> dict:
     if not docids.exists():
         raise IndexFormatError(f"{index_dir}: {DOCIDS} is missing")
     if "checksums" in manifest:
-        problems = checksums.check_sizes(index_dir, manifest["checksums"])
+        problems = checksums.check_sizes(index_dir, manifest["checksums"], checksums.append_only(manifest))
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise IndexFormatError(f"{index_dir}: damaged index: {problems[0]}{more}; run `braid verify {index_dir}`")
