@@ -20,7 +20,6 @@ functions that need them, never at module import.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -127,6 +126,8 @@ def _gpu_possible() -> bool:
     ROCm's device node) all mean no; otherwise torch is asked.
     """
     if "torch" not in sys.modules:
+        import importlib.metadata  # here, not at the top: it costs ~30 ms of every command's start-up
+
         try:
             version = importlib.metadata.version("torch")
         except importlib.metadata.PackageNotFoundError:
