@@ -30,7 +30,6 @@ from typing import Callable, Sequence
 import numpy as np
 
 from braid.data.errors import OptionError
-from braid.index.dense import pack_signs
 from braid.index.hits import Hits, drop_excluded
 from braid.retrieval.retrievers.dense import DenseRetriever
 from braid.retrieval.retrievers.spec import Knob, RetrieverSpec
@@ -148,6 +147,8 @@ class DenseBinRetriever:
         if vectors.shape[0] == 0:
             return Hits.empty(0, int(k))
         n_candidates = min(self.num_docs, rescore_multiplier * fetch)
+        from braid.index.dense import pack_signs  # here: index.dense costs every command's start-up ~15 ms
+
         candidates = hamming_candidates(self.binary, pack_signs(vectors), n_candidates, threads)
         hits = rescore_candidates(vectors, candidates, self.dense.doc_vectors, fetch, self.metric)
         return drop_excluded(hits, exclude, int(k))
