@@ -195,7 +195,8 @@ def test_rescore_multiplier_belongs_to_dense_bin_only():
 
 def test_spec():
     spec = registry.get("dense-bin")
-    assert spec.component == "dense" and not spec.hybrid and not spec.thread_safe
+    assert spec.component == "dense" and not spec.hybrid
+    assert spec.thread_safe == registry.get("dense").thread_safe  # its encoder and FAISS searches are safe from several threads (issue 14)
     assert spec.why_not({"index": {"config": {"kind": "bin"}}}) is None
     assert "--dense-index bin" in spec.why_not({"index": {"config": {"kind": "flat"}}})
     assert "dense-bin" not in registry.hybrid_members(registry.RETRIEVERS)
