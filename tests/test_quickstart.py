@@ -49,6 +49,7 @@ def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         PYTHONPATH=str(REPO.parent),
         HF_HOME=str(tmp_path / "hf-home"),
         BRAID_DATA=str(tmp_path / "braid-data"),
+        BRAID_CACHE=str(tmp_path / "braid-cache"),  # a fresh ONNX graph cache: a cached export would skip the weights' download
         TOKENIZERS_PARALLELISM="false",
         NO_COLOR="1",
     )
