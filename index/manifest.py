@@ -31,6 +31,7 @@ import os
 import re
 import shutil
 import stat
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -401,10 +402,10 @@ def building_index(out_dir: str | Path, overwrite: bool = False, marker: str = M
     parent.mkdir(parents=True, exist_ok=True)
     # One writer: two builds into the same --out (the lock beside it), or a build replacing an index
     # that a live-index writer is changing (its own write.lock), are refused naming the holder's pid.
-    with writer_lock(parent, log=lambda m: None, path=parent / f".{out_dir.name}.write.lock"):
+    with writer_lock(parent, log=_report, path=parent / f".{out_dir.name}.write.lock"):
         with contextlib.ExitStack() as held:
             if (out_dir / MANIFEST).exists():
-                held.enter_context(writer_lock(out_dir, log=lambda m: None))
+                held.enter_context(writer_lock(out_dir, log=_report))
             yield from _build_in_temporary(out_dir, parent, marker)
 
 
@@ -437,7 +438,7 @@ def adding_component(index_dir: str | Path, name: str, config: dict, overwrite: 
     from braid.index.generations import writer_lock
 
     index_dir = Path(index_dir)
-    with writer_lock(index_dir, log=lambda m: None):
+    with writer_lock(index_dir, log=_report):
         yield from _add_component(index_dir, name, config, overwrite)
 
 
@@ -459,6 +460,11 @@ def _add_component(index_dir: Path, name: str, config: dict, overwrite: bool) ->
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _report(message: str) -> None:
+    """A stale writer lock taken over by a build: said on stderr (stdout may carry a command's JSON)."""
+    print(f"braid: {message}", file=sys.stderr)
 
 
 def _pid_alive(pid: int) -> bool:

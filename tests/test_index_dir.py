@@ -199,3 +199,11 @@ def test_one_writer_per_index_directory(toy_dataset, tmp_path):
             add_components(toy_dataset, out, BuildOptions(retrievers=("bm25",), progress=False, overwrite=True), log=lambda m: None)
     assert (out / "manifest.json").read_bytes() == before
     assert not (out / "write.lock").exists() and not (tmp_path / ".idx.write.lock").exists()
+
+
+def test_a_build_reports_the_stale_lock_it_takes_over(toy_dataset, tmp_path, capsys):
+    import json as _json
+
+    (tmp_path / ".idx.write.lock").write_text(_json.dumps({"pid": 2**22 + 12345, "host": __import__("socket").gethostname(), "started": "then"}))
+    build_index(toy_dataset, tmp_path / "idx", BuildOptions(retrievers=("bm25",), progress=False), log=lambda m: None)
+    assert "stale writer lock" in capsys.readouterr().err and (tmp_path / "idx" / "manifest.json").exists()

@@ -191,6 +191,7 @@ def create_mcp_server(
 
         def run() -> dict:
             manifest = searcher.manifest
+            fields = searcher.context.metadata.kinds()
             encoders = {c: cfg.get("encoder") or cfg.get("model") for c, cfg in (manifest.get("components") or {}).items() if isinstance(cfg, dict) and (cfg.get("encoder") or cfg.get("model"))}
             return IndexDescription(**_public({
                 "index": name,
@@ -201,7 +202,7 @@ def create_mcp_server(
                 "unavailable": catalog.unavailable,
                 "encoders": encoders,
                 "limits": {"max_k": limits.max_k, "max_snippet_chars": limits.max_snippet_chars, "max_document_chars": limits.max_document_chars},
-                "filters": {"fields": searcher.context.metadata.kinds()} if searcher.context.metadata.kinds() else None,
+                "filters": {"fields": fields} if fields else None,
                 "version": __version__,
             }))
 
