@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from braid.cli.common import POSITIVE_INT, group, json_option, logger, option_group, progress_enabled, quiet_option
-from braid.retrieval.train.jpq import JPQConfig
+from braid.retrieval.train.jpq.config import JPQConfig
 
 _D = JPQConfig()
 

@@ -74,17 +74,25 @@ def query_batch(queries: Sequence[str] | Mapping[str, str], query_ids: Sequence[
     One string is refused (iterating it would search one-letter queries), as is an id count that does not
     match, or an entry that is not valid text (:func:`text_problem`, naming ``queries[i]``).
     """
-    if isinstance(queries, (str, bytes)):
+    if type(queries) is list:  # the common case first (the Mapping check below is an ABC check)
+        texts = queries
+        ids = list(query_ids) if query_ids is not None else [str(i) for i in range(len(texts))]
+    elif isinstance(queries, (str, bytes)):
         raise OptionError("queries", queries[:80], "a list of query strings or {query_id: text}, not one string (use search() for one query)")
-    if isinstance(queries, Mapping):
+    elif isinstance(queries, Mapping):
         ids, texts = list(queries.keys()), list(queries.values())
     else:
         texts = list(queries)
         ids = list(query_ids) if query_ids is not None else [str(i) for i in range(len(texts))]
     if len(ids) != len(texts):
         raise OptionError("query_ids", len(ids), f"one id per query ({len(texts)} queries)")
+    out = []
     for i, t in enumerate(texts):
+        if type(t) is str and t.isascii():  # the common case: valid UTF-8, nothing to compose
+            out.append(_CONTROL.sub(" ", t) if _CONTROL.search(t) else t)
+            continue
         problem = text_problem(t)
         if problem is not None:
             raise OptionError(f"queries[{i}]", t if isinstance(t, str) else type(t).__name__, problem)
-    return ids, [normalize_text(t) for t in texts]
+        out.append(normalize_text(t))
+    return ids, out

@@ -257,10 +257,13 @@ class Searcher:
         return pinned._batch_search(queries, k, retriever, threads, query_ids, exclude_self, filter, knobs)
 
     def _batch_search(self, queries, k, retriever, threads, query_ids, exclude_self, filter, knobs) -> SearchResults:
-        check_positive_int("k", k)
-        check_positive_int("threads", threads)
+        if type(k) is not int or k < 1:
+            check_positive_int("k", k)
+        if type(threads) is not int or threads < 1:
+            check_positive_int("threads", threads)
         query_ids, texts = query_batch(queries, query_ids)
-        k = min(int(k), self.num_docs)  # never allocate beyond the collection
+        context = self.context
+        k = min(int(k), context.num_docs)  # never allocate beyond the collection
         engine = self.engine(retriever)
         if knobs and engine.name in registry.RETRIEVERS and not hasattr(engine, "pipeline"):
             spec = registry.get(engine.name)
@@ -269,7 +272,7 @@ class Searcher:
         if exclude_self:
             exclude = np.array([self.docno(q) for q in query_ids], dtype=np.int64)
         if filter is not None:
-            knobs = {**knobs, "allow": self.context.filter_mask(filter)}
+            knobs = {**knobs, "allow": context.filter_mask(filter)}
         # A blank query (no letter or digit) has no hits in any retriever, as in BM25.
         live = [i for i, t in enumerate(texts) if not is_blank(t)]
         if len(live) == len(texts):
@@ -282,8 +285,9 @@ class Searcher:
                 )
                 hits.docnos[live, : sub.k] = sub.docnos
                 hits.scores[live, : sub.k] = sub.scores
-        doc_ids = [[self.doc_ids[d] for d in row if d >= 0] for row in hits.docnos]
-        return SearchResults(query_ids=query_ids, hits=hits, doc_ids=doc_ids, retriever=engine.name, context=self.context)
+        ids = context.doc_ids
+        doc_ids = [[ids[d] for d in row if d >= 0] for row in hits.docnos]
+        return SearchResults(query_ids=query_ids, hits=hits, doc_ids=doc_ids, retriever=engine.name, context=context)
 
     def search(
         self,
@@ -345,7 +349,7 @@ class Searcher:
         if is_blank(texts[0]):
             return {"retriever": engine.name, "fusion": None, "hits": [], "lists": []}
         if filter is not None:
-            knobs = {**knobs, "allow": self.context.filter_mask(filter)}
+            knobs = {**knobs, "allow": context.filter_mask(filter)}
         if hasattr(engine, "explain"):
             ex = engine.explain(texts, k=k, **knobs)
             fusion = {**engine.pipeline.fusion, "rescored": ex.rescored} if len(ex.lists) > 1 else {"method": None, "rescored": ex.rescored}

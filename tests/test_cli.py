@@ -235,8 +235,8 @@ def test_a_broken_command_module_fails_loudly(monkeypatch):
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.delattr(braid.cli, "train")
     monkeypatch.delattr(braid.cli, "main")
-    monkeypatch.setitem(sys.modules, "braid.retrieval.train.jpq", None)  # as if its import raised
-    with pytest.raises(ImportError, match="braid.retrieval.train.jpq"):
+    monkeypatch.setitem(sys.modules, "braid.retrieval.train.jpq.config", None)  # as if its import raised
+    with pytest.raises(ImportError, match="braid.retrieval.train.jpq.config"):
         importlib.import_module("braid.cli.main")
 
 

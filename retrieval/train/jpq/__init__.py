@@ -17,13 +17,40 @@ ones of :mod:`braid.retrieval.train`. At query time a trained index is read by
 :mod:`braid.encoders.jpq`, which imports nothing from here.
 """
 
-from braid.encoders.jpq import JPQ_FORMAT_VERSION, is_jpq, open_jpq_query_encoder
-from braid.retrieval.train.checkpoint import CHECKPOINT_LATEST
-from braid.retrieval.train.jpq.config import JPQ_KINDS, JPQConfig
-from braid.retrieval.train.jpq.install import JPQ_DIR, default_checkpoint_dir, install_jpq, train_jpq_index
-from braid.retrieval.train.jpq.loop import JPQResult, loss_curve, ranking_loss, train_jpq
-from braid.retrieval.train.jpq.loss import batch_candidates, batch_loss, search_negatives
-from braid.retrieval.train.pairs import TrainingSet, make_training_set, training_set_from_dataset
+import importlib
+
+# Lazy re-exports (PEP 562): `braid train --help` and `from braid.retrieval.train.jpq.config import
+# JPQConfig` (the CLI's defaults) must not import the training loop, the index writers and hashlib.
+_EXPORTS = {
+    "JPQ_FORMAT_VERSION": "braid.encoders.jpq",
+    "is_jpq": "braid.encoders.jpq",
+    "open_jpq_query_encoder": "braid.encoders.jpq",
+    "CHECKPOINT_LATEST": "braid.retrieval.train.checkpoint",
+    "JPQ_KINDS": "braid.retrieval.train.jpq.config",
+    "JPQConfig": "braid.retrieval.train.jpq.config",
+    "JPQ_DIR": "braid.retrieval.train.jpq.install",
+    "default_checkpoint_dir": "braid.retrieval.train.jpq.install",
+    "install_jpq": "braid.retrieval.train.jpq.install",
+    "train_jpq_index": "braid.retrieval.train.jpq.install",
+    "JPQResult": "braid.retrieval.train.jpq.loop",
+    "loss_curve": "braid.retrieval.train.jpq.loop",
+    "ranking_loss": "braid.retrieval.train.jpq.loop",
+    "train_jpq": "braid.retrieval.train.jpq.loop",
+    "batch_candidates": "braid.retrieval.train.jpq.loss",
+    "batch_loss": "braid.retrieval.train.jpq.loss",
+    "search_negatives": "braid.retrieval.train.jpq.loss",
+    "TrainingSet": "braid.retrieval.train.pairs",
+    "make_training_set": "braid.retrieval.train.pairs",
+    "training_set_from_dataset": "braid.retrieval.train.pairs",
+}
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'braid.retrieval.train.jpq' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "CHECKPOINT_LATEST",
