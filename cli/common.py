@@ -238,27 +238,33 @@ def index_root_option(fn: Callable) -> Callable:
 ELLIPSIS = "\u2026"
 
 
-def display_width(text: str) -> int:
-    """Terminal columns ``text`` takes: wide and full-width characters 2, combining marks 0, others 1."""
+def _char_width(c: str) -> int:
     import unicodedata
 
-    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+    return 0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+
+
+def display_width(text: str) -> int:
+    """Terminal columns ``text`` takes: wide and full-width characters 2, combining marks 0, others 1."""
+    if text.isascii():
+        return len(text)
+    return sum(_char_width(c) for c in text)
 
 
 def fit(text: str, width: int) -> str:
     """``text`` on one line (runs of whitespace, newlines included, become one space) in at most
     ``width`` columns; a cut text ends with an ellipsis."""
     text = " ".join(text.split())
-    if display_width(text) <= width:
-        return text
-    out, used = [], 0
-    for c in text:
-        w = display_width(c)
-        if used + w > width - 1:
-            break
-        out.append(c)
-        used += w
-    return "".join(out).rstrip() + ELLIPSIS
+    if text.isascii():  # one column per character
+        return text if len(text) <= width else text[: max(width - 1, 0)].rstrip() + ELLIPSIS
+    cut, used = None, 0
+    for i, c in enumerate(text):  # stops at the first character past the width (texts can be long)
+        used += _char_width(c)
+        if cut is None and used > width - 1:
+            cut = i
+        if used > width:
+            return text[:cut].rstrip() + ELLIPSIS
+    return text
 
 
 def pad(text: str, width: int, right: bool = False) -> str:

@@ -7,7 +7,6 @@ skipped and counted in the returned :class:`ReadStats`.
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import math
@@ -58,7 +57,11 @@ def open_text(path: Path) -> io.TextIOBase:
         raise DataError("file not found", path)
     if path.is_dir():
         raise DataError("expected a file, got a directory", path)
-    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    if path.suffix == ".gz":
+        import gzip  # here: reading an index's manifest (parse_json) never decompresses
+
+        return gzip.open(path, "rb")
+    raw = open(path, "rb")
     return raw
 
 
@@ -72,6 +75,8 @@ def iter_raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     (``.gz`` that is truncated, corrupt or not gzip at all) raises a DataError naming the file and the
     line where reading stopped.
     """
+    import gzip
+
     line_no = 0
     try:
         with open_text(path) as fh:

@@ -25,7 +25,6 @@ detects corruption (disk, copy, a truncated transfer, an edit); it is not a sign
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,11 +76,15 @@ def walk(index_dir: Path, top: str) -> list[str]:
 
 def file_digest(path: str | Path) -> str:
     """Hex SHA-256 of a file's bytes."""
+    import hashlib  # here, not at import: opening an index for search never hashes
+
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, ALGORITHM).hexdigest() if hasattr(hashlib, "file_digest") else _digest_stream(fh)
 
 
 def _digest_stream(fh) -> str:  # Python 3.10 has no hashlib.file_digest
+    import hashlib
+
     h = hashlib.new(ALGORITHM)
     for block in iter(lambda: fh.read(_CHUNK), b""):
         h.update(block)
@@ -95,6 +98,8 @@ def append_only(manifest: Mapping) -> tuple[str, ...]:
 
 def prefix_digest(path: str | Path, size: int) -> str:
     """Hex SHA-256 of the first ``size`` bytes of a file."""
+    import hashlib
+
     h = hashlib.new(ALGORITHM)
     left = int(size)
     with open(path, "rb") as fh:
@@ -108,6 +113,8 @@ def prefix_digest(path: str | Path, size: int) -> str:
 
 
 def bytes_digest(data: bytes) -> str:
+    import hashlib
+
     return hashlib.new(ALGORITHM, data).hexdigest()
 
 

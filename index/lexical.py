@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -184,6 +183,8 @@ class LexicalIndex:
         if threads <= 1 or len(queries) <= 1:
             rows = [self._search_terms(q, limit, allow_query) for q in queries]
         else:
+            from concurrent.futures import ThreadPoolExecutor
+
             with ThreadPoolExecutor(max_workers=threads) as pool:
                 rows = list(pool.map(lambda q: self._search_terms(q, limit, allow_query), queries))
         return Hits.from_lists(rows, k)
