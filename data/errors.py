@@ -53,6 +53,8 @@ def check_int(name: str, value: object, *, low: int = 1, allow_none: bool = Fals
     "an integer >= LOW" otherwise, prefixed with "None or " when None is allowed; ``hint`` (what
     the value means) follows after a semicolon.
     """
+    if type(value) is int and value >= low:  # the common case, before the ABC check (per query)
+        return value
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:

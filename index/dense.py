@@ -154,6 +154,8 @@ def _require_faiss() -> Any:
 
 def _check_vectors(x: Any, name: str, dim: int | None = None) -> np.ndarray:
     x = np.asarray(x) if not isinstance(x, np.ndarray) else x
+    if x.dtype == np.float32 and x.ndim == 2 and (dim is None or x.shape[1] == dim):  # the common case (per query)
+        return x
     if x.ndim != 2:
         raise OptionError(name, f"array of shape {x.shape}", "a 2-d array (n, dim)")
     if dim is not None and x.shape[1] != dim:
