@@ -416,7 +416,10 @@ def scifact(args) -> dict:
         out["delete_to_invisible"] = _delete_to_invisible(main["live"], qtexts[:5], work)
 
         # ---- a real braid add: the share of its wall time that is not encoding
-        out["braid_add_real"] = _real_add(main["live"], docs, work, n=args.real_add_docs)
+        # on the compacted copy (one segment: no merge is due) and on the 10-segment index, where
+        # this add makes the tenth small segment and the default tiered policy merges them in the commit
+        out["braid_add_real"] = _real_add(main["compacted"], docs, work, n=args.real_add_docs, tag="compacted")
+        out["braid_add_real_with_merge"] = _real_add(main["live"], docs, work, n=args.real_add_docs, tag="live")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     out["load_average_end"] = round(os.getloadavg()[0], 2)
@@ -492,12 +495,12 @@ def _delete_to_invisible(live_dir: Path, qtexts: list[str], work: Path) -> dict:
     return out
 
 
-def _real_add(live_dir: Path, docs: list[dict], work: Path, n: int) -> dict:
-    copy = work / "real-add"
+def _real_add(live_dir: Path, docs: list[dict], work: Path, n: int, tag: str) -> dict:
+    copy = work / f"real-add-{tag}"
     shutil.copytree(live_dir, copy, symlinks=True)
     rng = random.Random(5)
     new = [{**d, "_id": f"new-{d['_id']}"} for d in rng.sample(docs, n)]
-    corpus = work / "real-add.jsonl"
+    corpus = work / f"real-add-{tag}.jsonl"
     corpus.write_text("".join(json.dumps(d) + "\n" for d in new))
     env = {**os.environ, "PYTHONPATH": str(ROOT.parent), "HF_HUB_OFFLINE": "1"}
     for v in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS"):
@@ -509,7 +512,8 @@ def _real_add(live_dir: Path, docs: list[dict], work: Path, n: int) -> dict:
     if proc.returncode != 0:
         return {"error": proc.stderr[-2000:]}
     r = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {"docs": n, "process_wall_seconds": round(wall, 2), "commit_seconds": r["seconds"], "encode_seconds": r["encode_seconds"],
+    return {"docs": n, "segments_before": "1" if tag == "compacted" else "10", "merged": r["merged"],
+            "process_wall_seconds": round(wall, 2), "commit_seconds": r["seconds"], "encode_seconds": r["encode_seconds"],
             "not_encoding_share_of_process_wall": round((wall - r["encode_seconds"]) / wall, 4),
             "not_encoding_share_of_commit": round((r["seconds"] - r["encode_seconds"]) / r["seconds"], 4),
             "note": "encode_seconds include loading the two models; process wall also counts Python start-up and imports"}  # fmt: skip
