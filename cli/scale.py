@@ -21,6 +21,7 @@ from braid.cli.common import (
     k_option,
     logger,
     option_group,
+    progress_enabled,
     quiet_option,
     split_list,
 )
@@ -163,3 +164,61 @@ def milvus_eval_cmd(dataset, milvus_uri, collection, token, evaluation, ranking,
 
     results = evaluate_collection(MilvusSearcher(milvus_uri, collection, token=token), dataset, **evaluation, **ranking)
     click.echo(json.dumps(results) if as_json else format_table(results, evaluation["metrics"]))
+
+
+@milvus_group.command("add")
+@click.argument("index_dir", type=click.Path(path_type=Path))
+@click.argument("corpus", type=click.Path(path_type=Path))
+@_milvus_options
+@click.option("--device", default="auto", show_default=True, help="Where to encode: auto, cpu, cuda, mps.")
+@click.option("--batch-size", type=POSITIVE_INT, default=1000, show_default=True, help="Rows per upsert.")
+@quiet_option
+def milvus_add_cmd(index_dir, corpus, milvus_uri, collection, token, device, batch_size, quiet):
+    """`braid add INDEX_DIR CORPUS` (upsert), then the same documents upserted into the collection loaded from it."""
+    from braid.retrieval.live import Index
+    from braid.retrieval.scale.milvus import sync_collection
+
+    _check_collection(milvus_uri, collection, token)
+    r = Index(index_dir, device=device, progress=progress_enabled(quiet), log=logger(quiet)).add(corpus)
+    info = sync_collection(index_dir, milvus_uri, collection, token=token, batch_size=batch_size, log=logger(quiet))
+    click.echo(json.dumps({"added": r.added, "updated": r.updated, **info}))
+
+
+@milvus_group.command("delete")
+@click.argument("index_dir", type=click.Path(path_type=Path))
+@click.argument("ids", nargs=-1)
+@click.option("--ids", "ids_file", type=click.Path(path_type=Path, dir_okay=False), default=None, help="File of document ids, one per line.")
+@_milvus_options
+@quiet_option
+def milvus_delete_cmd(index_dir, ids, ids_file, milvus_uri, collection, token, quiet):
+    """`braid delete INDEX_DIR IDS`, then the same documents deleted from the collection loaded from it."""
+    from braid.retrieval.live import Index, read_ids_file
+    from braid.retrieval.scale.milvus import sync_collection
+
+    wanted = list(ids) + (read_ids_file(ids_file) if ids_file is not None else [])
+    if not wanted:
+        raise OptionError("IDS", "", "document ids as arguments or --ids FILE")
+    _check_collection(milvus_uri, collection, token)
+    r = Index(index_dir, log=logger(quiet)).delete(wanted)
+    info = sync_collection(index_dir, milvus_uri, collection, token=token, log=logger(quiet))
+    click.echo(json.dumps({"deleted_ids": r.deleted, "not_found": list(r.not_found), **info}))
+
+
+@milvus_group.command("sync")
+@click.argument("index_dir", type=click.Path(path_type=Path))
+@_milvus_options
+@click.option("--batch-size", type=POSITIVE_INT, default=1000, show_default=True, help="Rows per upsert.")
+@quiet_option
+def milvus_sync_cmd(index_dir, milvus_uri, collection, token, batch_size, quiet):
+    """Bring the collection to INDEX_DIR's current generation (after braid add / delete / compact; repeats an interrupted sync)."""
+    from braid.retrieval.scale.milvus import sync_collection
+
+    click.echo(json.dumps(sync_collection(index_dir, milvus_uri, collection, token=token, batch_size=batch_size, log=logger(quiet))))
+
+
+def _check_collection(uri: str, collection: str, token) -> None:
+    """Refuse before the index changes when the collection is not there."""
+    from braid.retrieval.scale.milvus import connect
+
+    if not connect(uri, token).has_collection(collection):
+        raise OptionError("--collection", collection, f"no such collection in {uri}; load one with `braid milvus load`")

@@ -60,6 +60,14 @@ from braid.index.segments import DELETED_DIR, SEGMENTS_DIR, MergePolicy
 CRASH_ENV = "BRAID_CRASH_AT"  # fault injection for the crash tests: SIGKILL this process at a named step
 LIVE_COMPONENTS = ("bm25", "sparse", "dense")
 ENCODE_BATCH = 256
+# Why a sharded index (``braid shard``) is not changed in place (docs/live-index.md, "Which backends"):
+# its global docnos are ``offset(shard) + local docno`` with offsets fixed by the shards' document
+# counts in sharded.json, so a delete (fewer documents) or an add (docnos past the count) in one
+# shard would move every later shard's documents; and its BM25 shards hold padding documents sized
+# at build time, numbered right after the shard's own, where an add would number its documents.
+SHARDED_REFUSAL = ("an unsharded Braid index directory: a sharded index (braid shard) cannot be changed in place (its shard offsets "
+                   "are fixed by the document counts and its BM25 shards hold padding documents); change the unsharded index with "
+                   "braid add / delete / compact and run braid shard again")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,12 @@ class Index:
     def __init__(self, index_dir: str | Path, device: str = "auto", batch_size: int = 32, progress: bool = False,
                  log: Callable[[str], None] = print, merge_policy: dict | None = None):  # fmt: skip
         self.index_dir = Path(index_dir)
+        from braid.retrieval.scale.sharded import is_sharded_index
+
+        if is_sharded_index(self.index_dir):
+            raise OptionError("index", str(self.index_dir), SHARDED_REFUSAL)
+        if is_sharded_index(self.index_dir.resolve().parent):  # one shard changed alone would no longer match sharded.json
+            raise OptionError("index", str(self.index_dir), "a directory that is not one shard of a sharded index: " + SHARDED_REFUSAL.split(": ", 1)[1])
         read_manifest(self.index_dir)  # refuse a missing or foreign directory now
         self.device = device
         self.batch_size = int(batch_size)

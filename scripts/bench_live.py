@@ -2,8 +2,8 @@
 
     flock -x /work/bench.lock python scripts/bench_live.py --dataset ../shared/data/scifact --out docs/benchmarks/results/live-scifact.json
 
-What it measures (BM25 component only; the sparse/dense latency with 10 segments and the add
-throughput of the issue are not measured yet, see docs/live-index.md):
+What it measures (BM25 component only; the sparse/dense latency with 10 segments, the add
+throughput and delete-to-invisible are scripts/bench_live_speed.py's):
 - staleness: delete a random 10% of the documents; compare BM25 top-10 of the test queries before
   compaction (tantivy still counts the deleted documents in its statistics) with the compacted
   index: top-10 overlap, and the largest relative score difference;

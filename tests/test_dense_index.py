@@ -196,3 +196,24 @@ def test_threads_and_memory_mapped_input(data, tmp_path):
     mm = np.load(tmp_path / "x.npy", mmap_mode="r")
     idx = DenseIndex.build(mm, DenseIndexConfig(), threads=1)
     np.testing.assert_array_equal(idx.search(q, 5, threads=1).docnos, brute_force(x, q, 5)[0])
+
+
+@pytest.mark.parametrize("kind", ["flat", "pq"])
+@pytest.mark.parametrize("n_excluded", [0, 3, 200, 2990])  # none, a few (scanned past), many (FAISS selector / deepening), nearly all
+def test_allowed_is_the_top_k_of_the_allowed_documents(data, kind, n_excluded):
+    """``allowed`` (deletions, filters) returns the top-k of the unrestricted ranking restricted to
+    the allowed documents: for the few-excluded path (one deeper scan, then dropped), the selector
+    path and the deepening path alike."""
+    x, q = data
+    idx = DenseIndex.build(x, DenseIndexConfig(kind=kind, m=8 if kind == "pq" else None))
+    allowed = np.ones(x.shape[0], bool)
+    allowed[np.random.default_rng(n_excluded).choice(x.shape[0], n_excluded, replace=False)] = False
+    full = idx.search(q, x.shape[0])
+    got = idx.search(q, 10, allowed=allowed)
+    for i in range(q.shape[0]):
+        keep = allowed[full.docnos[i]]
+        want_d, want_s = full.docnos[i][keep][:10], full.scores[i][keep][:10]
+        n = want_d.shape[0]
+        np.testing.assert_array_equal(got.docnos[i][:n], want_d)
+        np.testing.assert_allclose(got.scores[i][:n], want_s, rtol=1e-6)
+        assert (got.docnos[i][n:] == -1).all()

@@ -122,7 +122,8 @@ def _parts(index_dir: Path) -> tuple[list[_Part], dict]:
         parts = [_Part(Searcher(index_dir / s["path"]), s["offset"]) for s in m["shards"]]
         return parts, {"num_docs": m["num_docs"], "corpus": m.get("corpus"), "sharded": True}
     s = Searcher(index_dir)
-    return [_Part(s, 0)], {"num_docs": s.num_docs, "corpus": s.manifest.get("corpus"), "sharded": False}
+    return [_Part(s, 0)], {"num_docs": s.num_docs, "corpus": s.manifest.get("corpus"), "sharded": False,
+                           "generation": s.context.generation, "num_docnos": s.context.num_docnos}  # fmt: skip
 
 
 def _texts(part: _Part, corpus: dict | None, lo: int, hi: int, corpus_cache: dict) -> list[str]:
@@ -209,7 +210,8 @@ def load_index(
     if dim is not None:
         schema.add_field("dense", DataType.FLOAT_VECTOR, dim=dim)
         index_params.add_index("dense", index_type=config.dense_index, metric_type=metric)
-    description = json.dumps({_DESCRIPTION_KEY: {"encoders": encoders, "num_docs": meta["num_docs"], "source": str(index_dir)}})
+    synced = {"generation": meta["generation"], "num_docnos": meta["num_docnos"]} if not meta["sharded"] else {}
+    description = json.dumps({_DESCRIPTION_KEY: {"encoders": encoders, "num_docs": meta["num_docs"], "source": str(index_dir), **synced}})
     t0 = time.perf_counter()
     client.create_collection(name, schema=schema, index_params=index_params)
     client.alter_collection_properties(name, properties={_PROPERTY: description})
@@ -217,23 +219,13 @@ def load_index(
     n = 0
     for part in parts:
         s = part.searcher
+        if s.context.live:  # a live index: its live docnos (added documents come from its document store)
+            n += _write_rows(client, name, s, live_docnos(s), components, dim, config.batch_size, upsert=False)
+            continue
         for lo in range(0, s.num_docs, config.batch_size):
             hi = min(s.num_docs, lo + config.batch_size)
             texts = _texts(part, meta["corpus"], lo, hi, corpus_cache)
-            rows = [
-                {"docno": part.offset + d, "doc_id": s.doc_ids[d], "text": _cut_utf8(t)}
-                for d, t in zip(range(lo, hi), texts)
-            ]
-            docnos = np.arange(lo, hi, dtype=np.int64)
-            if "sparse" in components:
-                fwd = s.component("sparse").forward_vectors(docnos)
-                for j, row in enumerate(rows):
-                    a, b = int(fwd.indptr[j]), int(fwd.indptr[j + 1])
-                    row["sparse"] = dict(zip(fwd.indices[a:b].tolist(), fwd.data[a:b].tolist()))
-            if dim is not None:
-                vectors = _dense_vectors(s, docnos)
-                for j, row in enumerate(rows):
-                    row["dense"] = vectors[j].tolist()
+            rows = _rows(s, np.arange(lo, hi, dtype=np.int64), texts, components, dim, part.offset)
             client.insert(name, rows)
             n += len(rows)
     client.flush(name)
@@ -243,7 +235,99 @@ def load_index(
     return {"collection": name, "num_docs": n, "fields": ["docno", "doc_id", "text"] + [f for f in ("sparse", "dense") if f in components], "seconds": seconds}
 
 
+def _rows(s, docnos: np.ndarray, texts: list[str], components: dict, dim: int | None, offset: int = 0) -> list[dict]:
+    """Milvus rows of local ``docnos``: docno, doc_id, text, the sparse forward-index row, the dense vector."""
+    rows = [{"docno": offset + int(d), "doc_id": s.doc_ids[int(d)], "text": _cut_utf8(t)} for d, t in zip(docnos, texts)]
+    if "sparse" in components:
+        fwd = s.component("sparse").forward_vectors(docnos)
+        for j, row in enumerate(rows):
+            a, b = int(fwd.indptr[j]), int(fwd.indptr[j + 1])
+            row["sparse"] = dict(zip(fwd.indices[a:b].tolist(), fwd.data[a:b].tolist()))
+    if dim is not None:
+        vectors = _dense_vectors(s, docnos)
+        for j, row in enumerate(rows):
+            row["dense"] = vectors[j].tolist()
+    return rows
+
+
+def _write_rows(client, name: str, s, docnos: np.ndarray, components: dict, dim: int | None, batch_size: int, upsert: bool) -> int:
+    for lo in range(0, docnos.shape[0], batch_size):
+        chunk = docnos[lo : lo + batch_size]
+        texts = [f"{d['title']} {d['text']}".strip() for d in s.documents(chunk.tolist())]
+        rows = _rows(s, chunk, texts, components, dim)
+        (client.upsert if upsert else client.insert)(name, rows)
+    return int(docnos.shape[0])
+
+
+def live_docnos(searcher) -> np.ndarray:
+    """int64: the docnos of the live documents of the searcher's generation, increasing."""
+    ctx = searcher.context
+    if not ctx.live:
+        return np.arange(searcher.num_docs, dtype=np.int64)
+    live = np.zeros(ctx.num_docnos, bool)
+    for _, docnos in ctx.segment_list():
+        live[docnos] = True
+    if ctx.deleted is not None:
+        live &= ~ctx.deleted
+    return np.flatnonzero(live).astype(np.int64)
+
+
+def sync_collection(index_dir: str | Path, uri: str, collection: str, token: str | None = None, batch_size: int = 1000,
+                    log: Callable[[str], None] = print) -> dict:  # fmt: skip
+    """Bring the Milvus ``collection`` (made by :func:`load_index` from ``index_dir``) to the index's
+    current generation, after ``braid add`` / ``delete`` / ``compact`` on it.
+
+    A live index gives an added or updated document a new docno and never reuses one, and
+    compaction keeps docnos, so the sync is: ``upsert`` the live documents numbered at or past the
+    ``num_docnos`` the collection was last synced at (their vectors read from the index: nothing is
+    encoded again), then ``delete`` every docno below it that is no longer live (an update's old
+    docno, a deleted document). Both are idempotent, so a sync interrupted part-way is completed by
+    running it again. Returns ``{"collection", "generation", "upserted", "deleted", "seconds"}``.
+    """
+    from braid.retrieval.scale.sharded import is_sharded_index
+    from braid.retrieval.searcher import Searcher
+
+    index_dir = Path(index_dir)
+    if is_sharded_index(index_dir):
+        raise OptionError("INDEX_DIR", str(index_dir), "an unsharded index: sharded indexes are not changed in place, so reload the collection (braid milvus load --overwrite)")
+    t0 = time.perf_counter()
+    client = connect(uri, token)
+    if not client.has_collection(collection):
+        raise OptionError("--collection", collection, f"no such collection in {uri}; load one with `braid milvus load`")
+    props = (client.describe_collection(collection).get("properties") or {}).get(_PROPERTY)
+    try:
+        meta = json.loads(props or "{}")[_DESCRIPTION_KEY]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise DataError(f"collection {collection!r} was not loaded by braid (no description)") from None
+    if "num_docnos" not in meta:
+        raise OptionError("--collection", collection, "a collection loaded from an unsharded index by this version of braid (it records no synced generation); reload it with --overwrite")
+    s = Searcher(index_dir)
+    components = s.components
+    if set(meta["encoders"]) != set(_encoders_of(components)):
+        raise OptionError("INDEX_DIR", str(index_dir), f"the index the collection was loaded from (its fields: {sorted(meta['encoders'])})")
+    dim = int(s.component("dense").dim) if "dense" in components else None
+    live = live_docnos(s)
+    synced = int(meta["num_docnos"])
+    new = live[live >= synced]
+    is_live = np.zeros(max(synced, 1), bool)
+    is_live[live[live < synced]] = True
+    gone = np.flatnonzero(~is_live[:synced]).astype(np.int64)
+    upserted = _write_rows(client, collection, s, new, components, dim, batch_size, upsert=True)
+    for lo in range(0, gone.shape[0], batch_size):
+        client.delete(collection, filter=f"docno in [{', '.join(str(int(d)) for d in gone[lo : lo + batch_size])}]")
+    client.flush(collection)
+    meta.update({"generation": s.context.generation, "num_docnos": s.context.num_docnos, "num_docs": s.num_docs})
+    client.alter_collection_properties(collection, properties={_PROPERTY: json.dumps({_DESCRIPTION_KEY: meta})})
+    client.load_collection(collection)
+    seconds = time.perf_counter() - t0
+    log(f"collection {collection!r} at generation {s.context.generation}: {upserted} upserted, {gone.shape[0]} docnos deleted ({seconds:.1f} s)")
+    return {"collection": collection, "generation": s.context.generation, "upserted": upserted, "deleted": int(gone.shape[0]), "seconds": seconds}
+
+
 def _dense_vectors(searcher, docnos: np.ndarray) -> np.ndarray:
+    component = searcher.component("dense")
+    if hasattr(component, "doc_vectors"):  # a live index's segments: each keeps the vectors it was built from
+        return np.asarray(component.doc_vectors(np.asarray(docnos, dtype=np.int64)), dtype=np.float32)
     path = searcher.index_dir / "vectors" / "dense" / "vectors.npy"
     if path.exists():
         return np.asarray(np.load(path, mmap_mode="r", allow_pickle=False)[docnos], dtype=np.float32)
