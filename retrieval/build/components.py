@@ -250,7 +250,8 @@ def _runtime_kwargs(options, encoder_options: dict, kwargs: dict) -> dict:
 
 
 def _local_dir(encoder) -> str | None:
-    local = encoder.backbone.ref.local_dir
+    router = getattr(encoder, "router", None)  # a sentence-transformers Router folder: the folder itself, not its document route
+    local = router.root if router is not None else encoder.backbone.ref.local_dir
     return str(Path(local).resolve()) if local is not None else None
 
 
