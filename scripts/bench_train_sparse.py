@@ -29,7 +29,7 @@ def main() -> None:
     p.add_argument("--split", default="test")
     p.add_argument("--train-split", default="train", help="Qrels split defining seen test queries ('' : no seen/unseen split).")
     p.add_argument("--retrievers", default="sparse-if", help="Comma-separated retrievers or pipelines (e.g. sparse-if,hybrid).")
-    p.add_argument("--latency-queries", type=int, default=300)
+    p.add_argument("--latency-queries", type=int, default=300, help="0: no latency (quality only; latency figures need the machine to itself: flock -x).")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--out", type=Path, default=None, help="Append the JSON lines here too.")
     args = p.parse_args()
@@ -64,7 +64,7 @@ def main() -> None:
                 row.update({"ndcg@10_seen": round(float(np.mean(s)), 4) if s else None, "seen": len(s),
                             "ndcg@10_unseen": round(float(np.mean(u)), 4) if u else None, "unseen": len(u)})
             row["nnz_per_doc"] = nnz
-            if retriever == "sparse-if":
+            if retriever == "sparse-if" and args.latency_queries > 0:
                 row["latency_ms_median"] = _latency(searcher, texts[: args.latency_queries], args.repeat)
             row["trained_on"] = (m.get("training") or {}).get("source")
             rows.append(row)

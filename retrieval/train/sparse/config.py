@@ -36,6 +36,11 @@ class SparseTrainConfig:
     ``teacher_scale`` (Geng et al. 2024, "Towards Competitive Search Relevance for Inference-Free
     Learned Sparse Retrievers": normalise, then aggregate). ``positive_boost`` (supervised): a
     judged positive's normalised score is raised to 1, the best any candidate can have.
+    ``teacher_scale`` sets how peaked the teacher's distribution is against the student's raw
+    scores (IDF-weighted dot products; on scifact splade-tiny's spread over a query's 8 candidates
+    is about 29, median): a teacher much flatter than the student makes KL shrink every document
+    weight (scale 10 on scifact: 248 -> 39 nonzeros per document, nDCG@10 0.65 -> 0.49), so the
+    default 30 matches the spreads (OpenSearch's ensemble trainer also scales by 30).
     ``loss="contrastive"``: no teacher, InfoNCE over the candidates (positive vs hard negatives
     and the batch's other documents). ``kl_temperature``: of the KL loss.
 
@@ -60,7 +65,7 @@ class SparseTrainConfig:
     candidates: int = 8
     candidate_depth: int = 30
     teacher_depth: int = 200
-    teacher_scale: float = 10.0
+    teacher_scale: float = 30.0
     positive_boost: bool = True
     kl_temperature: float = 1.0
     flops: str = "idf"
