@@ -13,7 +13,8 @@ LOSSES = ("kl", "margin-mse", "contrastive")
 FLOPS = ("idf", "plain", "none")
 PSEUDO_KINDS = ("title", "sentence")
 DEVICES = ("auto", "cpu", "cuda")
-# Settings that may change when a checkpoint is resumed (they do not change what a step computes).
+# Settings that may change when a checkpoint is resumed: checkpoint_every and device do not change what a step
+# computes; max_steps lengthens or shortens a run (the learning-rate schedule of the remaining steps follows it).
 RESUMABLE_CHANGES = ("checkpoint_every", "device", "max_steps")
 
 
