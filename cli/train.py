@@ -10,7 +10,15 @@ from pathlib import Path
 
 import click
 
-from braid.cli.common import POSITIVE_INT, group, json_option, logger, option_group, progress_enabled, quiet_option
+from braid.cli.common import (
+    POSITIVE_INT,
+    group,
+    json_option,
+    logger,
+    option_group,
+    progress_enabled,
+    quiet_option,
+)
 from braid.retrieval.train.jpq.config import JPQConfig
 
 _D = JPQConfig()
@@ -81,9 +89,8 @@ def _make_sparse_config(values: dict, rest: dict):
     return SparseTrainConfig(**values)
 
 
-# Defaults repeated from SparseTrainConfig would import nothing heavy, but keeping them in one place
-# matters more: the options show SparseTrainConfig's defaults through show_default on a lazy read.
-from braid.retrieval.train.sparse.config import SparseTrainConfig as _SparseDefaults  # noqa: E402  (no torch: a dataclass)
+# The defaults come from SparseTrainConfig alone (a dataclass module: no torch, no training code at import).
+from braid.retrieval.train.sparse.config import SparseTrainConfig as _SparseDefaults
 
 _S = _SparseDefaults()
 

@@ -41,4 +41,18 @@ def __getattr__(name: str):
     return getattr(importlib.import_module(module), name)
 
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "IdfAwareFlopsLoss",
+    "SparseTrainConfig",
+    "TrainingExamples",
+    "build_student",
+    "combine_teachers",
+    "default_checkpoint_dir",
+    "idf_penalty_weights",
+    "install_sparse",
+    "mine_examples",
+    "minmax_per_query",
+    "pseudo_queries",
+    "train_sparse",
+    "train_sparse_index",
+]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 from braid.data.errors import OptionError, check_finite, check_int, check_positive_int
 
@@ -124,7 +125,7 @@ class SparseTrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SparseTrainConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> SparseTrainConfig:
         if not isinstance(d, Mapping):
             raise OptionError("sparse training config", d, "a dict")
         known = {f.name for f in fields(cls)}

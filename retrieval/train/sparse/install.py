@@ -13,17 +13,26 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from braid.data.errors import DataError, OptionError
 from braid.retrieval.train import checkpoint
-from braid.retrieval.train.leakage import REPORT_SPLIT, check_training_split, training_record
+from braid.retrieval.train.leakage import (
+    REPORT_SPLIT,
+    check_training_split,
+    training_record,
+)
 from braid.retrieval.train.sparse.config import SparseTrainConfig
 from braid.retrieval.train.sparse.loop import TrainingExamples, train_sparse
-from braid.retrieval.train.sparse.teacher import combine_teachers, hybrid_ranking, teacher_names, teacher_scores
+from braid.retrieval.train.sparse.teacher import (
+    combine_teachers,
+    hybrid_ranking,
+    teacher_names,
+    teacher_scores,
+)
 
 EXAMPLES_DIR = "examples"
 MINING_FILE = "mining.json"
@@ -86,7 +95,7 @@ def mine_examples(searcher, config: SparseTrainConfig, queries: list[str], posit
         row = ranking[at[q]]
         row = row[row >= 0]
         if positives is not None:
-            judged = set(int(d) for d in positives[i])
+            judged = {int(d) for d in positives[i]}
             negs = _sample(np.array([d for d in row if int(d) not in judged], dtype=np.int64), c - 1, rng).tolist()
             chosen = [int(positives[i][0])] + _fill(negs, c - 1, judged | {int(positives[i][0])}, num_docs, rng)
         elif not config.distills:
@@ -266,7 +275,7 @@ def train_sparse_index(
     if install:
         info = install_sparse(index_dir, dataset_dir, output_dir, {"model": str(Path(output_dir).resolve()), "base_model": str(base), "config": config.to_dict(), **full_record},
                               progress=progress, log=log, runtime=runtime)
-        summary["installed"] = info.get("index", {}).get("num_docs", True) if isinstance(info, dict) else True
+        summary["installed"] = isinstance(info, dict) and "training" in info
     if not explicit:
         shutil.rmtree(ckdir, ignore_errors=True)
     return summary

@@ -24,9 +24,9 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -72,7 +72,7 @@ class TrainingExamples:
         (directory / "queries.json").write_text(json.dumps({"source": self.source, "queries": list(self.queries)}) + "\n", encoding="utf-8")
 
     @staticmethod
-    def load(directory: Path) -> "TrainingExamples | None":
+    def load(directory: Path) -> TrainingExamples | None:
         if not (directory / "queries.json").is_file() or not (directory / "candidates.npy").is_file():
             return None
         meta = json.loads((directory / "queries.json").read_text(encoding="utf-8"))
@@ -108,8 +108,11 @@ def build_student(base_model: str | Path, idf: np.ndarray, config: SparseTrainCo
     import torch
     from sentence_transformers.base.modules import Router
     from sentence_transformers.sparse_encoder import SparseEncoder
-    from sentence_transformers.sparse_encoder.modules import SparseStaticEmbedding, SpladePooling
-    from sentence_transformers.sparse_encoder.modules import MLMTransformer
+    from sentence_transformers.sparse_encoder.modules import (
+        MLMTransformer,
+        SparseStaticEmbedding,
+        SpladePooling,
+    )
 
     from braid.encoders.sparse import read_router_layout
 
@@ -221,7 +224,10 @@ def train_sparse(
     """
     import torch
     from datasets import Dataset
-    from sentence_transformers.sparse_encoder import SparseEncoderTrainer, SparseEncoderTrainingArguments
+    from sentence_transformers.sparse_encoder import (
+        SparseEncoderTrainer,
+        SparseEncoderTrainingArguments,
+    )
     from transformers import TrainerCallback
 
     from braid.index.manifest import replace_directory

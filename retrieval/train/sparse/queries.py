@@ -9,7 +9,7 @@ the same corpus and settings give the same queries.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

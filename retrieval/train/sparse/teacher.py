@@ -14,7 +14,7 @@ the same shape (NaN where a candidate is not in that teacher's list); the pure f
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
