@@ -303,6 +303,78 @@ def compute_idf(
 
 
 # --------------------------------------------------------------------------------------------
+# sentence-transformers' inference-free layout (a Router)
+# --------------------------------------------------------------------------------------------
+ROUTER_CONFIG = "router_config.json"
+_MLM_TYPES = ("MLMTransformer", "Transformer")
+
+
+@dataclass(frozen=True)
+class RouterLayout:
+    """An inference-free sentence-transformers SparseEncoder folder, as Braid reads it.
+
+    ``document_dir``: the folder of the document route's masked-LM transformer (config.json,
+    weights, tokenizer); its SPLADE pooling is max over tokens of log1p(relu(logit)), Braid's own.
+    ``query_weights``: the query route's SparseStaticEmbedding weights (``model.safetensors``,
+    tensor ``weight`` of shape (vocab_size,)), None when the query route is not a static table.
+    """
+
+    root: Path
+    document_dir: Path
+    query_weights: Path | None
+
+    def idf_table(self, vocab_size: int, model: str) -> IdfTable:
+        """The query route's token weights as an :class:`IdfTable` (special tokens weigh 0 at encoding)."""
+        from safetensors.numpy import load_file
+
+        try:
+            tensors = load_file(str(self.query_weights))
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same problem to the user
+            raise DataError(f"cannot read the static query weights ({exc})", self.query_weights) from None
+        weights = tensors.get("weight")
+        if weights is None or weights.ndim != 1 or len(weights) != vocab_size:
+            raise DataError(f"expected a tensor 'weight' of shape ({vocab_size},), got {None if weights is None else weights.shape}", self.query_weights)
+        weights = np.asarray(weights, dtype=np.float32)
+        if not np.isfinite(weights).all() or (weights < 0).any():
+            raise DataError("static query weights must be finite and >= 0", self.query_weights)
+        return IdfTable(weights, 0, "router-static-embedding", model)
+
+
+def read_router_layout(model: str | os.PathLike) -> RouterLayout | None:
+    """The :class:`RouterLayout` of a local folder saved by sentence-transformers with a Router, else None.
+
+    A folder with ``router_config.json`` must route documents through an MLM transformer and
+    ``SpladePooling(max, relu)`` (what :class:`SpladeHead` computes); anything else is a BraidError
+    naming what Braid cannot run. Hub ids and plain Hugging Face folders give None.
+    """
+    try:
+        root = Path(os.fspath(model)).expanduser()
+    except TypeError:
+        return None
+    cfg_path = root / ROUTER_CONFIG
+    if not cfg_path.is_file():
+        return None
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        types, structure = dict(cfg["types"]), dict(cfg["structure"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"unreadable sentence-transformers router config ({exc})", cfg_path) from None
+    document = list(structure.get("document") or [])
+    kinds = [str(types.get(name, "")).rsplit(".", 1)[-1] for name in document]
+    if len(document) != 2 or kinds[0] not in _MLM_TYPES or kinds[1] != "SpladePooling":
+        raise BraidError(f"model={str(model)!r}: its document route is {kinds}; Braid runs an MLM transformer + SpladePooling")
+    pooling = json.loads((root / document[1] / "config.json").read_text(encoding="utf-8")) if (root / document[1] / "config.json").is_file() else {}
+    if pooling.get("pooling_strategy", "max") != "max" or pooling.get("activation_function", "relu") != "relu":
+        raise BraidError(f"model={str(model)!r}: SpladePooling {pooling}; Braid's SPLADE head is max pooling of log1p(relu)")
+    query = list(structure.get("query") or [])
+    weights = None
+    if len(query) == 1 and str(types.get(query[0], "")).endswith("SparseStaticEmbedding"):
+        path = root / query[0] / "model.safetensors"
+        weights = path if path.is_file() else None
+    return RouterLayout(root, root / document[0], weights)
+
+
+# --------------------------------------------------------------------------------------------
 # The encoder
 # --------------------------------------------------------------------------------------------
 class SparseEncoder:
@@ -336,7 +408,11 @@ class SparseEncoder:
         self.config = SparseEncoderConfig(
             str(model), max_length, top_k, query_top_k, quantization_step, query_mode, precision
         )
-        self.backbone = TransformerBackbone(str(model), self.options, SpladeHead())
+        # An inference-free sentence-transformers folder (a Router: documents through an MLM
+        # transformer + SPLADE pooling, queries through a static token-weight table) runs its
+        # document route here, and its query table is the IDF table (see read_router_layout).
+        self.router = read_router_layout(model)
+        self.backbone = TransformerBackbone(str(self.router.document_dir) if self.router else str(model), self.options, SpladeHead())
         self._idf: IdfTable | None = None
         self._vocab_size: int | None = None
         self._special: np.ndarray | None = None
@@ -400,8 +476,10 @@ class SparseEncoder:
     @property
     def idf(self) -> IdfTable:
         """The IDF table of inference-free queries (model's idf.json unless one was set)."""
+        if self._idf is None and self.router is not None and self.router.query_weights is not None:
+            self._idf = self.router.idf_table(self.vocab_size, self.name)
         if self._idf is None:
-            path = self.backbone.ref.file("idf.json")
+            path = self.model_idf_file()
             if path is None:
                 raise BraidError(
                     f"query_mode='idf' needs an IDF table: model {self.name!r} has no idf.json; compute one over "
@@ -409,6 +487,12 @@ class SparseEncoder:
                 )
             self._idf = idf_from_json(path, self.backbone.tokenizer, self.vocab_size, self.name)
         return self._idf
+
+    def model_idf_file(self) -> Path | None:
+        """The query-weight file the model ships (a Router's static query weights, else ``idf.json``), or None."""
+        if self.router is not None and self.router.query_weights is not None:
+            return self.router.query_weights
+        return self.backbone.ref.file("idf.json")
 
     # -- encoding ----------------------------------------------------------------------------------
     def describe(self, kind: str = "document") -> dict:

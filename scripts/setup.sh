@@ -10,7 +10,7 @@ fi
 PIP=".venv/bin/python -m pip"
 $PIP install -q --upgrade pip
 # torch==2.13.0 is the CPU build; naming it in the same command keeps the extras' "torch>=2.1" on it.
-$PIP install -q "torch==2.13.0" -e ".[sparse,dense,onnx,serve,distributed,datasets,compare,mcp,bench,dev]"
+$PIP install -q "torch==2.13.0" -e ".[sparse,dense,onnx,serve,distributed,datasets,compare,mcp,bench,train,dev]"
 if [ -f scripts/install_pyserini.sh ]; then
   PIP="$PIP" bash scripts/install_pyserini.sh || echo "setup: Pyserini (optional reference backend) could not be installed; its tests will be skipped" >&2
 fi

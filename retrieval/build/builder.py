@@ -188,11 +188,14 @@ def _reusable_vectors(out_dir: Path) -> Path | None:
     return vectors if vectors.is_dir() else None
 
 
-def add_components(source: str | Path, index_dir: str | Path, options: BuildOptions, log=print) -> dict:
+def add_components(source: str | Path, index_dir: str | Path, options: BuildOptions, log=print, reuse_vectors: bool = True, annotate: dict | None = None) -> dict:
     """Add (or, with ``overwrite``, rebuild) components of an existing index from the same corpus.
 
     The corpus is re-read with the policy recorded at build time and must yield exactly the
     documents of ``docids.txt`` in the same order; each component is installed atomically.
+    ``reuse_vectors``: False re-encodes even when the index keeps vectors of the same corpus
+    (a retrained model under the same folder name). ``annotate``: extra keys merged into each
+    new component's manifest entry (e.g. what its model was trained on).
     """
     from braid.index.manifest import adding_component
 
@@ -208,13 +211,15 @@ def add_components(source: str | Path, index_dir: str | Path, options: BuildOpti
             f"the corpus does not hold the documents of {index_dir} in the same order; rebuild the index with --overwrite",
             path,
         )
-    previous_vectors = index_dir / "vectors" if (index_dir / "vectors").is_dir() else None
+    previous_vectors = index_dir / "vectors" if reuse_vectors and (index_dir / "vectors").is_dir() else None
     for name in [n for n in COMPONENT_BUILDERS if n in options.retrievers]:
         staging = index_dir / f".{name}.staging"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
         try:
             info = COMPONENT_BUILDERS[name](staging, index_dir, reader, doc_ids, options, previous_vectors, log=log)
+            if annotate:
+                info = {**info, **annotate}
             with adding_component(index_dir, name, info, overwrite=options.overwrite) as tmp:
                 shutil.rmtree(tmp)
                 os.replace(staging / name, tmp)

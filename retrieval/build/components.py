@@ -160,12 +160,12 @@ def build_sparse_component(tmp: Path, out_dir: Path, reader, doc_ids, options, p
     info = {"index": index.save(tmp / "sparse")}
     info["requested_config"] = dict(options.sparse_index)  # before resolve(): what a compaction rebuilds with
     # Inference-free queries: the model's idf.json, else IDF over this corpus with its tokenizer.
-    if encoder.backbone.ref.file("idf.json") is None:
+    if encoder.model_idf_file() is None:
         table = compute_idf((doc.contents for _, doc in reader), encoder, max_length=options.max_length)
         table.save(tmp / "sparse" / "idf.npy")
         idf_source = "corpus"
     else:
-        idf_source = "idf.json"
+        idf_source = encoder.idf.source
     info["encoder"] = {
         **encoder.describe("document"),
         "model": encoder.name,
@@ -250,7 +250,8 @@ def _runtime_kwargs(options, encoder_options: dict, kwargs: dict) -> dict:
 
 
 def _local_dir(encoder) -> str | None:
-    local = encoder.backbone.ref.local_dir
+    router = getattr(encoder, "router", None)  # a sentence-transformers Router folder: the folder itself, not its document route
+    local = router.root if router is not None else encoder.backbone.ref.local_dir
     return str(Path(local).resolve()) if local is not None else None
 
 

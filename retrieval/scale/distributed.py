@@ -639,7 +639,7 @@ def _component_summary(info: dict) -> dict:
 def _needs_corpus_idf(options: BuildOptions) -> bool:
     from braid.retrieval.build.components import sparse_encoder_from_options
 
-    return sparse_encoder_from_options(options).backbone.ref.file("idf.json") is None
+    return sparse_encoder_from_options(options).model_idf_file() is None
 
 
 def _check_pad_token() -> None:
