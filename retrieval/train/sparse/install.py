@@ -160,6 +160,9 @@ def install_sparse(index_dir: str | Path, dataset_dir: str | Path, model_dir: st
         max_length=int(enc.get("max_length", 256)),
         sparse_index=dict(sparse.get("requested_config") or {}),
         skip_bad=manifest.get("skipped_records", 0) > 0,
+        # the manifest does not record --allow-empty; empty documents the index holds must be read back (cranfield has
+        # two), and the corpus is checked against docids.txt, so allowing them never adds a document
+        allow_empty=manifest.get("skipped_records", 0) == 0,
         progress=progress,
         runtime=runtime,
     )
