@@ -349,7 +349,7 @@ class Searcher:
         if is_blank(texts[0]):
             return {"retriever": engine.name, "fusion": None, "hits": [], "lists": []}
         if filter is not None:
-            knobs = {**knobs, "allow": context.filter_mask(filter)}
+            knobs = {**knobs, "allow": self.context.filter_mask(filter)}
         if hasattr(engine, "explain"):
             ex = engine.explain(texts, k=k, **knobs)
             fusion = {**engine.pipeline.fusion, "rescored": ex.rescored} if len(ex.lists) > 1 else {"method": None, "rescored": ex.rescored}

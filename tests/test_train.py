@@ -108,7 +108,12 @@ def test_training_modules_import_alone_without_torch():
     """Each training module imports first in a fresh interpreter (no import cycle) and loads no torch/faiss/numba."""
     import braid.retrieval.train as train
 
-    modules = [train.__name__] + sorted(i.name for i in pkgutil.walk_packages(train.__path__, train.__name__ + ".")) + ["braid.cli.train"]
+    # the one module that is torch by nature: it defines a torch.nn.Module (a SpladeLoss regulariser) at import;
+    # nothing else imports it at module level (checked here: every other module, the CLI's included, stays clean)
+    torch_modules = {"braid.retrieval.train.sparse.loss"}
+    found = sorted(i.name for i in pkgutil.walk_packages(train.__path__, train.__name__ + "."))
+    assert torch_modules <= set(found)
+    modules = [train.__name__] + [m for m in found if m not in torch_modules] + ["braid.cli.train"]
     code = (
         "import importlib, json, sys\n"
         f"modules = {modules!r}\n"
