@@ -1,28 +1,24 @@
 """Reading and writing collections, queries, qrels and runs (BEIR layout, TREC formats)."""
 
-import importlib
+from braid.data.lazy import lazy_exports
 
 # Lazy re-exports (PEP 562): `from braid.data.errors import ...` (every command's path) must not
 # import the corpus, run and BEIR readers with it.
 _EXPORTS = {
-    "BraidError": "errors",
-    "DataError": "errors",
-    "Document": "corpus",
-    "iter_corpus": "corpus",
-    "count_corpus": "corpus",
-    "read_queries": "queries",
-    "read_qrels": "qrels",
-    "read_run": "runs",
-    "write_run": "runs",
-    "BeirDataset": "beir",
+    "BraidError": "braid.data.errors",
+    "DataError": "braid.data.errors",
+    "Document": "braid.data.corpus",
+    "iter_corpus": "braid.data.corpus",
+    "count_corpus": "braid.data.corpus",
+    "read_queries": "braid.data.queries",
+    "read_qrels": "braid.data.qrels",
+    "read_run": "braid.data.runs",
+    "write_run": "braid.data.runs",
+    "BeirDataset": "braid.data.beir",
 }
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'braid.data' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"braid.data.{module}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = [

@@ -17,7 +17,7 @@ ones of :mod:`braid.retrieval.train`. At query time a trained index is read by
 :mod:`braid.encoders.jpq`, which imports nothing from here.
 """
 
-import importlib
+from braid.data.lazy import lazy_exports
 
 # Lazy re-exports (PEP 562): `braid train --help` and `from braid.retrieval.train.jpq.config import
 # JPQConfig` (the CLI's defaults) must not import the training loop, the index writers and hashlib.
@@ -45,11 +45,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'braid.retrieval.train.jpq' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = [

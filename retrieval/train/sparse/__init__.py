@@ -15,7 +15,7 @@ tokenizer + IDF, with an IDF-aware FLOPS penalty and distillation from a heterog
 The model folder is sentence-transformers' own; :class:`braid.encoders.sparse.SparseEncoder` reads it.
 """
 
-import importlib
+from braid.data.lazy import lazy_exports
 
 _EXPORTS = {
     "SparseTrainConfig": "braid.retrieval.train.sparse.config",
@@ -34,11 +34,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'braid.retrieval.train.sparse' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = [
