@@ -41,6 +41,12 @@ from braid.index.hits import Hits
 
 DELETED_DIR = "deleted"
 SEGMENTS_DIR = "segments"
+# Dense segments of at most SMALL_SEGMENT_DOCS documents are joined into one flat search unit when a
+# generation opens: up to JOIN_FLAT_DOCS in all for a flat index (an in-memory copy of their vectors),
+# up to JOIN_HNSW_DOCS for HNSW (scanned exactly instead of one graph search each).
+SMALL_SEGMENT_DOCS = 20_000
+JOIN_FLAT_DOCS = 50_000
+JOIN_HNSW_DOCS = 8_192
 
 
 @dataclass(frozen=True)
@@ -164,20 +170,7 @@ class SegmentMap:
 
     def excluded(self, i: int, allow: np.ndarray | None) -> np.ndarray | None | bool:
         """Segment ``i``'s rows never to return (bool, True = excluded); None when none is; True when all are."""
-        dead = self._dead[i]
-        if allow is not None:
-            out = ~allow[self.docnos[i]]
-            if dead is not None:
-                out |= dead
-        elif dead is None:
-            return None
-        else:
-            out = dead
-        if not out.any():
-            return None
-        if out.all():
-            return True
-        return out
+        return rows_excluded(self.docnos[i], self._dead[i], allow)
 
     def locate(self, docnos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         docnos = np.asarray(docnos, dtype=np.int64).reshape(-1)
@@ -187,6 +180,51 @@ class SegmentMap:
         if docnos.size and seg.min() < 0:
             raise OptionError("docnos", docnos[seg < 0].tolist()[:5], "documents held by a segment (these were merged away as deleted)")
         return seg, row
+
+
+def rows_excluded(docnos: np.ndarray, dead: np.ndarray | None, allow: np.ndarray | None) -> np.ndarray | None | bool:
+    """The rows (global ``docnos``) never to return: deleted (``dead``, bool per row) or outside ``allow``
+    (bool over docnos). None when none is, True when all are, else a bool array per row."""
+    if allow is not None:
+        out = ~allow[docnos]
+        if dead is not None:
+            out |= dead
+    elif dead is None:
+        return None
+    else:
+        out = dead
+    if not out.any():
+        return None
+    if out.all():
+        return True
+    return out
+
+
+class SearchUnit:
+    """What one search call covers: a segment, or several small segments joined into one in-memory
+    index at open time (``index`` rows = ``docnos``, increasing; ``dead``: bool per row or None)."""
+
+    __slots__ = ("index", "docnos", "dead", "deleted_bits")
+
+    def __init__(self, index, docnos: np.ndarray, deleted: np.ndarray | None):
+        self.index = index
+        self.docnos = docnos
+        dead = deleted[docnos] if deleted is not None else None
+        self.dead = dead if dead is not None and dead.any() else None
+        self.deleted_bits: object = _UNSET  # the kernels' form of ``dead``, made on first use
+
+
+_UNSET = object()
+
+
+def _join_order(docnos: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The joined segments' docnos in increasing order, and the row permutation that sorts them (None when
+    already sorted): a joined unit breaks score ties by row, which must be by docno as in one segment."""
+    joined = np.concatenate(docnos)
+    if joined.size < 2 or bool(np.all(np.diff(joined) > 0)):
+        return joined, None
+    order = np.argsort(joined, kind="stable")
+    return joined[order], order
 
 
 def check_allow(allow: np.ndarray | None, num_docnos: int) -> np.ndarray | None:
@@ -229,7 +267,12 @@ def _to_global(hits: Hits, docnos: np.ndarray) -> Hits:
 # sparse
 # --------------------------------------------------------------------------------------------------
 class SegmentedSparseIndex:
-    """The sparse component of a live index: blocked and flat segments over global docnos."""
+    """The sparse component of a live index: blocked and flat segments over global docnos.
+
+    Searching: every blocked segment is one kernel call, and all flat segments together are one more
+    (they are joined into a single flat index when the generation is opened: the same forward rows,
+    the same exact scan, one call instead of one per small segment).
+    """
 
     def __init__(self, segments: list, docnos: list[np.ndarray], num_docnos: int, deleted: np.ndarray | None, vocab_size: int):
         self.segments = segments
@@ -237,17 +280,18 @@ class SegmentedSparseIndex:
         self.vocab_size = int(vocab_size)
         self.num_docs = self.map.num_live
         self.num_docnos = int(num_docnos)
-        self._deleted_bits: dict[int, np.ndarray | None | bool] = {}
+        self.units = _sparse_units(segments, docnos, deleted)
 
-    def _bits(self, i: int, allow: np.ndarray | None):
+    @staticmethod
+    def _bits(unit: SearchUnit, allow: np.ndarray | None):
         from braid.index.sparse.blocked import exclusion_bitset
 
-        if allow is None and i in self._deleted_bits:
-            return self._deleted_bits[i]
-        excl = self.map.excluded(i, allow)
+        if allow is None and unit.deleted_bits is not _UNSET:
+            return unit.deleted_bits
+        excl = rows_excluded(unit.docnos, unit.dead, allow)
         bits = excl if (excl is None or excl is True) else exclusion_bitset(excl)
         if allow is None:
-            self._deleted_bits[i] = bits
+            unit.deleted_bits = bits
         return bits
 
     def search(self, queries: SparseVectors, k: int = 10, query_cut: int = 10, heap_factor: float = 0.7, exact: bool = False,
@@ -258,16 +302,16 @@ class SegmentedSparseIndex:
         k = check_positive_int("k", k)
         allow = check_allow(allow, self.num_docnos)
         parts = []
-        for i, (index, docnos) in enumerate(zip(self.segments, self.map.docnos)):
-            bits = self._bits(i, allow)
+        for unit in self.units:
+            bits = self._bits(unit, allow)
             if bits is True:
                 continue
-            if isinstance(index, FlatSparseIndex):
-                hits = index.search(queries, k=k, threads=threads, excluded=bits)
+            if isinstance(unit.index, FlatSparseIndex):
+                hits = unit.index.search(queries, k=k, threads=threads, excluded=bits)
             else:
-                hits = index.search(queries, k=k, query_cut=query_cut, heap_factor=heap_factor, exact=exact, threads=threads,
-                                    block_order=block_order, excluded=bits)  # fmt: skip
-            parts.append(_to_global(hits, docnos))
+                hits = unit.index.search(queries, k=k, query_cut=query_cut, heap_factor=heap_factor, exact=exact, threads=threads,
+                                         block_order=block_order, excluded=bits)  # fmt: skip
+            parts.append(_to_global(hits, unit.docnos))
         return merge_hits(parts, queries.n_rows, k)
 
     def forward_vectors(self, docnos: np.ndarray) -> SparseVectors:
@@ -280,6 +324,18 @@ class SegmentedSparseIndex:
             for j, pos in enumerate(at):
                 rows[pos] = got.row(j)
         return SparseVectors.from_rows(rows, self.vocab_size)
+
+
+def _sparse_units(segments: list, docnos: list[np.ndarray], deleted: np.ndarray | None) -> list[SearchUnit]:
+    """Blocked segments one unit each; the flat ones joined into one flat index (when there are two or more)."""
+    from braid.index.sparse.flat import FlatSparseIndex
+
+    flat = [i for i, s in enumerate(segments) if isinstance(s, FlatSparseIndex)]
+    units = [SearchUnit(s, d, deleted) for i, (s, d) in enumerate(zip(segments, docnos)) if i not in flat or len(flat) < 2]
+    if len(flat) >= 2:
+        joined, order = _join_order([docnos[i] for i in flat])
+        units.append(SearchUnit(FlatSparseIndex.join([segments[i] for i in flat], order), joined, deleted))
+    return units
 
 
 # --------------------------------------------------------------------------------------------------
@@ -302,6 +358,47 @@ class SegmentedDenseIndex:
         self.dim = segments[0].dim
         self.info = segments[0].info
         self.binary = None
+        self.units = self._units(deleted)
+
+    def _units(self, deleted: np.ndarray | None) -> list[SearchUnit]:
+        """One search unit per segment, except the small segments of a ``flat`` or ``hnsw`` index: those are
+        joined into one exact flat index (their stored vectors, the same FAISS flat scan), so a generation
+        with many small segments makes two FAISS calls instead of one per segment. A flat index scores a
+        joined document exactly as its own segment did; for HNSW the joined ones are scanned exactly
+        (at most :data:`JOIN_HNSW_DOCS` of them, about the cost of one graph search; never the largest segment)."""
+        from braid.index.dense import DenseIndex, DenseIndexConfig
+
+        kind = self.config.kind
+        limit = JOIN_FLAT_DOCS if kind == "flat" else JOIN_HNSW_DOCS if kind == "hnsw" else 0
+        small: list[int] = []
+        total = 0
+        by_size = sorted(range(len(self.segments)), key=lambda i: self.segments[i].num_docs)
+        if kind == "hnsw":
+            by_size = by_size[:-1]  # the largest segment keeps its graph
+        for i in by_size:
+            n = self.segments[i].num_docs
+            if n > SMALL_SEGMENT_DOCS or total + n > limit:
+                break
+            small.append(i)
+            total += n
+        if len(small) < 2:
+            small = []
+        units = [SearchUnit(s, d, deleted) for i, (s, d) in enumerate(zip(self.segments, self.map.docnos)) if i not in small]
+        if small:
+            small.sort()
+            joined, order = _join_order([self.map.docnos[i] for i in small])
+            vectors = np.concatenate([self._segment_vectors(i) for i in small])
+            if order is not None:
+                vectors = vectors[order]
+            cfg = DenseIndexConfig(kind="flat", metric=self.config.metric, store_dtype=self.config.store_dtype)
+            units.append(SearchUnit(DenseIndex.build(vectors, cfg), joined, deleted))
+        return units
+
+    def _segment_vectors(self, i: int) -> np.ndarray:
+        src = self.raw[i]
+        if src is not None:
+            return np.asarray(src, dtype=np.float32)
+        return self.segments[i].reconstruct(np.arange(self.segments[i].num_docs))
 
     def search(self, query_vectors: np.ndarray, k: int, nprobe: int | None = None, ef_search: int | None = None,
                threads: int | None = None, allow: np.ndarray | None = None) -> Hits:  # fmt: skip
@@ -309,13 +406,13 @@ class SegmentedDenseIndex:
         allow = check_allow(allow, self.num_docnos)
         q = np.ascontiguousarray(query_vectors, dtype=np.float32)
         parts = []
-        for i, (index, docnos) in enumerate(zip(self.segments, self.map.docnos)):
-            excl = self.map.excluded(i, allow)
+        for unit in self.units:
+            excl = rows_excluded(unit.docnos, unit.dead, allow)
             if excl is True:
                 continue
             allowed = None if excl is None else ~excl
-            hits = index.search(q, k, nprobe=nprobe, ef_search=ef_search, threads=threads, allowed=allowed)
-            parts.append(_to_global(hits, docnos))
+            hits = unit.index.search(q, k, nprobe=nprobe, ef_search=ef_search, threads=threads, allowed=allowed)
+            parts.append(_to_global(hits, unit.docnos))
         return merge_hits(parts, q.shape[0], k)
 
     def reconstruct(self, docnos: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ from braid.index.sparse.blocked import _F16_MAX, check_exclusion, numba_threads
 FORMAT = "braid-flat-sparse"
 FORMAT_VERSION = 1
 _ARRAYS = ("fwd_ptr", "fwd_terms", "fwd_weights")
+_NO_BITS = np.zeros(1, np.uint64)
 
 
 class FlatSparseIndex:
@@ -37,6 +38,20 @@ class FlatSparseIndex:
         self.num_docs = int(num_docs)
         self.vocab_size = int(vocab_size)
         self.info = info
+        self.inverted: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (ptr, docs, weights): see invert()
+
+    def invert(self) -> "FlatSparseIndex":
+        """Add inverted lists (term -> documents) so that searches walk the query terms' postings
+        (:func:`~braid.index.sparse.kernels.taat_batch`) instead of every forward row: the same
+        top-k and scores, cheaper when queries share terms with a small part of the documents."""
+        ptr = np.zeros(self.vocab_size + 1, np.int64)
+        docs = np.empty(self.fwd_terms.shape[0], np.int32)
+        weights = np.empty(self.fwd_terms.shape[0], self.fwd_weights.dtype)
+        kernels.invert_forward(self.fwd_ptr, self.fwd_terms, self.fwd_weights, self.vocab_size, ptr, docs, weights)
+        for arr in (ptr, docs, weights):
+            arr.flags.writeable = False
+        self.inverted = (ptr, docs, weights)
+        return self
 
     @classmethod
     def build(cls, docs: SparseVectors, forward_dtype: str = "float16") -> "FlatSparseIndex":
@@ -62,6 +77,38 @@ class FlatSparseIndex:
                 "nnz": docs.nnz, "forward_dtype": forward_dtype}  # fmt: skip
         return cls(arrays, docs.n_rows, docs.vocab_size, info)
 
+    @classmethod
+    def join(cls, parts: list["FlatSparseIndex"], order: np.ndarray | None = None) -> "FlatSparseIndex":
+        """One in-memory flat index holding the rows of ``parts`` one after the other (then permuted by
+        ``order`` when given: row i of the result is joined row ``order[i]``). Weights and term ids
+        keep their stored values (float16 bits stay float16 unless some part holds float32), so every
+        document scores exactly as in its own part."""
+        if not parts:
+            raise OptionError("parts", parts, "at least one flat segment")
+        vocab = {p.vocab_size for p in parts}
+        if len(vocab) > 1:
+            raise IndexFormatError(f"flat segments with different vocabularies {sorted(vocab)} cannot be joined")
+        f16 = all(p.fwd_weights.dtype == np.uint16 for p in parts)
+        u16 = all(p.fwd_terms.dtype == np.uint16 for p in parts)
+        weights = np.concatenate([p.fwd_weights if f16 else _as_float32(p.fwd_weights) for p in parts])
+        terms = np.concatenate([p.fwd_terms if u16 else p.fwd_terms.astype(np.int32) for p in parts])
+        lengths = np.concatenate([np.diff(p.fwd_ptr) for p in parts])
+        ptr = np.zeros(lengths.shape[0] + 1, np.int64)
+        np.cumsum(lengths, out=ptr[1:])
+        if order is not None:
+            order = np.asarray(order, dtype=np.int64)
+            new_ptr = np.zeros_like(ptr)
+            np.cumsum(lengths[order], out=new_ptr[1:])
+            new_terms, new_weights = np.empty_like(terms), np.empty_like(weights)
+            kernels.gather_rows(ptr, terms, weights, order, new_ptr, new_terms, new_weights)
+            ptr, terms, weights = new_ptr, new_terms, new_weights
+        for arr in (ptr, terms, weights):
+            arr.flags.writeable = False
+        n = lengths.shape[0]
+        info = {"format": FORMAT, "format_version": FORMAT_VERSION, "num_docs": n, "vocab_size": parts[0].vocab_size,
+                "nnz": int(ptr[-1]), "forward_dtype": "float16" if f16 else "float32", "joined": len(parts)}  # fmt: skip
+        return cls({"fwd_ptr": ptr, "fwd_terms": terms, "fwd_weights": weights}, n, parts[0].vocab_size, info).invert()
+
     def search(self, queries: SparseVectors, k: int = 10, threads: int | None = None, excluded: np.ndarray | None = None, **_ignored) -> Hits:
         """Exact top-``k`` by inner product (documents with a positive score), skipping ``excluded``
         (a uint64 bitset, :func:`~braid.index.sparse.blocked.exclusion_bitset`). Query knobs of the
@@ -76,7 +123,14 @@ class FlatSparseIndex:
             raise DataError(f"queries use term id {int(queries.indices.max())} but the index vocabulary has {self.vocab_size} terms")
         with numba_threads(threads) as n_threads:
             n_chunks = max(1, min(nq, 4 * n_threads))
-            if excluded is None:
+            if self.inverted is not None:
+                use_mask = excluded is not None
+                bits = check_exclusion(excluded, self.num_docs) if use_mask else _NO_BITS
+                inv_ptr, inv_docs, inv_weights = self.inverted
+                kernels.taat_batch(queries.indptr, queries.indices, queries.data, k, inv_ptr, inv_docs, inv_weights, self.fwd_ptr,
+                                   self.fwd_terms, self.fwd_weights, self.vocab_size, n_chunks, use_mask, bits, out_docs,
+                                   out_scores)  # fmt: skip
+            elif excluded is None:
                 kernels.scan_batch(queries.indptr, queries.indices, queries.data, k, self.fwd_ptr, self.fwd_terms,
                                    self.fwd_weights, self.vocab_size, n_chunks, out_docs, out_scores)  # fmt: skip
             else:
@@ -139,3 +193,8 @@ class FlatSparseIndex:
         if t.size and int(t.max()) >= vocab_size:
             raise IndexFormatError(f"{directory}: inconsistent flat sparse segment (term ids beyond the vocabulary)")
         return cls(arrays, num_docs, vocab_size, info)
+
+
+def _as_float32(weights: np.ndarray) -> np.ndarray:
+    """Forward weights as float32 (float16 bits, uint16, are decoded)."""
+    return weights.view(np.float16).astype(np.float32) if weights.dtype == np.uint16 else weights.astype(np.float32, copy=False)

@@ -1,0 +1,186 @@
+"""Search units of a live index: small segments joined into one search call, against brute force.
+
+``SegmentedSparseIndex`` joins all flat sparse segments into one flat index, and
+``SegmentedDenseIndex`` joins the small segments of a flat (or HNSW) dense index into one exact
+flat index, when a generation is opened. Here the segments hold interleaved docnos (as merges
+leave them), some documents are deleted, a filter is applied, and the weights are small integers so
+that scores tie: the top-k must be the brute-force top-k over the live, allowed documents in
+(-score, docno) order, scores included.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from braid.data.vectors import SparseVectors
+
+VOCAB = 40
+
+
+def brute_force(scores: np.ndarray, live: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+    """(n_queries, n_docnos) scores -> per query the top-k (docno, score) of live docnos, score > -inf."""
+    out = []
+    for row in scores:
+        cand = [(-float(row[d]), d) for d in np.flatnonzero(live)]
+        cand.sort()
+        out.append([(d, -s) for s, d in cand[:k]])
+    return out
+
+
+def as_lists(hits, positive_only: bool = False) -> list[list[tuple[int, float]]]:
+    out = []
+    for docs, scores in zip(hits.docnos, hits.scores):
+        out.append([(int(d), float(s)) for d, s in zip(docs, scores) if d >= 0 and (not positive_only or s > 0)])
+    return out
+
+
+def random_sparse(rng: np.random.Generator, n: int) -> SparseVectors:
+    rows = []
+    for _ in range(n):
+        terms = np.sort(rng.choice(VOCAB, size=int(rng.integers(1, 6)), replace=False)).astype(np.int32)
+        rows.append((terms, rng.integers(1, 4, size=terms.size).astype(np.float32)))  # small integers: ties
+    return SparseVectors.from_rows(rows, VOCAB)
+
+
+def split_docnos(rng: np.random.Generator, n: int, sizes: list[int]) -> list[np.ndarray]:
+    perm = rng.permutation(n)
+    out, at = [], 0
+    for s in sizes:
+        out.append(np.sort(perm[at : at + s]).astype(np.int64))
+        at += s
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_joined_flat_sparse_segments_give_the_brute_force_top_k(seed):
+    from braid.index.segments import SegmentedSparseIndex
+    from braid.index.sparse.flat import FlatSparseIndex
+
+    rng = np.random.default_rng(seed)
+    n = 60
+    docs = random_sparse(rng, n)
+    queries = random_sparse(rng, 5)
+    docnos = split_docnos(rng, n, [20, 15, 15, 10])  # interleaved: the joined unit must reorder rows
+    segments = [FlatSparseIndex.build(_rows(docs, d)) for d in docnos]
+    deleted = np.zeros(n, bool)
+    deleted[rng.choice(n, 8, replace=False)] = True
+    index = SegmentedSparseIndex(segments, docnos, n, deleted, VOCAB)
+    assert len(index.units) == 1 and index.units[0].index.num_docs == n  # all four flat segments, one call
+    assert np.all(np.diff(index.units[0].docnos) > 0)
+    dense_docs = _dense(docs)
+    scores = _dense(queries) @ dense_docs.T
+    allow = rng.random(n) < 0.6
+    for mask, live in ((None, ~deleted), (allow, ~deleted & allow)):
+        got = as_lists(index.search(queries, k=7, exact=True, allow=mask))
+        want = [[(d, s) for d, s in row if s > 0] for row in brute_force(scores, live, 7)]
+        assert got == want
+
+
+def test_blocked_and_flat_segments_together(tmp_path):
+    """A blocked base plus flat segments: the blocked one stays its own unit, exact mode equals brute force."""
+    from braid.index.segments import SegmentedSparseIndex
+    from braid.index.sparse.blocked import BlockedSparseIndex
+    from braid.index.sparse.flat import FlatSparseIndex
+
+    rng = np.random.default_rng(7)
+    n = 80
+    docs = random_sparse(rng, n)
+    queries = random_sparse(rng, 6)
+    docnos = [np.arange(50, dtype=np.int64), np.arange(50, 65, dtype=np.int64), np.arange(65, 80, dtype=np.int64)]
+    base = BlockedSparseIndex.build(_rows(docs, docnos[0]))
+    segments = [base] + [FlatSparseIndex.build(_rows(docs, d)) for d in docnos[1:]]
+    deleted = np.zeros(n, bool)
+    deleted[[3, 51, 70]] = True
+    index = SegmentedSparseIndex(segments, docnos, n, deleted, VOCAB)
+    assert [type(u.index).__name__ for u in index.units] == ["BlockedSparseIndex", "FlatSparseIndex"]
+    scores = _dense(queries) @ _dense(docs).T
+    got = as_lists(index.search(queries, k=9, exact=True))
+    want = [[(d, s) for d, s in row if s > 0] for row in brute_force(scores, ~deleted, 9)]
+    assert got == want
+
+
+@pytest.mark.parametrize("store_dtype", ["float32", "float16"])
+def test_joined_flat_dense_segments_give_the_brute_force_top_k(store_dtype):
+    pytest.importorskip("faiss")
+    from braid.index.dense import DenseIndex, DenseIndexConfig
+    from braid.index.segments import SegmentedDenseIndex
+
+    rng = np.random.default_rng(11)
+    n, dim = 90, 8
+    vectors = rng.integers(-2, 3, size=(n, dim)).astype(np.float32)  # small integers: exact in float16, ties
+    queries = rng.integers(-2, 3, size=(4, dim)).astype(np.float32)
+    docnos = split_docnos(rng, n, [40, 20, 20, 10])
+    cfg = DenseIndexConfig(kind="flat", store_dtype=store_dtype)
+    segments = [DenseIndex.build(vectors[d], cfg) for d in docnos]
+    deleted = np.zeros(n, bool)
+    deleted[rng.choice(n, 9, replace=False)] = True
+    index = SegmentedDenseIndex(segments, docnos, [None] * 4, n, deleted)
+    assert len(index.units) == 1  # everything fits JOIN_FLAT_DOCS: one FAISS call
+    scores = queries @ vectors.T
+    allow = rng.random(n) < 0.5
+    for mask, live in ((None, ~deleted), (allow, ~deleted & allow)):
+        assert as_lists(index.search(queries, k=12, allow=mask)) == brute_force(scores, live, 12)
+
+
+def test_hnsw_keeps_the_largest_graph_and_scans_the_small_segments():
+    pytest.importorskip("faiss")
+    from braid.index.dense import DenseIndex, DenseIndexConfig
+    from braid.index.segments import SegmentedDenseIndex
+
+    rng = np.random.default_rng(5)
+    n, dim = 120, 8
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    queries = rng.standard_normal((5, dim)).astype(np.float32)
+    docnos = [np.arange(60, dtype=np.int64)] + [np.arange(60 + 20 * i, 80 + 20 * i, dtype=np.int64) for i in range(3)]
+    cfg = DenseIndexConfig(kind="hnsw", hnsw_m=8)
+    segments = [DenseIndex.build(vectors[d], cfg) for d in docnos]
+    index = SegmentedDenseIndex(segments, docnos, [vectors[d] for d in docnos], n, None)
+    kinds = [u.index.config.kind for u in index.units]
+    assert kinds == ["hnsw", "flat"] and index.units[1].index.num_docs == 60
+    # ef_search >= the base's size: the graph search is exhaustive on 60 nodes, so the merge is exact
+    got = index.search(queries, k=10, ef_search=64)
+    want = brute_force(queries @ vectors.T, np.ones(n, bool), 10)
+    assert [[d for d, _ in row] for row in as_lists(got)] == [[d for d, _ in row] for row in want]
+    np.testing.assert_allclose(got.scores, [[s for _, s in row] for row in want], rtol=1e-5)
+
+
+def _rows(docs: SparseVectors, rows: np.ndarray) -> SparseVectors:
+    return SparseVectors.from_rows([(docs.indices[docs.indptr[r] : docs.indptr[r + 1]], docs.data[docs.indptr[r] : docs.indptr[r + 1]]) for r in rows], docs.vocab_size)
+
+
+def _dense(v: SparseVectors) -> np.ndarray:
+    out = np.zeros((v.n_rows, v.vocab_size), np.float32)
+    for i in range(v.n_rows):
+        s, e = v.indptr[i], v.indptr[i + 1]
+        out[i, v.indices[s:e]] = v.data[s:e]
+    return out
+
+
+@pytest.mark.parametrize("forward_dtype", ["float16", "float32"])
+def test_inverted_flat_search_equals_the_forward_scan_bit_for_bit(forward_dtype):
+    """Real-valued weights: the term-at-a-time sums round differently from score_doc's, so the joined
+    unit's candidates are rescored; the result must be the forward scan's, scores and ties included."""
+    from braid.index.sparse.blocked import exclusion_bitset
+    from braid.index.sparse.flat import FlatSparseIndex
+
+    rng = np.random.default_rng(3)
+    vocab, n = 300, 400
+    rows = []
+    for _ in range(n):
+        terms = np.sort(rng.choice(vocab, size=int(rng.integers(5, 60)), replace=False)).astype(np.int32)
+        rows.append((terms, rng.gamma(1.0, 1.0, size=terms.size).astype(np.float32)))
+    docs = SparseVectors.from_rows(rows, vocab)
+    rows = []
+    for _ in range(40):
+        terms = np.sort(rng.choice(vocab, size=int(rng.integers(1, 120)), replace=False)).astype(np.int32)
+        rows.append((terms, rng.gamma(1.0, 1.0, size=terms.size).astype(np.float32)))
+    queries = SparseVectors.from_rows(rows, vocab)
+    plain = FlatSparseIndex.build(docs, forward_dtype=forward_dtype)
+    inverted = FlatSparseIndex.build(docs, forward_dtype=forward_dtype).invert()
+    excluded = exclusion_bitset(rng.random(n) < 0.3)
+    for k in (1, 10, 500):
+        for bits in (None, excluded):
+            a, b = plain.search(queries, k=k, excluded=bits), inverted.search(queries, k=k, excluded=bits)
+            np.testing.assert_array_equal(a.docnos, b.docnos)
+            np.testing.assert_array_equal(a.scores, b.scores)
