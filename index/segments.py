@@ -243,6 +243,8 @@ def merge_hits(parts: list[Hits], n_queries: int, k: int) -> Hits:
         return Hits.empty(n_queries, k)
     if len(parts) == 1 and parts[0].k == k:
         return parts[0]
+    if n_queries == 1:
+        return _merge_one(parts, k)
     docnos = np.concatenate([p.docnos for p in parts], axis=1)
     scores = np.concatenate([p.scores for p in parts], axis=1)
     pad = docnos < 0
@@ -253,6 +255,21 @@ def merge_hits(parts: list[Hits], n_queries: int, k: int) -> Hits:
     out.docnos[:, :width] = np.take_along_axis(docnos, order, axis=1)
     out.scores[:, :width] = np.take_along_axis(scores, order, axis=1)
     out.docnos[out.docnos < 0] = -1
+    return out
+
+
+def _merge_one(parts: list[Hits], k: int) -> Hits:
+    """:func:`merge_hits` for a single query (the common case of a search request): a Python sort of a
+    few dozen (score, docno) pairs costs less than numpy's per-call overhead on arrays that small."""
+    pairs = []
+    for p in parts:
+        pairs += [(-s, d) for d, s in zip(p.docnos[0].tolist(), p.scores[0].tolist()) if d >= 0]
+    pairs.sort()
+    out = Hits.empty(1, k)
+    top = pairs[:k]
+    if top:
+        out.docnos[0, : len(top)] = [d for _, d in top]
+        out.scores[0, : len(top)] = [-s for s, _ in top]
     return out
 
 

@@ -184,3 +184,22 @@ def test_inverted_flat_search_equals_the_forward_scan_bit_for_bit(forward_dtype)
             a, b = plain.search(queries, k=k, excluded=bits), inverted.search(queries, k=k, excluded=bits)
             np.testing.assert_array_equal(a.docnos, b.docnos)
             np.testing.assert_array_equal(a.scores, b.scores)
+
+
+def test_single_query_merge_equals_the_batched_merge():
+    from braid.index.hits import Hits
+    from braid.index.segments import merge_hits
+
+    rng = np.random.default_rng(9)
+    parts = []
+    for _ in range(3):
+        docnos = rng.integers(-1, 50, size=(6, 8)).astype(np.int64)
+        scores = rng.integers(0, 4, size=(6, 8)).astype(np.float32)  # ties across parts
+        scores[docnos < 0] = -np.inf
+        parts.append(Hits(docnos, scores))
+    for k in (1, 5, 30):
+        batched = merge_hits(parts, 6, k)
+        for q in range(6):
+            one = merge_hits([Hits(p.docnos[q : q + 1], p.scores[q : q + 1]) for p in parts], 1, k)
+            np.testing.assert_array_equal(one.docnos[0], batched.docnos[q])
+            np.testing.assert_array_equal(one.scores[0], batched.scores[q])
