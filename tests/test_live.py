@@ -315,6 +315,36 @@ def test_filtered_top_k_is_the_top_k_of_the_matching_documents(filtered_index, n
     assert_same(got, want, f"{name} {flt}")
 
 
+@pytest.mark.parametrize("max_fetch,factor", [(0, 2.0), (4096, 2.0), (4096, 0.1)], ids=["in-tantivy", "dropped", "fallback"])
+@pytest.mark.parametrize("flt", FILTERS, ids=str)
+def test_bm25_filter_routes_agree(filtered_index, flt, max_fetch, factor, monkeypatch):
+    """BM25 filters run unfiltered-then-dropped when the filter is wide enough, else inside tantivy; with
+    the depth limit lowered, both routes (and the fallback from the first to the second when too few
+    allowed documents come back) are taken, and each gives the brute-force top-k of the matches."""
+    from braid.data.filters import parse_filter
+    from braid.index import lexical
+    from braid.retrieval.searcher import Searcher
+
+    monkeypatch.setattr(lexical, "POSTFILTER_MAX_FETCH", max_fetch)
+    monkeypatch.setattr(lexical, "POSTFILTER_FACTOR", factor)
+    calls = []
+    real = lexical.LexicalIndex._allow_query
+    monkeypatch.setattr(lexical.LexicalIndex, "_allow_query", lambda self, allow: calls.append(1) or real(self, allow))
+    s = Searcher(filtered_index)
+    mask = s.context.filter_mask(flt)
+    matching = {s.doc_ids[d] for d in np.flatnonzero(mask)}
+    full = results(filtered_index, "bm25", k=s.num_docs)
+    for k in (1, 5, 20):
+        want = [[(d, sc) for d, sc in row if d in matching][:k] for row in full]
+        assert_same(results(filtered_index, "bm25", k=k, filter=parse_filter(flt)), want, f"bm25 {flt} k={k}")
+    if not matching:
+        assert not calls  # nothing allowed: no search at all
+    elif max_fetch == 0 or factor < 1:
+        assert calls  # the docno-set clause inside tantivy (at once, or after too few allowed hits)
+    else:
+        assert not calls  # a 50-document index: every filter is wide enough to drop hits instead
+
+
 def test_filter_forms_agree_and_bad_filters_name_the_problem(filtered_index):
     from braid.data.filters import describe_filter, parse_filter
     from braid.retrieval.searcher import Searcher
