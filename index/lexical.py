@@ -52,7 +52,7 @@ def _schema():
 
 # A filtered query runs unfiltered and drops the disallowed hits when this depth is expected to hold
 # twice the hits it needs (see LexicalIndex.search_weighted); narrower filters run inside tantivy.
-POSTFILTER_MAX_FETCH = 4096
+POSTFILTER_MAX_FETCH = 8192
 POSTFILTER_FACTOR = 2.0
 
 

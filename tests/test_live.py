@@ -315,7 +315,7 @@ def test_filtered_top_k_is_the_top_k_of_the_matching_documents(filtered_index, n
     assert_same(got, want, f"{name} {flt}")
 
 
-@pytest.mark.parametrize("max_fetch,factor", [(0, 2.0), (4096, 2.0), (4096, 0.1)], ids=["in-tantivy", "dropped", "fallback"])
+@pytest.mark.parametrize("max_fetch,factor", [(0, 2.0), (8192, 2.0), (8192, 0.1)], ids=["in-tantivy", "dropped", "fallback"])
 @pytest.mark.parametrize("flt", FILTERS, ids=str)
 def test_bm25_filter_routes_agree(filtered_index, flt, max_fetch, factor, monkeypatch):
     """BM25 filters run unfiltered-then-dropped when the filter is wide enough, else inside tantivy; with
