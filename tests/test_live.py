@@ -315,9 +315,10 @@ def test_filtered_top_k_is_the_top_k_of_the_matching_documents(filtered_index, n
     assert_same(got, want, f"{name} {flt}")
 
 
-@pytest.mark.parametrize("max_fetch,factor", [(0, 2.0), (8192, 2.0), (8192, 0.1)], ids=["in-tantivy", "dropped", "fallback"])
+@pytest.mark.parametrize("max_fetch,factor,per_allowed", [(0, 2.0, 10), (8192, 2.0, 10**9), (8192, 0.1, 10**9), (8192, 2.0, 10)],
+                         ids=["in-tantivy", "dropped", "fallback", "default-ratio"])  # fmt: skip
 @pytest.mark.parametrize("flt", FILTERS, ids=str)
-def test_bm25_filter_routes_agree(filtered_index, flt, max_fetch, factor, monkeypatch):
+def test_bm25_filter_routes_agree(filtered_index, flt, max_fetch, factor, per_allowed, monkeypatch):
     """BM25 filters run unfiltered-then-dropped when the filter is wide enough, else inside tantivy; with
     the depth limit lowered, both routes (and the fallback from the first to the second when too few
     allowed documents come back) are taken, and each gives the brute-force top-k of the matches."""
@@ -327,6 +328,7 @@ def test_bm25_filter_routes_agree(filtered_index, flt, max_fetch, factor, monkey
 
     monkeypatch.setattr(lexical, "POSTFILTER_MAX_FETCH", max_fetch)
     monkeypatch.setattr(lexical, "POSTFILTER_FACTOR", factor)
+    monkeypatch.setattr(lexical, "POSTFILTER_HITS_PER_ALLOWED", per_allowed)
     calls = []
     real = lexical.LexicalIndex._allow_query
     monkeypatch.setattr(lexical.LexicalIndex, "_allow_query", lambda self, allow: calls.append(1) or real(self, allow))
@@ -341,7 +343,7 @@ def test_bm25_filter_routes_agree(filtered_index, flt, max_fetch, factor, monkey
         assert not calls  # nothing allowed: no search at all
     elif max_fetch == 0 or factor < 1:
         assert calls  # the docno-set clause inside tantivy (at once, or after too few allowed hits)
-    else:
+    elif per_allowed > 10**6:
         assert not calls  # a 50-document index: every filter is wide enough to drop hits instead
 
 
