@@ -103,6 +103,7 @@ sparse_options = option_group(
     click.option("--candidate-depth", type=POSITIVE_INT, default=_S.candidate_depth, show_default=True, help="Hybrid hits the candidates are drawn from."),
     click.option("--teacher-depth", type=POSITIVE_INT, default=_S.teacher_depth, show_default=True, help="Hits per teacher looked up for the candidates' scores."),
     click.option("--teacher-scale", type=float, default=_S.teacher_scale, show_default=True, help="Normalised teacher scores (0..1) are multiplied by this."),
+    click.option("--teacher-scale-from", type=click.Choice(["fixed", "student"]), default=_S.teacher_scale_from, show_default=True, help="fixed: x --teacher-scale; student: x the untrained student's (sparse-if) score spread over each example's candidates."),
     click.option("--positive-boost/--no-positive-boost", default=_S.positive_boost, show_default=True, help="Supervised: a judged positive gets the top teacher score."),
     click.option("--kl-temperature", type=float, default=_S.kl_temperature, show_default=True),
     click.option("--flops", type=click.Choice(["idf", "plain", "none"]), default=_S.flops, show_default=True, help="Document sparsity penalty: IDF-aware FLOPS, SPLADE's FLOPS, or none."),

@@ -19,7 +19,7 @@ pytest.importorskip("faiss")
 from braid.data.errors import OptionError
 from braid.retrieval.train.sparse import config as sconfig
 from braid.retrieval.train.sparse.queries import pseudo_queries, sentences
-from braid.retrieval.train.sparse.teacher import combine_teachers, minmax_per_query
+from braid.retrieval.train.sparse.teacher import combine_teachers, minmax_per_query, score_spread
 from click.testing import CliRunner
 
 WORDS = ["apple", "banana", "cherry", "fruit", "red", "green", "yellow", "sweet", "sour", "tree", "grows", "ripe", "seed", "leaf", "cell", "protein", "gene", "cancer", "study", "river", "lake", "water", "fish", "boat", "stone", "hill", "road", "city", "house"]
@@ -129,6 +129,15 @@ def test_teacher_normalisation_hand_worked():
         combine_teachers([bm25], weights=[0.0])
 
 
+def test_score_spread_hand_worked():
+    nan = np.nan
+    s = np.array([[3.0, 9.0, nan, 4.0], [2.0, nan, nan, nan], [5.0, 5.0, 5.0, nan], [nan, nan, nan, nan]])
+    # row 0: 9 - 3; row 1: one listed -> fallback; row 2: all tie -> fallback; row 3: none listed -> fallback
+    np.testing.assert_array_equal(score_spread(s, 30.0), np.array([6.0, 30.0, 30.0, 30.0], np.float32))
+    with pytest.raises(OptionError):
+        score_spread(np.zeros(3), 1.0)
+
+
 def test_pseudo_queries_titles_and_sentences():
     assert sentences("One two three. Four five six seven! Eight nine ten eleven twelve") == ["Four five six seven!", "Eight nine ten eleven twelve"]
     titles = ["a short title here", "no", ""]
@@ -175,6 +184,31 @@ def _examples(world, config):
     queries, sources = pseudo_queries(titles, texts, config.pseudo_kind_list, 24, config.seed)
     ex = mine_examples(Searcher(world["index"]), config, queries, None, sources, lambda _m: None)
     return ex, contents
+
+
+def test_teacher_scale_from_student(world):
+    """Per-example scale = the spread of the untrained student's scores (IDF query . document vector, brute force) over
+    the example's candidates; the normalised ensemble is the fixed-scale one divided by its scale."""
+    from braid.encoders.sparse import IdfTable, SparseEncoder
+    from braid.retrieval.searcher import Searcher
+
+    fixed, _ = _examples(world, _config(source="corpus", teacher_scale=7.0, teacher_depth=N_DOCS))
+    own, _ = _examples(world, _config(source="corpus", teacher_scale=7.0, teacher_depth=N_DOCS, teacher_scale_from="student"))
+    np.testing.assert_array_equal(fixed.candidates, own.candidates)
+    idf = IdfTable.load(world["index"] / "sparse" / "idf.npy")
+    q = SparseEncoder(str(world["mlm"]), query_mode="idf", idf=idf, max_length=24).encode(list(own.queries), "query")
+    fwd = Searcher(world["index"]).component("sparse").forward_vectors(np.arange(N_DOCS))
+    dq, dd = np.zeros((len(own), len(idf.weights))), np.zeros((N_DOCS, len(idf.weights)))
+    for i in range(len(own)):
+        dq[i, q.row(i)[0]] = q.row(i)[1]
+    for d in range(N_DOCS):
+        dd[d, fwd.row(d)[0]] = fwd.row(d)[1]
+    brute = np.take_along_axis(dq @ dd.T, own.candidates, axis=1)
+    brute = np.where(brute > 0, brute, np.nan)  # a document sharing no term with the query is in no list
+    spread = np.nanmax(brute, 1) - np.nanmin(brute, 1)
+    spread = np.where(spread > 0, spread, 7.0)
+    np.testing.assert_allclose(own.labels, fixed.labels / 7.0 * spread[:, None], rtol=1e-4, atol=1e-4)
+    assert not np.allclose(spread, 7.0)
 
 
 def _weights(model_dir: Path) -> dict:

@@ -14,9 +14,13 @@ LOSSES = ("kl", "margin-mse", "contrastive")
 FLOPS = ("idf", "plain", "none")
 PSEUDO_KINDS = ("title", "sentence")
 DEVICES = ("auto", "cpu", "cuda")
+SCALE_FROM = ("fixed", "student")
 # Settings that may change when a checkpoint is resumed: checkpoint_every and device do not change what a step
 # computes; max_steps lengthens or shortens a run (the learning-rate schedule of the remaining steps follows it).
 RESUMABLE_CHANGES = ("checkpoint_every", "device", "max_steps")
+# Settings added after checkpoints existed, at the value that reproduces the runs before them: left out of run
+# fingerprints at that value, so those checkpoints (and their mined examples) still resume.
+ADDED_AT_DEFAULT = (("teacher_scale_from", "fixed"),)
 
 
 @dataclass(frozen=True)
@@ -43,8 +47,18 @@ class SparseTrainConfig:
     is about 29, median): a teacher much flatter than the student makes KL shrink every document
     weight (scale 10 on scifact: 248 -> 39 nonzeros per document, nDCG@10 0.65 -> 0.49), so the
     default 30 matches the spreads (OpenSearch's ensemble trainer also scales by 30).
+    ``teacher_scale_from="student"`` scales each example by the untrained student's own spread
+    instead (max - min of the index's ``sparse-if`` scores over that example's candidates, the
+    untrained student when the index's sparse model is the base; ``teacher_scale`` where fewer
+    than two are listed or they tie): one fixed scale is too peaked for some queries and too flat
+    for others (on scifact the spread ranges from under 5 to over 50), and KL then changes every
+    document weight of a query's candidates to fix the scale rather than the order.
     ``loss="contrastive"``: no teacher, InfoNCE over the candidates (positive vs hard negatives
-    and the batch's other documents). ``kl_temperature``: of the KL loss.
+    and the batch's other documents). ``kl_temperature``: of the KL loss (student and teacher scores both divided by
+    it, the loss times its square). At 1 a near one-hot teacher (a judged positive at the top) makes flattening every
+    score the cheapest way down the loss: on scifact the documents lost 2.7x their nonzeros and 0.054 dev nDCG@10 in 60
+    steps; 4 was the best of the settings tried on a dev split (docs/benchmarks/training.md, round 3); sentence-
+    transformers' own default is 2 for the same reason.
 
     Sparsity: ``flops="idf"`` the IDF-aware FLOPS penalty (:mod:`.loss`), ``"plain"`` SPLADE's
     FLOPS, ``"none"``; weight ``flops_weight``; ``idf_floor``: IDF below it counts as it in the
@@ -68,8 +82,9 @@ class SparseTrainConfig:
     candidate_depth: int = 30
     teacher_depth: int = 200
     teacher_scale: float = 30.0
+    teacher_scale_from: str = "fixed"
     positive_boost: bool = True
-    kl_temperature: float = 1.0
+    kl_temperature: float = 4.0
     flops: str = "idf"
     flops_weight: float = 1e-3
     idf_floor: float = 0.5
@@ -90,7 +105,8 @@ class SparseTrainConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        for name, allowed in (("source", SOURCES), ("loss", LOSSES), ("flops", FLOPS), ("device", DEVICES)):
+        for name, allowed in (("source", SOURCES), ("loss", LOSSES), ("flops", FLOPS), ("device", DEVICES),
+                              ("teacher_scale_from", SCALE_FROM)):
             if getattr(self, name) not in allowed:
                 raise OptionError(name, getattr(self, name), f"one of {', '.join(allowed)}")
         for name, low in (("candidates", 2), ("candidate_depth", 2), ("teacher_depth", 1), ("max_queries", 1), ("epochs", 1), ("max_steps", 0),

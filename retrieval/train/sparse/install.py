@@ -25,11 +25,12 @@ from braid.retrieval.train.leakage import (
     check_training_split,
     training_record,
 )
-from braid.retrieval.train.sparse.config import SparseTrainConfig
+from braid.retrieval.train.sparse.config import ADDED_AT_DEFAULT, SparseTrainConfig
 from braid.retrieval.train.sparse.loop import TrainingExamples, train_sparse
 from braid.retrieval.train.sparse.teacher import (
     combine_teachers,
     hybrid_ranking,
+    score_spread,
     teacher_names,
     teacher_scores,
 )
@@ -110,19 +111,29 @@ def mine_examples(searcher, config: SparseTrainConfig, queries: list[str], posit
     labels = None
     if config.distills:
         names = teacher_names(searcher, config.teachers)
-        log(f"sparse: teacher = {' + '.join(names)} (min-max per query, averaged, x{config.teacher_scale:g})")
+        times = "x the student's spread" if config.teacher_scale_from == "student" else f"x{config.teacher_scale:g}"
+        log(f"sparse: teacher = {' + '.join(names)} (min-max per query, averaged, {times})")
         # each example's own candidates are scored (examples of one query text may have different ones)
         per_teacher = teacher_scores(searcher, queries, cand, names, min(config.teacher_depth, num_docs), threads=threads)
-        labels = combine_teachers(per_teacher, scale=config.teacher_scale)
+        if config.teacher_scale_from == "student":
+            # the untrained student's own spread per example (sparse-if over the same candidates): KL then asks for the
+            # teacher's order at the scale the student already has, instead of a rescaling of every document
+            own = teacher_scores(searcher, queries, cand, ["sparse-if"], min(config.teacher_depth, num_docs), threads=threads)[0]
+            scale = score_spread(own, config.teacher_scale)
+            log(f"sparse: teacher scale = the student's spread per example (median {float(np.median(scale)):.1f}, "
+                f"5-95 % {float(np.percentile(scale, 5)):.1f}-{float(np.percentile(scale, 95)):.1f})")
+        else:
+            scale = np.full(len(queries), config.teacher_scale, dtype=np.float32)
+        labels = (combine_teachers(per_teacher) * scale[:, None]).astype(np.float32)
         if positives is not None and config.positive_boost:
-            labels[:, 0] = np.float32(config.teacher_scale)
+            labels[:, 0] = scale
     return TrainingExamples(tuple(queries), cand, labels, config.source)
 
 
 def _mining_key(index_dir: Path, config: SparseTrainConfig, split: str | None, dataset: dict | None) -> dict:
     from braid.index.manifest import read_manifest
 
-    keys = ("source", "loss", "teachers", "candidates", "candidate_depth", "teacher_depth", "teacher_scale", "positive_boost", "pseudo_kinds", "max_queries", "seed")
+    keys = ("source", "loss", "teachers", "candidates", "candidate_depth", "teacher_depth", "teacher_scale", "teacher_scale_from", "positive_boost", "pseudo_kinds", "max_queries", "seed")
     m = read_manifest(index_dir)
     return {
         "index": str(index_dir.resolve()),
@@ -130,7 +141,7 @@ def _mining_key(index_dir: Path, config: SparseTrainConfig, split: str | None, d
         "num_docs": m["num_docs"],
         "split": split,
         "dataset": dataset,
-        **{k: getattr(config, k) for k in keys},
+        **{k: getattr(config, k) for k in keys if (k, getattr(config, k)) not in ADDED_AT_DEFAULT},
     }
 
 

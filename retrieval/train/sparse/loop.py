@@ -32,7 +32,7 @@ import numpy as np
 
 from braid.data.errors import BraidError, OptionError
 from braid.retrieval.train.checkpoint import check_fingerprint
-from braid.retrieval.train.sparse.config import RESUMABLE_CHANGES, SparseTrainConfig
+from braid.retrieval.train.sparse.config import ADDED_AT_DEFAULT, RESUMABLE_CHANGES, SparseTrainConfig
 
 TRAINING_FILE = "braid_training.json"
 STATE_FILE = "state.json"
@@ -178,6 +178,7 @@ def _losses(model, config: SparseTrainConfig, idf: np.ndarray):
 
 def run_fingerprint(base_model: str, idf: np.ndarray, examples: TrainingExamples, config: SparseTrainConfig) -> dict:
     cfg = {k: v for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES}
+    cfg = {k: v for k, v in cfg.items() if (k, v) not in ADDED_AT_DEFAULT}
     return {
         "base_model": str(base_model),
         "idf_sha1": hashlib.sha1(np.ascontiguousarray(idf, dtype=np.float32).tobytes()).hexdigest(),

@@ -56,6 +56,22 @@ def combine_teachers(per_teacher: Sequence[np.ndarray], weights: Sequence[float]
     return (scale * total / w.sum()).astype(np.float32)
 
 
+def score_spread(scores: np.ndarray, fallback: float) -> np.ndarray:
+    """Per row of raw ``scores`` (n_queries, n; NaN = unlisted): max - min of the listed ones, float32 (n_queries,).
+
+    A row with fewer than two listed scores, or whose listed scores tie, gets ``fallback``.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 2:
+        raise OptionError("scores", f"shape {s.shape}", "a 2-d array (n_queries, n_candidates)")
+    listed = np.isfinite(s)
+    hi = np.where(listed, s, -np.inf).max(axis=1)
+    lo = np.where(listed, s, np.inf).min(axis=1)
+    span = hi - lo
+    ok = (listed.sum(axis=1) >= 2) & np.isfinite(span) & (span > 0)
+    return np.where(ok, span, float(fallback)).astype(np.float32)
+
+
 def teacher_names(searcher, teachers: str) -> list[str]:
     """The retrievers that teach: ``"hybrid"`` = the index's members of the default hybrid pipeline, else the listed names."""
     from braid.retrieval import retrievers as registry
