@@ -19,7 +19,7 @@ import numpy as np
 from braid.data.errors import DataError, IndexFormatError, OptionError, check_positive_int
 from braid.data.vectors import SparseVectors
 from braid.index.hits import Hits
-from braid.index.sparse import kernels
+from braid.index.sparse import flat_kernels, kernels
 from braid.index.sparse.blocked import _F16_MAX, check_exclusion, numba_threads
 
 FORMAT = "braid-flat-sparse"
@@ -42,12 +42,12 @@ class FlatSparseIndex:
 
     def invert(self) -> "FlatSparseIndex":
         """Add inverted lists (term -> documents) so that searches walk the query terms' postings
-        (:func:`~braid.index.sparse.kernels.taat_batch`) instead of every forward row: the same
+        (:func:`~braid.index.sparse.flat_kernels.taat_batch`) instead of every forward row: the same
         top-k and scores, cheaper when queries share terms with a small part of the documents."""
         ptr = np.zeros(self.vocab_size + 1, np.int64)
         docs = np.empty(self.fwd_terms.shape[0], np.int32)
         weights = np.empty(self.fwd_terms.shape[0], self.fwd_weights.dtype)
-        kernels.invert_forward(self.fwd_ptr, self.fwd_terms, self.fwd_weights, self.vocab_size, ptr, docs, weights)
+        flat_kernels.invert_forward(self.fwd_ptr, self.fwd_terms, self.fwd_weights, self.vocab_size, ptr, docs, weights)
         for arr in (ptr, docs, weights):
             arr.flags.writeable = False
         self.inverted = (ptr, docs, weights)
@@ -127,7 +127,7 @@ class FlatSparseIndex:
                 use_mask = excluded is not None
                 bits = check_exclusion(excluded, self.num_docs) if use_mask else _NO_BITS
                 inv_ptr, inv_docs, inv_weights = self.inverted
-                kernels.taat_batch(queries.indptr, queries.indices, queries.data, k, inv_ptr, inv_docs, inv_weights, self.fwd_ptr,
+                flat_kernels.taat_batch(queries.indptr, queries.indices, queries.data, k, inv_ptr, inv_docs, inv_weights, self.fwd_ptr,
                                    self.fwd_terms, self.fwd_weights, self.vocab_size, n_chunks, use_mask, bits, out_docs,
                                    out_scores)  # fmt: skip
             elif excluded is None:
