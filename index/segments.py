@@ -145,8 +145,8 @@ def segment_docnos(index_dir: Path, seg: dict) -> np.ndarray:
 
 
 class SegmentMap:
-    """Where each global docno lives: ``segment[d]`` (-1 when in none) and ``row[d]``; and each segment's
-    deletion mask, with the bitmap of a filter (``allow``) combined at search time."""
+    """Where each global docno lives: ``segment[d]`` (-1 when in none) and ``row[d]``, and which docnos are
+    live. (What a search may not return is per :class:`SearchUnit`: :func:`rows_excluded`.)"""
 
     def __init__(self, docnos: list[np.ndarray], num_docnos: int, deleted: np.ndarray | None):
         self.docnos = docnos
@@ -159,7 +159,6 @@ class SegmentMap:
                 raise IndexFormatError(f"segment {i} holds docnos beyond the {self.num_docnos} allocated")
             self.segment[d] = i
             self.row[d] = np.arange(d.shape[0])
-        self._dead = [deleted[d] if deleted is not None else None for d in docnos]
         live = np.zeros(self.num_docnos, bool)
         for d in docnos:
             live[d] = True
@@ -167,10 +166,6 @@ class SegmentMap:
             live &= ~deleted
         self.live = live
         self.num_live = int(live.sum())
-
-    def excluded(self, i: int, allow: np.ndarray | None) -> np.ndarray | None | bool:
-        """Segment ``i``'s rows never to return (bool, True = excluded); None when none is; True when all are."""
-        return rows_excluded(self.docnos[i], self._dead[i], allow)
 
     def locate(self, docnos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         docnos = np.asarray(docnos, dtype=np.int64).reshape(-1)

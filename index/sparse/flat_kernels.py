@@ -61,6 +61,7 @@ def taat_batch(q_ptr, q_terms, q_weights, k, inv_ptr, inv_docs, inv_weights, fwd
             for i in range(n_touched):
                 d = touched[i]
                 if use_mask and excluded[d >> 6] & (np.uint64(1) << np.uint64(d & 63)):
+                    acc[d] = 0.0  # never a candidate: the pass below skips it with its score test
                     continue
                 if acc[d] > 0:
                     size = heap_push(heap_scores, heap_docs, size, k, acc[d], np.int64(d))
@@ -72,8 +73,6 @@ def taat_batch(q_ptr, q_terms, q_weights, k, inv_ptr, inv_docs, inv_weights, fwd
                 acc[d] = 0.0
                 seen[d] = 0
                 if a <= 0 or a < bar:
-                    continue
-                if use_mask and excluded[d >> 6] & (np.uint64(1) << np.uint64(d & 63)):
                     continue
                 sc = score_doc(d, fwd_ptr, fwd_terms, fwd_weights, dense_q)
                 if sc > 0:
