@@ -10,11 +10,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-ROW_OK = 0
-ROW_UNSORTED = 1
-ROW_BAD_TERM = 2
-ROW_NOT_FINITE = 3
-ROW_NEGATIVE = 4
+from braid.data.csr_numpy import ROW_BAD_TERM, ROW_NEGATIVE, ROW_NOT_FINITE, ROW_OK, ROW_UNSORTED  # noqa: F401
 
 njit = numba.njit(cache=True, nogil=True)
 

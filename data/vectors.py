@@ -18,16 +18,27 @@ from pathlib import Path
 
 import numpy as np
 
+from braid.data import csr_numpy
 from braid.data.errors import DataError, check_positive_int
-from braid.data import csr_kernels as kernels
+from braid.data.lazy import LazyModule, loaded
+
+kernels = LazyModule("braid.data.csr_kernels", globals(), "kernels")  # numba: imported on first use
 
 _F32_MAX = float(np.finfo(np.float32).max)
 _PROBLEMS = {
-    kernels.ROW_UNSORTED: "term ids are not strictly increasing (unsorted or duplicate ids)",
-    kernels.ROW_BAD_TERM: "term id out of range",
-    kernels.ROW_NOT_FINITE: "weight is not finite",
-    kernels.ROW_NEGATIVE: "weight is negative",
+    csr_numpy.ROW_UNSORTED: "term ids are not strictly increasing (unsorted or duplicate ids)",
+    csr_numpy.ROW_BAD_TERM: "term id out of range",
+    csr_numpy.ROW_NOT_FINITE: "weight is not finite",
+    csr_numpy.ROW_NEGATIVE: "weight is negative",
 }
+
+
+def _checks(size: int):
+    """The module of CSR checks for an input of ``size`` entries: numpy while numba is not loaded and the
+    input is small (a query, a few documents), else the numba kernels."""
+    if size <= csr_numpy.SMALL and not loaded("braid.data.csr_kernels"):
+        return csr_numpy
+    return kernels
 
 
 @dataclass(frozen=True)
@@ -69,7 +80,7 @@ class SparseVectors:
                 f"SparseVectors.indptr must start at 0 and end at nnz={indices.shape[0]}, "
                 f"got {int(indptr[0])} .. {int(indptr[-1])}"
             )
-        bad = kernels.first_decreasing(indptr)
+        bad = _checks(indptr.shape[0]).first_decreasing(indptr)
         if bad >= 0:
             raise DataError(f"SparseVectors.indptr decreases at row {bad}")
         if indices.dtype != np.int32:
@@ -101,17 +112,22 @@ class SparseVectors:
     def validate(self, what: str = "vectors") -> None:
         """Raise :class:`DataError` naming the first bad row: unsorted/duplicate or out-of-range term
         ids, non-finite or negative weights."""
-        code, row, pos = kernels.check_rows(self.indptr, self.indices, self.data, self.vocab_size)
-        if code == kernels.ROW_OK:
+        code, row, pos = self.first_problem()
+        if code == csr_numpy.ROW_OK:
             return
         detail = ""
-        if code == kernels.ROW_UNSORTED:
+        if code == csr_numpy.ROW_UNSORTED:
             detail = f" (term {int(self.indices[pos - 1])} then {int(self.indices[pos])})"
-        elif code == kernels.ROW_BAD_TERM:
+        elif code == csr_numpy.ROW_BAD_TERM:
             detail = f" ({int(self.indices[pos])} not in [0, {self.vocab_size}))"
         else:
             detail = f" (term {int(self.indices[pos])} has weight {float(self.data[pos])!r})"
         raise DataError(f"{what}: row {row}: {_PROBLEMS[code]}{detail}")
+
+    def first_problem(self) -> tuple[int, int, int]:
+        """``(code, row, position)`` of the first bad entry (codes: :mod:`braid.data.csr_numpy`), or
+        ``(ROW_OK, -1, -1)``: what :meth:`validate` reports, without raising."""
+        return _checks(self.nnz).check_rows(self.indptr, self.indices, self.data, self.vocab_size)
 
     def sorted_rows(self) -> "SparseVectors":
         """A copy with each row's terms sorted by id (duplicates are kept: :meth:`validate` refuses them)."""

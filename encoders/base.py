@@ -285,18 +285,20 @@ class FastTokenizer:
         self._lock = threading.Lock()
         cfg = read_json(ref.file("tokenizer_config.json"), "tokenizer_config.json") or {}
         special_map = read_json(ref.file("special_tokens_map.json"), "special_tokens_map.json") or {}
-        self.vocab: dict[str, int] = tok.get_vocab(with_added_tokens=True)
+        self._vocab: dict[str, int] | None = None  # built on first use: 30 ms for a 30k vocabulary
         special = {i for i, t in tok.get_added_tokens_decoder().items() if getattr(t, "special", False)}
         for source in (cfg, special_map):
             for key, value in source.items() if isinstance(source, dict) else ():
                 if key.endswith("_token") or key == "additional_special_tokens":
                     for item in value if isinstance(value, list) else [value]:
                         text = _token_text(item)
-                        if text is not None and text in self.vocab:
-                            special.add(self.vocab[text])
+                        token_id = tok.token_to_id(text) if text is not None else None
+                        if token_id is not None:
+                            special.add(token_id)
         self.special_ids: list[int] = sorted(special)
         pad = _token_text(cfg.get("pad_token")) or _token_text(special_map.get("pad_token"))
-        self.pad_id: int = self.vocab.get(pad, 0) if pad is not None else 0
+        pad_id = tok.token_to_id(pad) if pad is not None else None
+        self.pad_id: int = pad_id if pad_id is not None else 0
         self.padding_side: str = cfg.get("padding_side") if cfg.get("padding_side") in ("left", "right") else "right"
         self.truncation_side: str = cfg.get("truncation_side") if cfg.get("truncation_side") in ("left", "right") else "right"
 
@@ -313,8 +315,15 @@ class FastTokenizer:
             raise BraidError(f"{argument}={ref.name!r}: its tokenizer has no fast (Rust) version; braid needs one")
         return Tokenizer.from_str(backend.to_str())
 
+    @property
+    def vocab(self) -> dict[str, int]:
+        """Token string -> id (added tokens included); read-only by convention (see :meth:`get_vocab`)."""
+        if self._vocab is None:
+            self._vocab = self._plain.get_vocab(with_added_tokens=True)
+        return self._vocab
+
     def get_vocab(self) -> dict[str, int]:
-        """Token string -> id (added tokens included)."""
+        """Token string -> id (added tokens included), a copy."""
         return dict(self.vocab)
 
     def _with_truncation(self, max_length: int | None) -> Any:
@@ -335,14 +344,27 @@ class FastTokenizer:
     def encode(self, texts: Sequence[str], max_length: int | None, add_special_tokens: bool = True) -> list:
         """``tokenizers.Encoding`` per text (``.ids``, ``.type_ids``, ``.attention_mask``), truncated to
         ``max_length`` tokens (special tokens included; None: no truncation)."""
-        tok = self._with_truncation(max_length)
         if len(texts) == 1:  # the Rust batch call costs a thread-pool round trip for one text
-            return [tok.encode(texts[0], add_special_tokens=add_special_tokens)]
+            # a text that fits needs no truncation: the plain tokenizer gives the same encoding, and a
+            # one-shot query never builds a truncated copy (parsing one costs ~40 ms)
+            got = self._plain.encode(texts[0], add_special_tokens=add_special_tokens)
+            if max_length is None or len(got.ids) <= max_length:
+                return [got]
+            return [self._with_truncation(max_length).encode(texts[0], add_special_tokens=add_special_tokens)]
+        tok = self._with_truncation(max_length)
         return tok.encode_batch(list(texts), add_special_tokens=add_special_tokens)
 
     def token_ids(self, texts: Sequence[str], max_length: int | None = None) -> list[np.ndarray]:
-        """Token ids of each text without special tokens added, int64, truncated to ``max_length`` ids."""
-        return [np.array(e.ids, dtype=np.int64) for e in self.encode(texts, max_length, add_special_tokens=False)]
+        """Token ids of each text without special tokens added, int64, truncated to ``max_length`` ids.
+
+        Cut from the untruncated encoding (the ids truncation would keep, at the tokenizer's side): no
+        truncated copy of the tokenizer is made for this (parsing one costs ~40 ms)."""
+        out = [np.array(e.ids, dtype=np.int64) for e in self.encode(texts, None, add_special_tokens=False)]
+        if max_length is None:
+            return out
+        if self.truncation_side == "left":
+            return [ids[-max_length:] if ids.shape[0] > max_length else ids for ids in out]
+        return [ids[:max_length] for ids in out]
 
 
 # --------------------------------------------------------------------------------------------

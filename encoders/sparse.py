@@ -554,7 +554,9 @@ class SparseEncoder:
         weights = self.idf.weights
         rows = []
         for ids in self._token_ids(texts, self.options.max_length):
-            ids = np.unique(ids)
+            ids = np.sort(ids)  # np.unique without its import of numpy.ma (~25 ms of a cold query)
+            if ids.shape[0] > 1:
+                ids = ids[np.concatenate(([True], ids[1:] != ids[:-1]))]
             w = weights[ids]
             keep = w > 0
             rows.append((ids[keep], w[keep]))

@@ -42,20 +42,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import numba
 import numpy as np
 
+from braid.data import csr_numpy
 from braid.data.errors import DataError, IndexFormatError, OptionError, check_finite, check_int, check_positive_int
+from braid.data.lazy import LazyModule, tier0
 from braid.index.hits import Hits
-from braid.index.sparse import kernels
+from braid.index.sparse import numpy_search
+from braid.index.sparse.layout import BlockedArrays
 from braid.data.vectors import SparseVectors
+
+# numba and the kernels on it are imported on first use (numba's start-up: ~1.5 s); until then the first
+# single queries of a process run on the numpy tier (braid.data.lazy.tier0, numpy_search), bit for bit the same
+numba = LazyModule("numba", globals(), "numba")
+kernels = LazyModule("braid.index.sparse.kernels", globals(), "kernels")
 
 FORMAT = "braid-blocked-sparse"
 FORMAT_VERSION = 1
 _F16_MAX = 65504.0
 
 _BLOCK_ORDERS = {"seismic": 1, "best_first": 3}  # kernels.search_query's sort_blocks
-_ARRAYS = kernels.BlockedArrays._fields  # the saved arrays, in kernel order
+_ARRAYS = BlockedArrays._fields  # the saved arrays, in kernel order
 
 
 @dataclass(frozen=True)
@@ -183,7 +190,7 @@ class BlockedSparseIndex:
     """
 
     def __init__(self, arrays: dict[str, np.ndarray], num_docs: int, vocab_size: int, config: BlockedIndexConfig, info: dict):
-        self._a = kernels.BlockedArrays(**arrays)
+        self._a = BlockedArrays(**arrays)
         # the kernels' index argument, built once: a plain tuple, because numba's dispatcher fingerprints a
         # named tuple by encoding its field names on every call (~1.5 us more per search, measured)
         self._kernel_arrays = tuple(self._a)
@@ -381,6 +388,15 @@ class BlockedSparseIndex:
         if excluded is not None:
             excluded = check_exclusion(excluded, self.num_docs)
         nq = queries.n_rows
+        if nq == 1 and not (exact and self._pruned) and tier0("braid.index.sparse.kernels"):
+            if threads is not None:
+                _check_threads(threads)
+            q_terms, q_weights = queries.row(0)
+            docs, scores, n = numpy_search.search_query(
+                q_terms, q_weights, k, self.vocab_size if exact else query_cut, heap_factor, not exact,
+                _BLOCK_ORDERS[block_order], self._a, self.vocab_size, excluded,
+            )  # fmt: skip
+            return Hits(docs[None, :], scores[None, :]), np.array([n], np.int64)
         out_docs = np.empty((nq, k), np.int64)
         out_scores = np.empty((nq, k), np.float32)
         if nq == 0:
@@ -456,8 +472,8 @@ class BlockedSparseIndex:
             raise DataError(
                 f"queries use term id {int(queries.indices.max())} but the index vocabulary has {self.vocab_size} terms"
             )
-        code, row, pos = kernels.check_rows(queries.indptr, queries.indices, queries.data, self.vocab_size)
-        if code != kernels.ROW_OK:
+        code, row, pos = queries.first_problem()  # term ids beyond the index's vocabulary: refused above
+        if code != csr_numpy.ROW_OK:
             queries.validate("queries")  # raises with the message
             raise DataError(f"queries: row {row}: term id out of range for the index vocabulary ({self.vocab_size})")
 
@@ -560,8 +576,9 @@ def exclusion_bitset(excluded: np.ndarray) -> np.ndarray:
     """A bool array over docnos (True = never return) as the uint64 bitset the masked kernels take:
     bit ``d & 63`` of word ``d >> 6``, ``(num_docs >> 6) + 1`` words (the ``visited`` scratch layout)."""
     excluded = np.ascontiguousarray(excluded, dtype=np.bool_)
-    words = np.empty((excluded.shape[0] >> 6) + 1, np.uint64)
-    kernels.pack_excluded(excluded, words)
+    words = np.zeros((excluded.shape[0] >> 6) + 1, np.uint64)
+    packed = np.packbits(excluded, bitorder="little")  # bit d & 7 of byte d >> 3: the words' little-endian bytes
+    words.view(np.uint8)[: packed.shape[0]] = packed
     return words
 
 
@@ -644,6 +661,17 @@ def _maybe_progress(it, progress: bool, total: int | None = None):
     return tqdm(it, total=total, desc="blocks+summaries", unit="range")
 
 
+def _first_decreasing(p: np.ndarray) -> int:
+    """First ``i`` with ``p[i+1] < p[i]``, or -1: numpy in chunks (an index opened for one query need not load
+    numba; 16M entries at a time keeps the temporary small)."""
+    step = 1 << 24
+    for lo in range(0, max(p.shape[0] - 1, 0), step):
+        got = csr_numpy.first_decreasing(p[lo : lo + step + 1])
+        if got >= 0:
+            return lo + got
+    return -1
+
+
 def _check_structure(a: dict[str, np.ndarray], num_docs: int, vocab_size: int, max_blocks: int, where: Path) -> None:
     """Refuse arrays whose pointers or ids would send the kernels out of bounds."""
 
@@ -654,7 +682,7 @@ def _check_structure(a: dict[str, np.ndarray], num_docs: int, vocab_size: int, m
         p = a[name]
         if p.shape[0] != length:
             fail(f"{name} has {p.shape[0]} entries, expected {length}")
-        if length and (p[0] != 0 or p[-1] != end or kernels.first_decreasing(p) >= 0):
+        if length and (p[0] != 0 or p[-1] != end or _first_decreasing(p) >= 0):
             fail(f"{name} is not a valid pointer array ending at {end}")
 
     n_blocks = a["block_min"].shape[0]

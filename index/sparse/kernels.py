@@ -16,13 +16,13 @@ one :class:`BlockedArrays` and their scratch as one :class:`SearchScratch`.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numba
 import numpy as np
 from numba import prange
 
 _JIT = not numba.config.DISABLE_JIT
+
+from braid.index.sparse.layout import BlockedArrays, SearchScratch  # noqa: E402,F401
 
 # CSR validation and row copies live with the vector container (braid.data); re-exported for the index.
 from braid.data.csr_kernels import (  # noqa: E402,F401
@@ -208,40 +208,6 @@ njit_inline = numba.njit(cache=True, nogil=True, inline="always")
 # ---------------------------------------------------------------------------------------------
 # The search kernels' arguments: the index's arrays and the per-thread scratch, each one named tuple
 # ---------------------------------------------------------------------------------------------
-class BlockedArrays(NamedTuple):
-    """The arrays of a blocked index (dtypes, shapes and meaning: :mod:`braid.index.sparse.blocked`),
-    as Seismic's ``PostingList`` struct holds them. The search kernels read them by name."""
-
-    list_ptr: np.ndarray
-    block_ptr: np.ndarray
-    post_docs: np.ndarray
-    block_min: np.ndarray
-    block_step: np.ndarray
-    sum_list_ptr: np.ndarray
-    sum_comp_ids: np.ndarray
-    sum_comp_ptr: np.ndarray
-    sum_blocks: np.ndarray
-    sum_codes: np.ndarray
-    fwd_ptr: np.ndarray
-    fwd_terms: np.ndarray
-    fwd_weights: np.ndarray
-
-
-class SearchScratch(NamedTuple):
-    """Per-thread search scratch (:func:`new_scratch`); every search leaves ``dense_q`` and ``visited`` all-zero.
-
-    ``dense_q`` float32 (V,): the query as a dense vector; ``visited`` uint64 ((N >> 6) + 1,): bitset of
-    the docs scored; ``touched`` int32 (N,): those docs, to clear the bitset; ``est``, ``est_q`` float32
-    (max blocks per list,): one list's block estimates.
-    """
-
-    dense_q: np.ndarray
-    visited: np.ndarray
-    touched: np.ndarray
-    est: np.ndarray
-    est_q: np.ndarray
-
-
 @njit_parallel
 def narrow_forward(indices, data, out_terms, out_weights):
     """Forward-index copies of a CSR batch: term ids into ``out_terms``'s (narrower) dtype and
@@ -994,7 +960,7 @@ def search_query(q_terms, q_weights, k, query_cut, heap_factor, use_summaries, s
                 all_est[at + i] = est[i]
                 all_block[at + i] = b0 + i
             at += nb
-        order = np.argsort(-all_est)
+        order = np.argsort(-all_est, kind="mergesort")  # stable: ties keep list order (numpy's tier 0 matches)
         for oi in range(total):
             i = order[oi]
             if size == k and all_est[i] < heap_factor * heap_scores[0]:
@@ -1011,7 +977,7 @@ def search_query(q_terms, q_weights, k, query_cut, heap_factor, use_summaries, s
             if use_summaries:
                 estimate_blocks(t, q_terms, q_weights, dense_q, ix, b0, nb, est, est_q)
                 if sort_blocks == 2 or (sort_blocks == 1 and si == 0):
-                    order = np.argsort(-est[:nb])
+                    order = np.argsort(-est[:nb], kind="mergesort")
                 else:
                     order = np.arange(nb)
             else:

@@ -51,7 +51,12 @@ import numpy as np
 
 from braid.data.errors import DataError, OptionError, check_finite, check_positive_int
 from braid.index.hits import PAD_DOCNO, Hits, drop_docnos  # noqa: F401 (part of this module's API)
-from braid.retrieval.pipeline import fusion_kernels as K
+from braid.data.lazy import LazyModule, tier0
+from braid.retrieval.pipeline import fusion_numpy
+from braid.retrieval.pipeline.fusion_numpy import MODE_MAX, MODE_MNZ, MODE_SUM
+
+# the numba kernels, imported on first use; a process's first single queries fuse on the numpy tier
+K = LazyModule("braid.retrieval.pipeline.fusion_kernels", globals(), "K")
 
 __all__ = [
     "FUSION_METHODS",
@@ -214,7 +219,10 @@ def _combine(parts: list[tuple[np.ndarray, np.ndarray]], base: np.ndarray, mode:
         values[r, :, : v.shape[1]] = v
     if depth and int(docnos.max()) >= 2**32:
         raise DataError(f"docno {int(docnos.max())} is too large: fusion supports docnos below 2**32")
-    kernel = K.fuse_contributions if n >= _PARALLEL_MIN_QUERIES else K.fuse_contributions_serial
+    if n == 1 and tier0("braid.retrieval.pipeline.fusion_kernels"):
+        kernel = fusion_numpy.fuse_contributions
+    else:
+        kernel = K.fuse_contributions if n >= _PARALLEL_MIN_QUERIES else K.fuse_contributions_serial
     out_docnos, out_scores, duplicates = kernel(docnos, values, base, mode, k)
     if duplicates.any():
         q = int(np.flatnonzero(duplicates)[0])
@@ -241,7 +249,7 @@ def _score_fusion(
     parts = []
     for r, (docnos, scores, valid) in enumerate(_truncated(runs, depths)):
         normed = norm_fn(scores, valid)
-        if mode == K.MODE_MAX:
+        if mode == MODE_MAX:
             parts.append((docnos, w[r] * normed))
             continue
         # A document absent from list r scores fill_r there: fold sum_r w_r * fill_r into one base per
@@ -279,7 +287,7 @@ def linear(
     Returns:
         Hits (n_queries, k): docnos int64, fused scores float32, rows by (-score, docno).
     """
-    return _score_fusion(runs, k, weights, depth, norm, missing, K.MODE_SUM)
+    return _score_fusion(runs, k, weights, depth, norm, missing, MODE_SUM)
 
 
 def combsum(
@@ -292,7 +300,7 @@ def combsum(
     missing: str = "min",
 ) -> Hits:
     """CombSUM (Fox & Shaw 1993): the sum of normalised scores; the same computation as :func:`linear`."""
-    return _score_fusion(runs, k, weights, depth, norm, missing, K.MODE_SUM)
+    return _score_fusion(runs, k, weights, depth, norm, missing, MODE_SUM)
 
 
 def combmnz(
@@ -311,7 +319,7 @@ def combmnz(
     normalised score (``count * sum_r w_r * s_r``); ranx's ``wmnz`` is a different definition
     (``sum_r s_r * sum_r w_r`` over the holding lists).
     """
-    return _score_fusion(runs, k, weights, depth, norm, missing, K.MODE_MNZ)
+    return _score_fusion(runs, k, weights, depth, norm, missing, MODE_MNZ)
 
 
 def combmax(
@@ -323,7 +331,7 @@ def combmax(
     norm: str = "minmax",
 ) -> Hits:
     """CombMAX (Fox & Shaw 1993): ``max_r weights[r] * norm_r(doc)`` over the lists that hold the doc."""
-    return _score_fusion(runs, k, weights, depth, norm, "zero", K.MODE_MAX)
+    return _score_fusion(runs, k, weights, depth, norm, "zero", MODE_MAX)
 
 
 def rrf(
@@ -349,7 +357,7 @@ def rrf(
     for r, (docnos, _, valid) in enumerate(_truncated(runs, depths)):
         ranks = np.cumsum(valid, axis=1)
         parts.append((docnos, np.where(valid, w[r] / (float(rrf_k) + ranks), 0.0)))
-    return _combine(parts, np.zeros(runs[0].n_queries, dtype=np.float64), K.MODE_SUM, k)
+    return _combine(parts, np.zeros(runs[0].n_queries, dtype=np.float64), MODE_SUM, k)
 
 
 FUSION_METHODS: dict[str, Callable[..., Hits]] = {

@@ -16,10 +16,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-# Combination modes of fuse_contributions. Kept as plain ints so the kernel stays a function of arrays.
-MODE_SUM = 0  # fused = base + sum of contributions (CombSUM, linear interpolation, RRF)
-MODE_MNZ = 1  # fused = (base + sum of contributions) * number of lists holding the doc (CombMNZ)
-MODE_MAX = 2  # fused = max of contributions over the lists holding the doc (CombMAX)
+# Combination modes of fuse_contributions: plain ints, so the kernel stays a function of arrays (defined
+# with the numpy tier, which imports no numba).
+from braid.retrieval.pipeline.fusion_numpy import MODE_MAX, MODE_MNZ, MODE_SUM  # noqa: E402,F401
 
 
 _GOLDEN = np.uint64(2654435761)  # Knuth's multiplicative hash: ~2**32 / golden ratio
