@@ -198,3 +198,24 @@ def test_one_shot_search_imports_no_numba_then_moves_to_the_kernels(tmp_path):
     first_numba = got["numba"].index(True)
     assert first_numba == 2 and not any(got["numba"][:first_numba])
     assert all(row == got["out"][0] for row in got["out"])  # numpy tier and kernels: the same hits and fused rows
+
+
+_SERVE = r"""
+import sys
+from pathlib import Path
+from tests.serve_support import build_toy_index
+from braid.retrieval.serve.app import create_app
+
+index = build_toy_index(Path(sys.argv[1]))
+before = "numba" in sys.modules
+create_app(index)
+print(before, "numba" in sys.modules, "braid.retrieval.pipeline.fusion_kernels" in sys.modules)
+"""
+
+
+def test_serve_loads_the_kernels_at_start(tmp_path):
+    """A server pays numba's start-up once, at start (not at its fifth request), and so its threading-layer
+    check sees numba."""
+    run = subprocess.run([sys.executable, "-c", _SERVE, str(tmp_path)], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["False", "True", "True"]

@@ -504,6 +504,9 @@ def create_app(
     if searcher is None:
         searcher = Searcher(index_dir, runtime=runtime)
     catalog = load_catalog(searcher, pipelines, default=default, warm=warm)
+    from braid.data.lazy import load_all
+
+    load_all()  # numba's kernels now, not at the fifth request (and before the threading-layer check below)
     serialized = serialize_unsafe_retrievers(searcher, catalog.retrievers)
     admission = Admission(config)
 

@@ -76,6 +76,9 @@ def create_mcp_server(
     if searcher is None:
         searcher = Searcher(index_dir, runtime=runtime)
     catalog = load_catalog(searcher, pipelines, default=default, warm=warm)
+    from braid.data.lazy import load_all
+
+    load_all()  # numba's kernels at start, as braid serve does
     lock = threading.Lock()  # the searcher's lazy loads and the learned encoders are not thread-safe
     name = Path(searcher.index_dir).name
     served = tuple(catalog.names)
