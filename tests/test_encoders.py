@@ -341,6 +341,38 @@ def test_packed_and_plain_heads_agree_and_batching_does_not_matter(tiny_mlm):
     np.testing.assert_allclose(single, ref, atol=2e-6)
 
 
+def test_tiled_vocabulary_projection_equals_the_whole_product():
+    """The CPU head projects the vocabulary a tile at a time and adds the bias after the max: the weights of
+    one product and a max (tiles that do not divide the vocabulary, an empty text), to float32 rounding (a
+    one-column product may take a different BLAS routine; splade-tiny's 1,024-column tiles gave the same
+    bits on scifact, docs/benchmarks/encoders.md)."""
+    import torch
+    import torch.nn.functional as F
+
+    from braid.encoders.sparse import _PackedSpladeHead
+
+    torch.manual_seed(0)
+    decoder = torch.nn.Linear(16, 203)
+    lengths = [5, 0, 9, 1]
+    tokens = torch.randn(sum(lengths), 16)
+    logits = F.linear(tokens, decoder.weight, decoder.bias)
+    want = torch.full((len(lengths), 203), float("-inf"))
+    at = 0
+    for t, n in enumerate(lengths):
+        if n:
+            want[t] = logits[at : at + n].amax(dim=0)
+        at += n
+    for tile in (1, 7, 64, 203, 4096):
+        head = _PackedSpladeHead(model=None, decoder=decoder)
+        head.VOCAB_TILE = tile
+        got = torch.zeros_like(want)
+        with torch.inference_mode():
+            head._project_tiled(tokens, lengths, got)
+        assert torch.equal(torch.isinf(got), torch.isinf(want)), tile
+        torch.testing.assert_close(got[1:].nan_to_num(), want[1:].nan_to_num(), rtol=1e-6, atol=1e-6)
+        assert torch.isinf(got[1]).all()
+
+
 def _reloaded_mlm(path: Path):
     from transformers import AutoModelForMaskedLM
 
