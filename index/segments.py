@@ -282,8 +282,9 @@ class SegmentedSparseIndex:
     """The sparse component of a live index: blocked and flat segments over global docnos.
 
     Searching: every blocked segment is one kernel call, and all flat segments together are one more
-    (they are joined into a single flat index when the generation is opened: the same forward rows,
-    the same exact scan, one call instead of one per small segment).
+    (they are joined into a single flat index with inverted lists when the generation is opened: one
+    term-at-a-time call instead of one scan per small segment). The query knobs (``query_cut``,
+    ``heap_factor``) mean the same in both; ``exact=True`` makes both exact.
     """
 
     def __init__(self, segments: list, docnos: list[np.ndarray], num_docnos: int, deleted: np.ndarray | None, vocab_size: int):
@@ -319,7 +320,8 @@ class SegmentedSparseIndex:
             if bits is True:
                 continue
             if isinstance(unit.index, FlatSparseIndex):
-                hits = unit.index.search(queries, k=k, threads=threads, excluded=bits)
+                hits = unit.index.search(queries, k=k, query_cut=query_cut, heap_factor=heap_factor, exact=exact, threads=threads,
+                                         excluded=bits)  # fmt: skip
             else:
                 hits = unit.index.search(queries, k=k, query_cut=query_cut, heap_factor=heap_factor, exact=exact, threads=threads,
                                          block_order=block_order, excluded=bits)  # fmt: skip

@@ -12,6 +12,7 @@ float32 (Z), exactly the forward index of :class:`~braid.index.sparse.blocked.Bl
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from braid.data.errors import DataError, IndexFormatError, OptionError, check_po
 from braid.data.vectors import SparseVectors
 from braid.index.hits import Hits
 from braid.index.sparse import flat_kernels, kernels
-from braid.index.sparse.blocked import _F16_MAX, check_exclusion, numba_threads
+from braid.index.sparse.blocked import _F16_MAX, _check_search_args, _check_threads, check_exclusion, numba_threads
 
 FORMAT = "braid-flat-sparse"
 FORMAT_VERSION = 1
@@ -39,6 +40,7 @@ class FlatSparseIndex:
         self.vocab_size = int(vocab_size)
         self.info = info
         self.inverted: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (ptr, docs, weights): see invert()
+        self._scratch = threading.local()  # the serial term-at-a-time path's (acc, seen, touched, dense_q)
 
     def invert(self) -> "FlatSparseIndex":
         """Add inverted lists (term -> documents) so that searches walk the query terms' postings
@@ -109,11 +111,21 @@ class FlatSparseIndex:
                 "nnz": int(ptr[-1]), "forward_dtype": "float16" if f16 else "float32", "joined": len(parts)}  # fmt: skip
         return cls({"fwd_ptr": ptr, "fwd_terms": terms, "fwd_weights": weights}, n, parts[0].vocab_size, info).invert()
 
-    def search(self, queries: SparseVectors, k: int = 10, threads: int | None = None, excluded: np.ndarray | None = None, **_ignored) -> Hits:
-        """Exact top-``k`` by inner product (documents with a positive score), skipping ``excluded``
-        (a uint64 bitset, :func:`~braid.index.sparse.blocked.exclusion_bitset`). Query knobs of the
-        blocked index (``query_cut``, ``heap_factor``, ``exact``) do not apply: a flat segment is exact."""
+    def search(self, queries: SparseVectors, k: int = 10, threads: int | None = None, excluded: np.ndarray | None = None,
+               query_cut: int | None = None, heap_factor: float | None = None, exact: bool = False, **_ignored) -> Hits:  # fmt: skip
+        """Top-``k`` by inner product (documents with a positive score), skipping ``excluded`` (a uint64
+        bitset, :func:`~braid.index.sparse.blocked.exclusion_bitset`).
+
+        Exact unless ``query_cut`` or ``heap_factor`` is given (and ``exact`` is not): with inverted lists
+        (:meth:`invert`) the blocked index's two knobs then mean what they mean there, ``query_cut`` the
+        heaviest query terms whose lists are walked and ``heap_factor`` how far below the k-th
+        accumulated score a document is still rescored (:func:`~braid.index.sparse.flat_kernels.taat_batch`).
+        Without inverted lists every search is an exact scan."""
         k = check_positive_int("k", k)
+        if exact or (query_cut is None and heap_factor is None):
+            cut, factor = self.vocab_size + 1, 1.0
+        else:
+            _, cut, factor = _check_search_args(k, 10 if query_cut is None else query_cut, 0.7 if heap_factor is None else heap_factor)
         nq = queries.n_rows
         out_docs = np.empty((nq, k), np.int64)
         out_scores = np.empty((nq, k), np.float32)
@@ -121,13 +133,25 @@ class FlatSparseIndex:
             return Hits(out_docs, out_scores)
         if queries.nnz and int(queries.indices.max()) >= self.vocab_size:
             raise DataError(f"queries use term id {int(queries.indices.max())} but the index vocabulary has {self.vocab_size} terms")
+        if self.inverted is not None and (nq == 1 or threads == 1):
+            # one query or one thread: the serial kernel with per-thread scratch (no numba thread-count
+            # switch, no parallel launch, no vocabulary-sized allocation per call)
+            if threads is not None:
+                _check_threads(threads)
+            use_mask = excluded is not None
+            bits = check_exclusion(excluded, self.num_docs) if use_mask else _NO_BITS
+            inv_ptr, inv_docs, inv_weights = self.inverted
+            flat_kernels.taat_serial(queries.indptr, queries.indices, queries.data, k, cut, factor, inv_ptr, inv_docs, inv_weights,
+                                     self.fwd_ptr, self.fwd_terms, self.fwd_weights, use_mask, bits, *self._taat_scratch(),
+                                     out_docs, out_scores)  # fmt: skip
+            return Hits(out_docs, out_scores)
         with numba_threads(threads) as n_threads:
             n_chunks = max(1, min(nq, 4 * n_threads))
             if self.inverted is not None:
                 use_mask = excluded is not None
                 bits = check_exclusion(excluded, self.num_docs) if use_mask else _NO_BITS
                 inv_ptr, inv_docs, inv_weights = self.inverted
-                flat_kernels.taat_batch(queries.indptr, queries.indices, queries.data, k, inv_ptr, inv_docs, inv_weights, self.fwd_ptr,
+                flat_kernels.taat_batch(queries.indptr, queries.indices, queries.data, k, cut, factor, inv_ptr, inv_docs, inv_weights, self.fwd_ptr,
                                    self.fwd_terms, self.fwd_weights, self.vocab_size, n_chunks, use_mask, bits, out_docs,
                                    out_scores)  # fmt: skip
             elif excluded is None:
@@ -138,6 +162,14 @@ class FlatSparseIndex:
                 kernels.scan_batch_masked(queries.indptr, queries.indices, queries.data, k, self.fwd_ptr, self.fwd_terms,
                                           self.fwd_weights, self.vocab_size, n_chunks, excluded, out_docs, out_scores)  # fmt: skip
         return Hits(out_docs, out_scores)
+
+    def _taat_scratch(self) -> tuple:
+        got = getattr(self._scratch, "arrays", None)
+        if got is None:
+            n = max(self.num_docs, 1)
+            got = (np.zeros(n, np.float32), np.zeros(n, np.uint8), np.empty(n, np.int64), np.zeros(self.vocab_size, np.float32))
+            self._scratch.arrays = got
+        return got
 
     def forward_vectors(self, docnos: np.ndarray) -> SparseVectors:
         """Rows ``docnos`` with float32 weights (as :meth:`BlockedSparseIndex.forward_vectors`)."""

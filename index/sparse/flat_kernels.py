@@ -9,7 +9,16 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from braid.index.sparse.kernels import heap_push, heap_write_sorted, load_weight, njit, njit_parallel, score_doc
+from braid.index.sparse.kernels import (
+    heap_push,
+    heap_write_sorted,
+    load_weight,
+    njit,
+    njit_inline,
+    njit_parallel,
+    score_doc,
+    top_query_terms,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Exact search of a joined flat segment through its inverted lists (term at a time)
@@ -25,14 +34,72 @@ from braid.index.sparse.kernels import heap_push, heap_write_sorted, load_weight
 TAAT_MARGIN = 1e-3
 
 
+@njit_inline
+def _taat_query(q_terms, q_weights, k, query_cut, heap_factor, inv_ptr, inv_docs, inv_weights, fwd_ptr, fwd_terms,
+                fwd_weights, use_mask, excluded, acc, seen, touched, dense_q, heap_scores, heap_docs, out_docs,
+                out_scores):  # fmt: skip
+    """One query of :func:`taat_batch` with caller scratch (``acc``, ``seen``, ``dense_q`` all-zero; left so).
+
+    Walks the lists of the ``query_cut`` heaviest query terms (all of them, in term order, when ``query_cut``
+    covers the query) and rescores exactly every document whose accumulated score is at least
+    ``min(heap_factor, 1 - TAAT_MARGIN)`` x the k-th: exact when every list is walked, approximate (the
+    blocked index's two knobs, with the same meaning) otherwise, as the accumulated sums then only bound
+    the documents' scores from below.
+    """
+    low = np.float32(min(heap_factor, 1.0 - TAAT_MARGIN))
+    nq = q_terms.shape[0]
+    for j in range(nq):
+        dense_q[q_terms[j]] = np.float32(q_weights[j])
+    if query_cut >= nq:
+        sel = np.arange(nq)
+    else:
+        sel = top_query_terms(q_terms, q_weights, query_cut)
+    n_touched = 0
+    for jj in range(sel.shape[0]):
+        j = sel[jj]
+        t = q_terms[j]
+        wq = np.float32(q_weights[j])
+        for p in range(inv_ptr[t], inv_ptr[t + 1]):
+            d = inv_docs[p]
+            if seen[d] == 0:
+                seen[d] = 1
+                touched[n_touched] = d
+                n_touched += 1
+            acc[d] += wq * load_weight(inv_weights, p)
+    # the k-th best accumulated score among the documents that may be returned
+    size = 0
+    for i in range(n_touched):
+        d = touched[i]
+        if use_mask and excluded[d >> 6] & (np.uint64(1) << np.uint64(d & 63)):
+            acc[d] = 0.0  # never a candidate: the pass below skips it with its score test
+            continue
+        if acc[d] > 0:
+            size = heap_push(heap_scores, heap_docs, size, k, acc[d], np.int64(d))
+    bar = heap_scores[0] * low if size == k else np.float32(0.0)
+    size = 0
+    for i in range(n_touched):
+        d = touched[i]
+        a = acc[d]
+        acc[d] = 0.0
+        seen[d] = 0
+        if a <= 0 or a < bar:
+            continue
+        sc = score_doc(d, fwd_ptr, fwd_terms, fwd_weights, dense_q)
+        if sc > 0:
+            size = heap_push(heap_scores, heap_docs, size, k, sc, np.int64(d))
+    heap_write_sorted(heap_scores, heap_docs, size, out_docs, out_scores)
+    for j in range(q_terms.shape[0]):
+        dense_q[q_terms[j]] = 0.0
+
+
 @njit_parallel
-def taat_batch(q_ptr, q_terms, q_weights, k, inv_ptr, inv_docs, inv_weights, fwd_ptr, fwd_terms, fwd_weights, vocab_size,
-               n_chunks, use_mask, excluded, out_docs, out_scores):  # fmt: skip
+def taat_batch(q_ptr, q_terms, q_weights, k, query_cut, heap_factor, inv_ptr, inv_docs, inv_weights, fwd_ptr, fwd_terms,
+               fwd_weights, vocab_size, n_chunks, use_mask, excluded, out_docs, out_scores):  # fmt: skip
     """Exact top-k of each query over a flat segment with inverted lists ``inv_*`` (term -> docs ascending);
-    docs set in ``excluded`` (uint64 bitset, read when ``use_mask``) are never returned."""
+    docs set in ``excluded`` (uint64 bitset, read when ``use_mask``) are never returned. ``prange`` over
+    ``n_chunks`` chunks of queries, each with its own scratch."""
     nq = q_ptr.shape[0] - 1
     num_docs = fwd_ptr.shape[0] - 1
-    low = np.float32(1.0 - TAAT_MARGIN)
     for c in prange(n_chunks):
         lo = c * nq // n_chunks
         hi = (c + 1) * nq // n_chunks
@@ -44,42 +111,23 @@ def taat_batch(q_ptr, q_terms, q_weights, k, inv_ptr, inv_docs, inv_weights, fwd
         heap_docs = np.empty(k, np.int64)
         for qi in range(lo, hi):
             s, e = q_ptr[qi], q_ptr[qi + 1]
-            n_touched = 0
-            for j in range(s, e):
-                t = q_terms[j]
-                wq = np.float32(q_weights[j])
-                dense_q[t] = wq
-                for p in range(inv_ptr[t], inv_ptr[t + 1]):
-                    d = inv_docs[p]
-                    if seen[d] == 0:
-                        seen[d] = 1
-                        touched[n_touched] = d
-                        n_touched += 1
-                    acc[d] += wq * load_weight(inv_weights, p)
-            # the k-th best accumulated score among the documents that may be returned
-            size = 0
-            for i in range(n_touched):
-                d = touched[i]
-                if use_mask and excluded[d >> 6] & (np.uint64(1) << np.uint64(d & 63)):
-                    acc[d] = 0.0  # never a candidate: the pass below skips it with its score test
-                    continue
-                if acc[d] > 0:
-                    size = heap_push(heap_scores, heap_docs, size, k, acc[d], np.int64(d))
-            bar = heap_scores[0] * low if size == k else np.float32(0.0)
-            size = 0
-            for i in range(n_touched):
-                d = touched[i]
-                a = acc[d]
-                acc[d] = 0.0
-                seen[d] = 0
-                if a <= 0 or a < bar:
-                    continue
-                sc = score_doc(d, fwd_ptr, fwd_terms, fwd_weights, dense_q)
-                if sc > 0:
-                    size = heap_push(heap_scores, heap_docs, size, k, sc, np.int64(d))
-            heap_write_sorted(heap_scores, heap_docs, size, out_docs[qi], out_scores[qi])
-            for j in range(s, e):
-                dense_q[q_terms[j]] = 0.0
+            _taat_query(q_terms[s:e], q_weights[s:e], k, query_cut, heap_factor, inv_ptr, inv_docs, inv_weights, fwd_ptr,
+                        fwd_terms, fwd_weights, use_mask, excluded, acc, seen, touched, dense_q, heap_scores, heap_docs,
+                        out_docs[qi], out_scores[qi])  # fmt: skip
+
+
+@njit
+def taat_serial(q_ptr, q_terms, q_weights, k, query_cut, heap_factor, inv_ptr, inv_docs, inv_weights, fwd_ptr, fwd_terms,
+                fwd_weights, use_mask, excluded, acc, seen, touched, dense_q, out_docs, out_scores):  # fmt: skip
+    """:func:`taat_batch` on the calling thread with caller scratch (``new_taat_scratch``; left all-zero): the
+    single-query path, without the parallel launch and the per-call allocation of the vocabulary-sized query."""
+    heap_scores = np.empty(k, np.float32)
+    heap_docs = np.empty(k, np.int64)
+    for qi in range(q_ptr.shape[0] - 1):
+        s, e = q_ptr[qi], q_ptr[qi + 1]
+        _taat_query(q_terms[s:e], q_weights[s:e], k, query_cut, heap_factor, inv_ptr, inv_docs, inv_weights, fwd_ptr,
+                    fwd_terms, fwd_weights, use_mask, excluded, acc, seen, touched, dense_q, heap_scores, heap_docs,
+                    out_docs[qi], out_scores[qi])  # fmt: skip
 
 
 @njit
