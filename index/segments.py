@@ -282,9 +282,8 @@ class SegmentedSparseIndex:
     """The sparse component of a live index: blocked and flat segments over global docnos.
 
     Searching: every blocked segment is one kernel call, and all flat segments together are one more
-    (they are joined into a single flat index with inverted lists when the generation is opened: one
-    term-at-a-time call instead of one scan per small segment). The query knobs (``query_cut``,
-    ``heap_factor``) mean the same in both; ``exact=True`` makes both exact.
+    (they are joined into a single flat index with inverted lists when the generation is opened: one exact
+    term-at-a-time call instead of one scan per small segment; the query knobs apply to the blocked ones).
     """
 
     def __init__(self, segments: list, docnos: list[np.ndarray], num_docnos: int, deleted: np.ndarray | None, vocab_size: int):
@@ -320,8 +319,7 @@ class SegmentedSparseIndex:
             if bits is True:
                 continue
             if isinstance(unit.index, FlatSparseIndex):
-                hits = unit.index.search(queries, k=k, query_cut=query_cut, heap_factor=heap_factor, exact=exact, threads=threads,
-                                         excluded=bits)  # fmt: skip
+                hits = unit.index.search(queries, k=k, threads=threads, excluded=bits)
             else:
                 hits = unit.index.search(queries, k=k, query_cut=query_cut, heap_factor=heap_factor, exact=exact, threads=threads,
                                          block_order=block_order, excluded=bits)  # fmt: skip

@@ -17,7 +17,6 @@ from braid.index.sparse.kernels import (
     njit_inline,
     njit_parallel,
     score_doc,
-    top_query_terms,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -35,30 +34,15 @@ TAAT_MARGIN = 1e-3
 
 
 @njit_inline
-def _taat_query(q_terms, q_weights, k, query_cut, heap_factor, inv_ptr, inv_docs, inv_weights, fwd_ptr, fwd_terms,
-                fwd_weights, use_mask, excluded, acc, seen, touched, dense_q, heap_scores, heap_docs, out_docs,
-                out_scores):  # fmt: skip
-    """One query of :func:`taat_batch` with caller scratch (``acc``, ``seen``, ``dense_q`` all-zero; left so).
-
-    Walks the lists of the ``query_cut`` heaviest query terms (all of them, in term order, when ``query_cut``
-    covers the query) and rescores exactly every document whose accumulated score is at least
-    ``min(heap_factor, 1 - TAAT_MARGIN)`` x the k-th: exact when every list is walked, approximate (the
-    blocked index's two knobs, with the same meaning) otherwise, as the accumulated sums then only bound
-    the documents' scores from below.
-    """
-    low = np.float32(min(heap_factor, 1.0 - TAAT_MARGIN))
-    nq = q_terms.shape[0]
-    for j in range(nq):
-        dense_q[q_terms[j]] = np.float32(q_weights[j])
-    if query_cut >= nq:
-        sel = np.arange(nq)
-    else:
-        sel = top_query_terms(q_terms, q_weights, query_cut)
+def _taat_query(q_terms, q_weights, k, inv_ptr, inv_docs, inv_weights, fwd_ptr, fwd_terms, fwd_weights, use_mask, excluded,
+                acc, seen, touched, dense_q, heap_scores, heap_docs, out_docs, out_scores):  # fmt: skip
+    """One query of :func:`taat_batch` with caller scratch (``acc``, ``seen``, ``dense_q`` all-zero; left so)."""
+    low = np.float32(1.0 - TAAT_MARGIN)
     n_touched = 0
-    for jj in range(sel.shape[0]):
-        j = sel[jj]
+    for j in range(q_terms.shape[0]):
         t = q_terms[j]
         wq = np.float32(q_weights[j])
+        dense_q[t] = wq
         for p in range(inv_ptr[t], inv_ptr[t + 1]):
             d = inv_docs[p]
             if seen[d] == 0:
@@ -93,8 +77,8 @@ def _taat_query(q_terms, q_weights, k, query_cut, heap_factor, inv_ptr, inv_docs
 
 
 @njit_parallel
-def taat_batch(q_ptr, q_terms, q_weights, k, query_cut, heap_factor, inv_ptr, inv_docs, inv_weights, fwd_ptr, fwd_terms,
-               fwd_weights, vocab_size, n_chunks, use_mask, excluded, out_docs, out_scores):  # fmt: skip
+def taat_batch(q_ptr, q_terms, q_weights, k, inv_ptr, inv_docs, inv_weights, fwd_ptr, fwd_terms, fwd_weights, vocab_size,
+               n_chunks, use_mask, excluded, out_docs, out_scores):  # fmt: skip
     """Exact top-k of each query over a flat segment with inverted lists ``inv_*`` (term -> docs ascending);
     docs set in ``excluded`` (uint64 bitset, read when ``use_mask``) are never returned. ``prange`` over
     ``n_chunks`` chunks of queries, each with its own scratch."""
@@ -111,23 +95,23 @@ def taat_batch(q_ptr, q_terms, q_weights, k, query_cut, heap_factor, inv_ptr, in
         heap_docs = np.empty(k, np.int64)
         for qi in range(lo, hi):
             s, e = q_ptr[qi], q_ptr[qi + 1]
-            _taat_query(q_terms[s:e], q_weights[s:e], k, query_cut, heap_factor, inv_ptr, inv_docs, inv_weights, fwd_ptr,
-                        fwd_terms, fwd_weights, use_mask, excluded, acc, seen, touched, dense_q, heap_scores, heap_docs,
-                        out_docs[qi], out_scores[qi])  # fmt: skip
+            _taat_query(q_terms[s:e], q_weights[s:e], k, inv_ptr, inv_docs, inv_weights, fwd_ptr, fwd_terms, fwd_weights,
+                        use_mask, excluded, acc, seen, touched, dense_q, heap_scores, heap_docs, out_docs[qi],
+                        out_scores[qi])  # fmt: skip
 
 
 @njit
-def taat_serial(q_ptr, q_terms, q_weights, k, query_cut, heap_factor, inv_ptr, inv_docs, inv_weights, fwd_ptr, fwd_terms,
-                fwd_weights, use_mask, excluded, acc, seen, touched, dense_q, out_docs, out_scores):  # fmt: skip
+def taat_serial(q_ptr, q_terms, q_weights, k, inv_ptr, inv_docs, inv_weights, fwd_ptr, fwd_terms, fwd_weights, use_mask,
+                excluded, acc, seen, touched, dense_q, out_docs, out_scores):  # fmt: skip
     """:func:`taat_batch` on the calling thread with caller scratch (``new_taat_scratch``; left all-zero): the
     single-query path, without the parallel launch and the per-call allocation of the vocabulary-sized query."""
     heap_scores = np.empty(k, np.float32)
     heap_docs = np.empty(k, np.int64)
     for qi in range(q_ptr.shape[0] - 1):
         s, e = q_ptr[qi], q_ptr[qi + 1]
-        _taat_query(q_terms[s:e], q_weights[s:e], k, query_cut, heap_factor, inv_ptr, inv_docs, inv_weights, fwd_ptr,
-                    fwd_terms, fwd_weights, use_mask, excluded, acc, seen, touched, dense_q, heap_scores, heap_docs,
-                    out_docs[qi], out_scores[qi])  # fmt: skip
+        _taat_query(q_terms[s:e], q_weights[s:e], k, inv_ptr, inv_docs, inv_weights, fwd_ptr, fwd_terms, fwd_weights,
+                    use_mask, excluded, acc, seen, touched, dense_q, heap_scores, heap_docs, out_docs[qi],
+                    out_scores[qi])  # fmt: skip
 
 
 @njit
