@@ -18,8 +18,9 @@ Bit for bit the kernel's result, because every step is reproduced in the kernel'
 * a document's score is :func:`~braid.index.sparse.kernels.score_doc`'s: four float32 accumulators
   over the row in groups of four, the remainder into the first, ``(s0 + s1) + (s2 + s3)``; entries
   whose query weight is zero add ``+0.0`` to a non-negative sum and are left out;
-* the heap keeps the best ``k`` by ``(-score, docno)`` and its root is the k-th score, which depends
-  only on the set of documents scored so far, so keeping a sorted top-k array is the same rule.
+* the kernel's heap keeps the best ``k`` by ``(-score, docno)`` and its root's score is the k-th best
+  score, which depends only on the set of documents scored so far: the tier keeps the ``k`` best scores
+  (unordered) for that threshold and takes the top-k, ties by docno, once at the end.
 """
 
 from __future__ import annotations
