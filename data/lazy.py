@@ -83,7 +83,7 @@ def tier0(module: str) -> bool:
     once, at its fifth query, then runs at the kernels' speed. Every numpy tier returns what the kernels
     return, bit for bit (the tests compare them), so only the time differs.
     """
-    if module in sys.modules:
+    if loaded(module):
         return False
     used = _tier0_calls.get(module, 0)
     if used >= TIER0_CALLS:

@@ -125,14 +125,15 @@ class FlatSparseIndex:
             return Hits(out_docs, out_scores)
         if queries.nnz and int(queries.indices.max()) >= self.vocab_size:
             raise DataError(f"queries use term id {int(queries.indices.max())} but the index vocabulary has {self.vocab_size} terms")
+        if self.inverted is not None:
+            use_mask = excluded is not None
+            bits = check_exclusion(excluded, self.num_docs) if use_mask else _NO_BITS
+            inv_ptr, inv_docs, inv_weights = self.inverted
         if self.inverted is not None and (nq == 1 or threads == 1):
             # one query or one thread: the serial kernel with per-thread scratch (no numba thread-count
             # switch, no parallel launch, no vocabulary-sized allocation per call)
             if threads is not None:
                 _check_threads(threads)
-            use_mask = excluded is not None
-            bits = check_exclusion(excluded, self.num_docs) if use_mask else _NO_BITS
-            inv_ptr, inv_docs, inv_weights = self.inverted
             flat_kernels.taat_serial(queries.indptr, queries.indices, queries.data, k, inv_ptr, inv_docs, inv_weights,
                                      self.fwd_ptr, self.fwd_terms, self.fwd_weights, use_mask, bits, *self._taat_scratch(),
                                      out_docs, out_scores)  # fmt: skip
@@ -140,9 +141,6 @@ class FlatSparseIndex:
         with numba_threads(threads) as n_threads:
             n_chunks = max(1, min(nq, 4 * n_threads))
             if self.inverted is not None:
-                use_mask = excluded is not None
-                bits = check_exclusion(excluded, self.num_docs) if use_mask else _NO_BITS
-                inv_ptr, inv_docs, inv_weights = self.inverted
                 flat_kernels.taat_batch(queries.indptr, queries.indices, queries.data, k, inv_ptr, inv_docs, inv_weights, self.fwd_ptr,
                                    self.fwd_terms, self.fwd_weights, self.vocab_size, n_chunks, use_mask, bits, out_docs,
                                    out_scores)  # fmt: skip

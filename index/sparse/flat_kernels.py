@@ -76,6 +76,19 @@ def _taat_query(q_terms, q_weights, k, inv_ptr, inv_docs, inv_weights, fwd_ptr, 
         dense_q[q_terms[j]] = 0.0
 
 
+@njit_inline
+def _taat_range(q_ptr, q_terms, q_weights, k, lo, hi, inv_ptr, inv_docs, inv_weights, fwd_ptr, fwd_terms, fwd_weights,
+                use_mask, excluded, acc, seen, touched, dense_q, out_docs, out_scores):  # fmt: skip
+    """Queries ``lo..hi-1`` of a CSR batch, one after the other, with one scratch (:func:`_taat_query`)."""
+    heap_scores = np.empty(k, np.float32)
+    heap_docs = np.empty(k, np.int64)
+    for qi in range(lo, hi):
+        s, e = q_ptr[qi], q_ptr[qi + 1]
+        _taat_query(q_terms[s:e], q_weights[s:e], k, inv_ptr, inv_docs, inv_weights, fwd_ptr, fwd_terms, fwd_weights,
+                    use_mask, excluded, acc, seen, touched, dense_q, heap_scores, heap_docs, out_docs[qi],
+                    out_scores[qi])  # fmt: skip
+
+
 @njit_parallel
 def taat_batch(q_ptr, q_terms, q_weights, k, inv_ptr, inv_docs, inv_weights, fwd_ptr, fwd_terms, fwd_weights, vocab_size,
                n_chunks, use_mask, excluded, out_docs, out_scores):  # fmt: skip
@@ -85,33 +98,20 @@ def taat_batch(q_ptr, q_terms, q_weights, k, inv_ptr, inv_docs, inv_weights, fwd
     nq = q_ptr.shape[0] - 1
     num_docs = fwd_ptr.shape[0] - 1
     for c in prange(n_chunks):
-        lo = c * nq // n_chunks
-        hi = (c + 1) * nq // n_chunks
-        acc = np.zeros(num_docs, np.float32)
-        seen = np.zeros(num_docs, np.uint8)
-        touched = np.empty(num_docs, np.int64)
-        dense_q = np.zeros(vocab_size, np.float32)
-        heap_scores = np.empty(k, np.float32)
-        heap_docs = np.empty(k, np.int64)
-        for qi in range(lo, hi):
-            s, e = q_ptr[qi], q_ptr[qi + 1]
-            _taat_query(q_terms[s:e], q_weights[s:e], k, inv_ptr, inv_docs, inv_weights, fwd_ptr, fwd_terms, fwd_weights,
-                        use_mask, excluded, acc, seen, touched, dense_q, heap_scores, heap_docs, out_docs[qi],
-                        out_scores[qi])  # fmt: skip
+        _taat_range(q_ptr, q_terms, q_weights, k, c * nq // n_chunks, (c + 1) * nq // n_chunks, inv_ptr, inv_docs,
+                    inv_weights, fwd_ptr, fwd_terms, fwd_weights, use_mask, excluded, np.zeros(num_docs, np.float32),
+                    np.zeros(num_docs, np.uint8), np.empty(num_docs, np.int64), np.zeros(vocab_size, np.float32),
+                    out_docs, out_scores)  # fmt: skip
 
 
 @njit
 def taat_serial(q_ptr, q_terms, q_weights, k, inv_ptr, inv_docs, inv_weights, fwd_ptr, fwd_terms, fwd_weights, use_mask,
                 excluded, acc, seen, touched, dense_q, out_docs, out_scores):  # fmt: skip
-    """:func:`taat_batch` on the calling thread with caller scratch (``new_taat_scratch``; left all-zero): the
-    single-query path, without the parallel launch and the per-call allocation of the vocabulary-sized query."""
-    heap_scores = np.empty(k, np.float32)
-    heap_docs = np.empty(k, np.int64)
-    for qi in range(q_ptr.shape[0] - 1):
-        s, e = q_ptr[qi], q_ptr[qi + 1]
-        _taat_query(q_terms[s:e], q_weights[s:e], k, inv_ptr, inv_docs, inv_weights, fwd_ptr, fwd_terms, fwd_weights,
-                    use_mask, excluded, acc, seen, touched, dense_q, heap_scores, heap_docs, out_docs[qi],
-                    out_scores[qi])  # fmt: skip
+    """:func:`taat_batch` on the calling thread with caller scratch (``FlatSparseIndex._taat_scratch``; left
+    all-zero): the single-query path, without the parallel launch and the per-call allocation of the
+    vocabulary-sized query."""
+    _taat_range(q_ptr, q_terms, q_weights, k, 0, q_ptr.shape[0] - 1, inv_ptr, inv_docs, inv_weights, fwd_ptr, fwd_terms,
+                fwd_weights, use_mask, excluded, acc, seen, touched, dense_q, out_docs, out_scores)  # fmt: skip
 
 
 @njit
