@@ -327,7 +327,7 @@ class DenseIndex:
         ``nprobe``: IVF lists visited (ivf, ivfpq; FAISS default 1 otherwise); ``ef_search``: HNSW
         beam (default max(16, k)); both are ignored by kinds they do not apply to. ``threads``: OpenMP
         threads for this call. Scores: inner product (``ip``) or negated squared distance (``l2``).
-        ``allowed``: bool (num_docs,), the documents that may be returned (deleted ones and those
+        ``allowed``: bool (num_docs,) (or :meth:`prepare_allowed` of one), the documents that may be returned (deleted ones and those
         outside a filter are False), applied inside FAISS by an ``IDSelectorBitmap`` before the top-k:
         exact for flat, the candidates a filtered search visits for HNSW / IVF.
         """
@@ -343,18 +343,14 @@ class DenseIndex:
         params = None
         selector = None
         if allowed is not None:
-            allowed = np.asarray(allowed)
-            if allowed.dtype != np.bool_ or allowed.shape != (self.num_docs,):
-                raise OptionError("allowed", f"array {allowed.dtype} {allowed.shape}", f"a bool array of shape ({self.num_docs},)")
-            n_excluded = self.num_docs - int(np.count_nonzero(allowed))
+            prepared = allowed if isinstance(allowed, AllowedRows) else self.prepare_allowed(allowed)
+            allowed, n_excluded = prepared.allowed, prepared.n_excluded
             if self.config.kind not in IVF_KINDS and self.config.kind != "hnsw" and n_excluded <= FEW_EXCLUDED * (k + TIE_MARGIN):
                 # A few excluded documents (a live segment's deletions): one exhaustive scan that many
                 # deeper, then dropped, is exact and cheaper than FAISS's selector path (a 288-document
                 # flat segment with 10% deleted: 115 -> about 55 us a query, scripts/bench_live_speed.py)
                 return self._search_deepening(q, k, allowed, threads, fetch=min(self.num_docs, fetch + n_excluded))
-            bits = np.packbits(allowed, bitorder="little")
-            selector = faiss.IDSelectorBitmap(self.num_docs, faiss.swig_ptr(bits))
-            selector.keep_bits = bits  # the selector reads this buffer: keep it alive with it
+            selector = prepared.selector()
         if self.config.kind in IVF_KINDS and (nprobe is not None or selector is not None):
             params = faiss.SearchParametersIVF(sel=selector) if selector is not None else faiss.SearchParametersIVF()
             params.nprobe = int(min(nprobe, self.config.nlist or nprobe)) if nprobe is not None else int(faiss.extract_index_ivf(self.index).nprobe)
@@ -377,6 +373,8 @@ class DenseIndex:
         if self.config.metric == "l2":
             scores = -scores
         labels = labels.astype(np.int64, copy=False)
+        if q.shape[0] == 1:
+            return _top_k_one(scores[0], labels[0], k)
         pad = labels < 0
         scores = np.where(pad, np.float32(-np.inf), scores)
         # (-score, docno) within each row; padding (-inf) last
@@ -387,6 +385,15 @@ class DenseIndex:
         out.docnos[:, : docnos.shape[1]] = np.where(docnos < 0, -1, docnos)
         out.scores[:, : scores.shape[1]] = scores
         return out
+
+    def prepare_allowed(self, allowed: np.ndarray) -> "AllowedRows":
+        """``allowed`` (bool (num_docs,)) checked and counted once, its FAISS selector made on first use:
+        pass the result as :meth:`search`'s ``allowed`` to reuse it across queries (a live segment's
+        deletions: the same mask for every search of a generation)."""
+        allowed = np.asarray(allowed)
+        if allowed.dtype != np.bool_ or allowed.shape != (self.num_docs,):
+            raise OptionError("allowed", f"array {allowed.dtype} {allowed.shape}", f"a bool array of shape ({self.num_docs},)")
+        return AllowedRows(allowed, self.num_docs - int(np.count_nonzero(allowed)))
 
     def _search_deepening(self, q: np.ndarray, k: int, allowed: np.ndarray, threads: int | None, fetch: int | None = None) -> Hits:
         """Top-``k`` among ``allowed`` by searching deeper until every row has k allowed hits (or all documents)."""
@@ -507,6 +514,39 @@ class DenseIndex:
             if binary.ntotal != num_docs or binary.d != dim:
                 raise IndexFormatError(f"{bpath}: holds {binary.ntotal} codes of {binary.d} bits; the index has {num_docs} documents of {dim} dimensions")
         return cls(index, config, num_docs, dim, info, binary)
+
+
+class AllowedRows:
+    """What :meth:`DenseIndex.prepare_allowed` returns: the mask, how many rows it excludes, and its
+    ``IDSelectorBitmap`` (made once, kept with the packed bits it reads)."""
+
+    __slots__ = ("allowed", "n_excluded", "_selector")
+
+    def __init__(self, allowed: np.ndarray, n_excluded: int):
+        self.allowed = allowed
+        self.n_excluded = int(n_excluded)
+        self._selector = None
+
+    def selector(self) -> Any:
+        if self._selector is None:
+            faiss = _require_faiss()
+            bits = np.packbits(self.allowed, bitorder="little")
+            selector = faiss.IDSelectorBitmap(self.allowed.shape[0], faiss.swig_ptr(bits))
+            selector.keep_bits = bits  # the selector reads this buffer: keep it alive with it
+            self._selector = selector
+        return self._selector
+
+
+def _top_k_one(scores: np.ndarray, labels: np.ndarray, k: int) -> Hits:
+    """One query's FAISS result -> Hits (1, k) in (-score, docno) order: a Python sort of the few
+    dozen pairs costs a fraction of the lexsort / take_along_axis path at this size (a search request's
+    common case; the same order, tests/test_dense_index.py)."""
+    pairs = sorted((-s, d) for s, d in zip(scores.tolist(), labels.tolist()) if d >= 0)[:k]
+    out = Hits.empty(1, k)
+    if pairs:
+        out.docnos[0, : len(pairs)] = [d for _, d in pairs]
+        out.scores[0, : len(pairs)] = [-s for s, _ in pairs]
+    return out
 
 
 def _write_atomic(write, path: Path) -> None:

@@ -33,6 +33,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+import threading
+import weakref
+
 import numpy as np
 
 from braid.data.errors import IndexFormatError, OptionError, check_int, check_positive_int
@@ -47,6 +50,15 @@ SEGMENTS_DIR = "segments"
 SMALL_SEGMENT_DOCS = 20_000
 JOIN_FLAT_DOCS = 50_000
 JOIN_HNSW_DOCS = 8_192
+# HNSW: once the joined small segments hold at least ABSORB_HNSW_DOCS documents, a background thread
+# inserts them into a copy of the largest segment's graph and swaps that in for the two units, so a
+# many-segment generation makes one graph search (the flat scan of the joined rows costs more than a
+# graph search over all of them: scripts/bench_live_speed.py). HNSW_ABSORB: "background" (the default),
+# "sync" (done before the generation opens) or "off".
+ABSORB_HNSW_DOCS = 1_024
+ABSORB_CHUNK = 512
+HNSW_ABSORB = "background"
+HNSW_ABSORB_MODES = ("background", "sync", "off")
 
 
 @dataclass(frozen=True)
@@ -206,7 +218,7 @@ class SearchUnit:
         self.docnos = docnos
         dead = deleted[docnos] if deleted is not None else None
         self.dead = dead if dead is not None and dead.any() else None
-        self.deleted_bits: object = _UNSET  # the kernels' form of ``dead``, made on first use
+        self.deleted_bits: object = _UNSET  # the kernels' form of ``dead`` (dense: a prepared AllowedRows), made on first use
 
 
 _UNSET = object()
@@ -360,7 +372,8 @@ class SegmentedDenseIndex:
     used for rescoring, PRF and merging so PQ segments never re-quantize decoded vectors.
     """
 
-    def __init__(self, segments: list, docnos: list[np.ndarray], raw: list, num_docnos: int, deleted: np.ndarray | None):
+    def __init__(self, segments: list, docnos: list[np.ndarray], raw: list, num_docnos: int, deleted: np.ndarray | None,
+                 absorb: str | None = None):  # fmt: skip
         self.segments = segments
         self.raw = raw
         self.map = SegmentMap(docnos, num_docnos, deleted)
@@ -370,7 +383,27 @@ class SegmentedDenseIndex:
         self.dim = segments[0].dim
         self.info = segments[0].info
         self.binary = None
+        self._graph_unit: SearchUnit | None = None  # the largest HNSW segment's unit, when small ones are joined
+        self._joined_unit: SearchUnit | None = None
         self.units = self._units(deleted)
+        self._graph_ready = threading.Event()
+        self.graph_seconds: float | None = None  # how long the insertion took, once done
+        absorb = HNSW_ABSORB if absorb is None else absorb
+        if absorb not in HNSW_ABSORB_MODES:
+            raise OptionError("absorb", absorb, f"one of {', '.join(HNSW_ABSORB_MODES)}")
+        joined = self._joined_unit
+        if absorb == "off" or self._graph_unit is None or joined is None or joined.docnos.shape[0] < ABSORB_HNSW_DOCS:
+            self._graph_ready.set()
+        elif absorb == "sync":
+            _absorb_into_graph(weakref.ref(self), deleted)
+        else:
+            threading.Thread(target=_absorb_into_graph, args=(weakref.ref(self), deleted), name="braid-hnsw-absorb", daemon=True).start()
+
+    def wait_graph(self, timeout: float | None = None) -> bool:
+        """Wait until the small HNSW segments are inserted into the largest graph (at once when there is
+        nothing to insert); False if ``timeout`` seconds passed first. Searches before then are exact over
+        the small segments and return the same documents the graph holds, only slower."""
+        return self._graph_ready.wait(timeout)
 
     def _units(self, deleted: np.ndarray | None) -> list[SearchUnit]:
         """One search unit per segment, except the small segments of a ``flat`` or ``hnsw`` index: those are
@@ -404,7 +437,18 @@ class SegmentedDenseIndex:
                 vectors = vectors[order]
             cfg = DenseIndexConfig(kind="flat", metric=self.config.metric, store_dtype=self.config.store_dtype)
             units.append(SearchUnit(DenseIndex.build(vectors, cfg), joined, deleted))
+            if kind == "hnsw":
+                self._small = small
+                self._joined_unit = units[-1]
+                largest = max(range(len(self.segments)), key=lambda i: self.segments[i].num_docs)
+                self._graph_unit = next(u for u in units if u.index is self.segments[largest])
         return units
+
+    def _small_vectors(self) -> np.ndarray:
+        """The joined small segments' vectors, rows in the joined unit's (increasing docno) order."""
+        vectors = np.concatenate([self._segment_vectors(i) for i in self._small])
+        _, order = _join_order([self.map.docnos[i] for i in self._small])
+        return vectors if order is None else vectors[order]
 
     def _segment_vectors(self, i: int) -> np.ndarray:
         src = self.raw[i]
@@ -422,7 +466,14 @@ class SegmentedDenseIndex:
             excl = rows_excluded(unit.docnos, unit.dead, allow)
             if excl is True:
                 continue
-            allowed = None if excl is None else ~excl
+            if excl is None:
+                allowed = None
+            elif allow is None:  # the unit's deletions only: the same mask for every search of this generation
+                if unit.deleted_bits is _UNSET:
+                    unit.deleted_bits = unit.index.prepare_allowed(~excl)
+                allowed = unit.deleted_bits
+            else:
+                allowed = ~excl
             hits = unit.index.search(q, k, nprobe=nprobe, ef_search=ef_search, threads=threads, allowed=allowed)
             parts.append(_to_global(hits, unit.docnos))
         return merge_hits(parts, q.shape[0], k)
@@ -450,6 +501,47 @@ class SegmentedDenseIndex:
 # --------------------------------------------------------------------------------------------------
 # opening a generation's segments
 # --------------------------------------------------------------------------------------------------
+def _absorb_into_graph(ref: "weakref.ref[SegmentedDenseIndex]", deleted: np.ndarray | None) -> None:
+    """Insert the joined small segments of ``ref()`` into a copy of its largest HNSW graph (FAISS
+    ``add``: the same links a build would make for late arrivals, at the index's efConstruction) and
+    swap the result in for the graph and joined units. Holds only a weak reference between chunks, so
+    a generation closed meanwhile stops it. Any failure leaves the two units as they are."""
+    import time
+
+    from braid.index.dense import DenseIndex, _omp_threads, _require_faiss
+
+    t0 = time.perf_counter()
+    try:
+        self = ref()
+        if self is None:
+            return
+        graph_unit, joined_unit = self._graph_unit, self._joined_unit
+        base = graph_unit.index
+        vectors = np.ascontiguousarray(self._small_vectors(), dtype=np.float32)
+        if vectors.shape[0] != joined_unit.docnos.shape[0]:
+            return
+        faiss = _require_faiss()
+        graph = faiss.clone_index(base.index)  # the segment's file may be mapped read-only: a writable copy
+        del self
+        with _omp_threads(1):  # leave the other cores to the searches being served meanwhile
+            for start in range(0, vectors.shape[0], ABSORB_CHUNK):
+                if ref() is None:
+                    return
+                graph.add(vectors[start : start + ABSORB_CHUNK])
+        self = ref()
+        if self is None:
+            return
+        n = base.num_docs + vectors.shape[0]
+        info = {**base.info, "num_docs": n}
+        merged = SearchUnit(DenseIndex(graph, base.config, n, base.dim, info), np.concatenate([graph_unit.docnos, joined_unit.docnos]), deleted)
+        self.units = [u for u in self.units if u is not graph_unit and u is not joined_unit] + [merged]
+        self.graph_seconds = time.perf_counter() - t0
+    finally:
+        self = ref()
+        if self is not None:
+            self._graph_ready.set()
+
+
 def _segment_entry(seg: dict, name: str, index_dir: Path) -> dict:
     entry = (seg.get("components") or {}).get(name)
     if not isinstance(entry, dict):

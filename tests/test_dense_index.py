@@ -217,3 +217,41 @@ def test_allowed_is_the_top_k_of_the_allowed_documents(data, kind, n_excluded):
         np.testing.assert_array_equal(got.docnos[i][:n], want_d)
         np.testing.assert_allclose(got.scores[i][:n], want_s, rtol=1e-6)
         assert (got.docnos[i][n:] == -1).all()
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_one_query_takes_the_batch_order_ties_included(metric):
+    """A batch of one is ordered by a Python sort, a batch by lexsort: the same (-score, docno) order,
+    scores, ties straddling k and padding alike, against brute force."""
+    rng = np.random.default_rng(4)
+    x = rng.integers(-1, 2, size=(60, 4)).astype(np.float32)  # few distinct scores: many exact ties
+    q = rng.integers(-1, 2, size=(6, 4)).astype(np.float32)
+    idx = DenseIndex.build(x, DenseIndexConfig(metric=metric))
+    batch = idx.search(q, 12)
+    for i in range(q.shape[0]):
+        one = idx.search(q[i : i + 1], 12)
+        np.testing.assert_array_equal(one.docnos[0], batch.docnos[i])
+        np.testing.assert_array_equal(one.scores[0], batch.scores[i])
+        s = q[i] @ x.T if metric == "ip" else -((x - q[i]) ** 2).sum(axis=1)
+        want = sorted(range(60), key=lambda d: (-s[d], d))[:12]
+        np.testing.assert_allclose(one.scores[0], s[want], rtol=1e-6)  # the true top-12 scores
+        pairs = list(zip((-one.scores[0]).tolist(), one.docnos[0].tolist()))
+        assert pairs == sorted(pairs)  # in (-score, docno) order (which tied documents FAISS fetched aside)
+    short = idx.search(q[:1], 70)  # k beyond the collection: padded with -1 / -inf
+    assert (short.docnos[0, 60:] == -1).all() and np.isneginf(short.scores[0, 60:]).all()
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_a_prepared_mask_gives_the_plain_masks_results(data, kind):
+    x, q = data
+    idx = DenseIndex.build(x, DenseIndexConfig(kind=kind, hnsw_m=16))
+    allowed = np.random.default_rng(1).random(x.shape[0]) < 0.7
+    prepared = idx.prepare_allowed(allowed)
+    assert prepared.n_excluded == int((~allowed).sum())
+    for _ in range(2):  # the selector is made once and reused
+        got = idx.search(q, 10, ef_search=32, allowed=prepared)
+        want = idx.search(q, 10, ef_search=32, allowed=allowed)
+        np.testing.assert_array_equal(got.docnos, want.docnos)
+        np.testing.assert_array_equal(got.scores, want.scores)
+    with pytest.raises(OptionError, match="allowed"):
+        idx.prepare_allowed(allowed[:-1])

@@ -145,6 +145,67 @@ def test_hnsw_keeps_the_largest_graph_and_scans_the_small_segments():
     np.testing.assert_allclose(got.scores, [[s for _, s in row] for row in want], rtol=1e-5)
 
 
+def _hnsw_generation(seed: int, absorb: str, n_small: int = 4, deleted_frac: float = 0.1):
+    from braid.index.dense import DenseIndex, DenseIndexConfig
+    from braid.index.segments import SegmentedDenseIndex
+
+    rng = np.random.default_rng(seed)
+    dim = 8
+    sizes = [80] + [15] * n_small
+    n = sum(sizes)
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    docnos = split_docnos(rng, n, sizes)  # interleaved docnos, as merges leave them
+    cfg = DenseIndexConfig(kind="hnsw", hnsw_m=8)
+    segments = [DenseIndex.build(vectors[d], cfg) for d in docnos]
+    deleted = rng.random(n) < deleted_frac
+    index = SegmentedDenseIndex(segments, docnos, [vectors[d] for d in docnos], n, deleted, absorb=absorb)
+    return index, vectors, deleted, rng
+
+
+@pytest.mark.parametrize("absorb", ["sync", "background"])
+def test_small_hnsw_segments_are_inserted_into_the_largest_graph(monkeypatch, absorb):
+    """Once the joined small segments reach ABSORB_HNSW_DOCS, they are inserted into a copy of the
+    largest graph (at once or in a background thread) and searched with it: one graph unit holding
+    every document of the generation; with a beam as large as the generation the search is exhaustive,
+    so the top-k is brute force over the live (and allowed) documents, deletions never returned."""
+    from braid.index import segments as S
+
+    monkeypatch.setattr(S, "ABSORB_HNSW_DOCS", 30)
+    monkeypatch.setattr(S, "ABSORB_CHUNK", 7)  # several add chunks
+    index, vectors, deleted, rng = _hnsw_generation(3, absorb)
+    before = [u.index.config.kind for u in index.units]
+    assert index.wait_graph(timeout=60)
+    assert [u.index.config.kind for u in index.units] == ["hnsw"] and index.units[0].index.num_docs == vectors.shape[0]
+    assert index.graph_seconds is not None and before in (["hnsw", "flat"], ["hnsw"])
+    assert index.segments[0].num_docs == 80  # the segment itself is untouched (a copy was extended)
+    queries = rng.standard_normal((6, vectors.shape[1])).astype(np.float32)
+    scores = queries @ vectors.T
+    allow = rng.random(vectors.shape[0]) < 0.6
+    for mask, live in ((None, ~deleted), (allow, ~deleted & allow)):
+        got = index.search(queries, k=10, ef_search=vectors.shape[0])
+        if mask is not None:
+            got = index.search(queries, k=10, ef_search=vectors.shape[0], allow=mask)
+        want = brute_force(scores, live, 10)
+        assert [[d for d, _ in row] for row in as_lists(got)] == [[d for d, _ in row] for row in want]
+        np.testing.assert_allclose(got.scores, [[s for _, s in row] for row in want], rtol=1e-5)
+
+
+def test_hnsw_insertion_threshold_and_off(monkeypatch):
+    """Below ABSORB_HNSW_DOCS (or with absorb off) the small segments stay one exact flat unit; an
+    unknown mode is refused by name."""
+    from braid.data.errors import OptionError
+    from braid.index import segments as S
+
+    monkeypatch.setattr(S, "ABSORB_HNSW_DOCS", 61)  # 4 x 15 = 60 joined documents: below it
+    index, *_ = _hnsw_generation(4, "sync")
+    assert index.wait_graph(timeout=0) and [u.index.config.kind for u in index.units] == ["hnsw", "flat"]
+    monkeypatch.setattr(S, "ABSORB_HNSW_DOCS", 30)
+    index, *_ = _hnsw_generation(4, "off")
+    assert [u.index.config.kind for u in index.units] == ["hnsw", "flat"] and index.graph_seconds is None
+    with pytest.raises(OptionError, match="absorb"):
+        _hnsw_generation(4, "later")
+
+
 def _rows(docs: SparseVectors, rows: np.ndarray) -> SparseVectors:
     return SparseVectors.from_rows([(docs.indices[docs.indptr[r] : docs.indptr[r + 1]], docs.data[docs.indptr[r] : docs.indptr[r + 1]]) for r in rows], docs.vocab_size)
 
