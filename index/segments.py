@@ -35,6 +35,8 @@ from typing import Sequence
 
 import threading
 import weakref
+from collections import OrderedDict
+from typing import Any
 
 import numpy as np
 
@@ -50,15 +52,20 @@ SEGMENTS_DIR = "segments"
 SMALL_SEGMENT_DOCS = 20_000
 JOIN_FLAT_DOCS = 50_000
 JOIN_HNSW_DOCS = 8_192
-# HNSW: once the joined small segments hold at least ABSORB_HNSW_DOCS documents, a background thread
-# inserts them into a copy of the largest segment's graph and swaps that in for the two units, so a
-# many-segment generation makes one graph search (the flat scan of the joined rows costs more than a
-# graph search over all of them: scripts/bench_live_speed.py). HNSW_ABSORB: "background" (the default),
-# "sync" (done before the generation opens) or "off".
+# HNSW: once the segments other than the largest hold at least ABSORB_HNSW_DOCS documents, their
+# vectors are inserted into a copy of the largest segment's graph (FAISS ``add``, ABSORB_CHUNK at a time)
+# and that one graph replaces the generation's search units, so a many-segment generation makes one
+# graph search (a flat scan of the small segments, or one graph search per segment, costs more than a
+# graph search over all of them: scripts/bench_live_speed.py). The graphs are kept per process
+# (GRAPH_CACHE_SIZE, keyed by the largest segment's files), so the next generation reuses one that
+# covers the same segments (a delete) or extends a copy of it with the new segments only (an add).
+# HNSW_ABSORB: "background" (the default: the generation opens at once and swaps the graph in when it
+# is ready), "sync" (done before the generation opens) or "off".
 ABSORB_HNSW_DOCS = 1_024
 ABSORB_CHUNK = 512
 HNSW_ABSORB = "background"
 HNSW_ABSORB_MODES = ("background", "sync", "off")
+GRAPH_CACHE_SIZE = 4
 
 
 @dataclass(frozen=True)
@@ -373,7 +380,7 @@ class SegmentedDenseIndex:
     """
 
     def __init__(self, segments: list, docnos: list[np.ndarray], raw: list, num_docnos: int, deleted: np.ndarray | None,
-                 absorb: str | None = None):  # fmt: skip
+                 absorb: str | None = None, keys: list | None = None):  # fmt: skip
         self.segments = segments
         self.raw = raw
         self.map = SegmentMap(docnos, num_docnos, deleted)
@@ -383,26 +390,56 @@ class SegmentedDenseIndex:
         self.dim = segments[0].dim
         self.info = segments[0].info
         self.binary = None
-        self._graph_unit: SearchUnit | None = None  # the largest HNSW segment's unit, when small ones are joined
-        self._joined_unit: SearchUnit | None = None
         self.units = self._units(deleted)
         self._graph_ready = threading.Event()
-        self.graph_seconds: float | None = None  # how long the insertion took, once done
+        self.graph_seconds: float | None = None  # how long making the one graph took, once done (0: reused)
         absorb = HNSW_ABSORB if absorb is None else absorb
         if absorb not in HNSW_ABSORB_MODES:
             raise OptionError("absorb", absorb, f"one of {', '.join(HNSW_ABSORB_MODES)}")
-        joined = self._joined_unit
-        if absorb == "off" or self._graph_unit is None or joined is None or joined.docnos.shape[0] < ABSORB_HNSW_DOCS:
+        plan = None if absorb == "off" else self._absorb_plan(keys)
+        if plan is None:
+            self._graph_ready.set()
+        elif plan.todo == ():  # a graph of this process already holds exactly these segments
+            self._use_graph(plan.start, deleted)
+            self.graph_seconds = 0.0
             self._graph_ready.set()
         elif absorb == "sync":
-            _absorb_into_graph(weakref.ref(self), deleted)
+            _absorb_into_graph(weakref.ref(self), plan, deleted)
         else:
-            threading.Thread(target=_absorb_into_graph, args=(weakref.ref(self), deleted), name="braid-hnsw-absorb", daemon=True).start()
+            threading.Thread(target=_absorb_into_graph, args=(weakref.ref(self), plan, deleted), name="braid-hnsw-absorb", daemon=True).start()
+
+    def _absorb_plan(self, keys: list | None) -> "_Plan | None":
+        """What to insert into which graph (None: nothing to do)."""
+        if self.config.kind != "hnsw" or len(self.segments) < 2:
+            return None
+        base = max(range(len(self.segments)), key=lambda i: self.segments[i].num_docs)
+        others = [i for i in range(len(self.segments)) if i != base]
+        if sum(self.segments[i].num_docs for i in others) < ABSORB_HNSW_DOCS:
+            return None
+        key = None if keys is None or any(k is None for k in keys) else keys[base]
+        start = None
+        if key is not None:
+            with _GRAPHS_LOCK:
+                start = _GRAPHS.get(key)
+            if start is not None and not set(start.members) <= {keys[i] for i in others}:
+                start = None  # a segment it holds was merged away: start from the segment's own graph
+        if start is None:
+            start = _Graph(key, (), self.segments[base].index, self.map.docnos[base])
+        todo = tuple(i for i in others if keys is None or keys[i] not in start.members)
+        return _Plan(start, todo, tuple(keys[i] for i in todo) if key is not None else None, base)
+
+    def _use_graph(self, graph: "_Graph", deleted: np.ndarray | None) -> None:
+        from braid.index.dense import DenseIndex
+
+        base = self.segments[0]
+        n = int(graph.index.ntotal)
+        index = DenseIndex(graph.index, base.config, n, base.dim, {**base.info, "num_docs": n})
+        self.units = [SearchUnit(index, graph.docnos, deleted)]
 
     def wait_graph(self, timeout: float | None = None) -> bool:
-        """Wait until the small HNSW segments are inserted into the largest graph (at once when there is
-        nothing to insert); False if ``timeout`` seconds passed first. Searches before then are exact over
-        the small segments and return the same documents the graph holds, only slower."""
+        """Wait until the HNSW segments are one graph (at once when there is nothing to insert); False if
+        ``timeout`` seconds passed first. Searches before then go through the segments' own units (the
+        largest graph, the small segments scanned exactly, other graphs) over the same documents."""
         return self._graph_ready.wait(timeout)
 
     def _units(self, deleted: np.ndarray | None) -> list[SearchUnit]:
@@ -437,18 +474,7 @@ class SegmentedDenseIndex:
                 vectors = vectors[order]
             cfg = DenseIndexConfig(kind="flat", metric=self.config.metric, store_dtype=self.config.store_dtype)
             units.append(SearchUnit(DenseIndex.build(vectors, cfg), joined, deleted))
-            if kind == "hnsw":
-                self._small = small
-                self._joined_unit = units[-1]
-                largest = max(range(len(self.segments)), key=lambda i: self.segments[i].num_docs)
-                self._graph_unit = next(u for u in units if u.index is self.segments[largest])
         return units
-
-    def _small_vectors(self) -> np.ndarray:
-        """The joined small segments' vectors, rows in the joined unit's (increasing docno) order."""
-        vectors = np.concatenate([self._segment_vectors(i) for i in self._small])
-        _, order = _join_order([self.map.docnos[i] for i in self._small])
-        return vectors if order is None else vectors[order]
 
     def _segment_vectors(self, i: int) -> np.ndarray:
         src = self.raw[i]
@@ -501,40 +527,63 @@ class SegmentedDenseIndex:
 # --------------------------------------------------------------------------------------------------
 # opening a generation's segments
 # --------------------------------------------------------------------------------------------------
-def _absorb_into_graph(ref: "weakref.ref[SegmentedDenseIndex]", deleted: np.ndarray | None) -> None:
-    """Insert the joined small segments of ``ref()`` into a copy of its largest HNSW graph (FAISS
-    ``add``: the same links a build would make for late arrivals, at the index's efConstruction) and
-    swap the result in for the graph and joined units. Holds only a weak reference between chunks, so
-    a generation closed meanwhile stops it. Any failure leaves the two units as they are."""
+class _Graph:
+    """An HNSW graph over several segments: ``members`` (the keys of the segments inserted into it, in
+    order, after the base whose cache key is ``key``), the FAISS index (never changed once made) and
+    the global docnos of its rows."""
+
+    __slots__ = ("key", "members", "index", "docnos")
+
+    def __init__(self, key: Any, members: tuple, index: Any, docnos: np.ndarray):
+        self.key, self.members, self.index, self.docnos = key, members, index, docnos
+
+
+class _Plan:
+    __slots__ = ("start", "todo", "todo_keys", "base")
+
+    def __init__(self, start: _Graph, todo: tuple, todo_keys: tuple | None, base: int):
+        self.start, self.todo, self.todo_keys, self.base = start, todo, todo_keys, base
+
+
+_GRAPHS: "OrderedDict[Any, _Graph]" = OrderedDict()
+_GRAPHS_LOCK = threading.Lock()
+
+
+def _absorb_into_graph(ref: "weakref.ref[SegmentedDenseIndex]", plan: _Plan, deleted: np.ndarray | None) -> None:
+    """Insert the segments ``plan.todo`` of ``ref()`` into a copy of ``plan.start``'s graph (FAISS
+    ``add``: the links a build makes for late arrivals, at the index's efConstruction), swap the one
+    graph in for the generation's units and keep it for the next generation. Holds only a weak reference
+    between chunks, so a generation closed meanwhile stops it; a failure leaves the units as they were."""
     import time
 
-    from braid.index.dense import DenseIndex, _omp_threads, _require_faiss
+    from braid.index.dense import _omp_threads, _require_faiss
 
     t0 = time.perf_counter()
     try:
         self = ref()
         if self is None:
             return
-        graph_unit, joined_unit = self._graph_unit, self._joined_unit
-        base = graph_unit.index
-        vectors = np.ascontiguousarray(self._small_vectors(), dtype=np.float32)
-        if vectors.shape[0] != joined_unit.docnos.shape[0]:
-            return
-        faiss = _require_faiss()
-        graph = faiss.clone_index(base.index)  # the segment's file may be mapped read-only: a writable copy
+        parts = [(self._segment_vectors(i), self.map.docnos[i]) for i in plan.todo]
         del self
-        with _omp_threads(1):  # leave the other cores to the searches being served meanwhile
-            for start in range(0, vectors.shape[0], ABSORB_CHUNK):
-                if ref() is None:
-                    return
-                graph.add(vectors[start : start + ABSORB_CHUNK])
+        graph = _require_faiss().clone_index(plan.start.index)  # the segment's file may be mapped read-only: a writable copy
+        with _omp_threads(1):  # leave the other cores to the searches served meanwhile
+            for vectors, _ in parts:
+                for at in range(0, vectors.shape[0], ABSORB_CHUNK):
+                    if ref() is None:
+                        return
+                    graph.add(np.ascontiguousarray(vectors[at : at + ABSORB_CHUNK], dtype=np.float32))
+        made = _Graph(plan.start.key, plan.start.members + (plan.todo_keys or ()),
+                      graph, np.concatenate([plan.start.docnos] + [d for _, d in parts]))  # fmt: skip
+        if made.key is not None:
+            with _GRAPHS_LOCK:
+                _GRAPHS[made.key] = made
+                _GRAPHS.move_to_end(made.key)
+                while len(_GRAPHS) > GRAPH_CACHE_SIZE:
+                    _GRAPHS.popitem(last=False)
         self = ref()
         if self is None:
             return
-        n = base.num_docs + vectors.shape[0]
-        info = {**base.info, "num_docs": n}
-        merged = SearchUnit(DenseIndex(graph, base.config, n, base.dim, info), np.concatenate([graph_unit.docnos, joined_unit.docnos]), deleted)
-        self.units = [u for u in self.units if u is not graph_unit and u is not joined_unit] + [merged]
+        self._use_graph(made, deleted)
         self.graph_seconds = time.perf_counter() - t0
     finally:
         self = ref()
@@ -581,11 +630,12 @@ def open_dense_segments(index_dir: Path, manifest: dict, deleted: np.ndarray | N
 
     index_dir = Path(index_dir)
     live = manifest["live"]
-    segments, docnos, raw = [], [], []
+    segments, docnos, raw, keys = [], [], [], []
     for seg in live["segments"]:
         entry = _segment_entry(seg, "dense", index_dir)
         where = index_dir / seg["path"] / entry.get("dir", "dense")
         index = DenseIndex.load(where, entry["index"])
+        keys.append(_file_key(where / str(entry["index"].get("file", "dense.faiss"))))
         if index.num_docs != int(seg["num_docs"]):
             raise IndexFormatError(f"{where}: holds {index.num_docs} documents, the manifest says {seg['num_docs']}")
         segments.append(index)
@@ -596,4 +646,14 @@ def open_dense_segments(index_dir: Path, manifest: dict, deleted: np.ndarray | N
     dims = {s.dim for s in segments}
     if len(dims) > 1:
         raise IndexFormatError(f"{index_dir}: dense segments of different dimensions {sorted(dims)}")
-    return SegmentedDenseIndex(segments, docnos, raw, int(manifest.get("num_docnos", manifest["num_docs"])), deleted)
+    return SegmentedDenseIndex(segments, docnos, raw, int(manifest.get("num_docnos", manifest["num_docs"])), deleted, keys=keys)
+
+
+def _file_key(path: Path) -> tuple | None:
+    """A segment file's identity for the graph cache: path, inode, size and mtime (segment files are
+    written once; a rebuilt index at the same path has new files)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)

@@ -70,7 +70,7 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SPARSE_GRID = [(qc, hf) for qc in (3, 4, 5, 6, 8, 10, 12, 16, 20) for hf in (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2)]
-EF_GRID = (10, 12, 16, 24, 32, 48, 64, 96, 128, 256)
+EF_GRID = (10, 12, 14, 16, 20, 24, 28, 32, 48, 64, 96, 128, 256)
 N_ADDS = 9
 N_QUERIES = None  # all (--smoke: a few)
 clock = time.perf_counter

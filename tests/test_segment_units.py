@@ -145,62 +145,104 @@ def test_hnsw_keeps_the_largest_graph_and_scans_the_small_segments():
     np.testing.assert_allclose(got.scores, [[s for _, s in row] for row in want], rtol=1e-5)
 
 
-def _hnsw_generation(seed: int, absorb: str, n_small: int = 4, deleted_frac: float = 0.1):
+def _hnsw_generation(seed: int, absorb: str, n_small: int = 4, deleted_frac: float = 0.1, keys: bool = False, small: int = 15):
     from braid.index.dense import DenseIndex, DenseIndexConfig
     from braid.index.segments import SegmentedDenseIndex
 
     rng = np.random.default_rng(seed)
     dim = 8
-    sizes = [80] + [15] * n_small
+    sizes = [80] + [small] * n_small
     n = sum(sizes)
     vectors = rng.standard_normal((n, dim)).astype(np.float32)
     docnos = split_docnos(rng, n, sizes)  # interleaved docnos, as merges leave them
     cfg = DenseIndexConfig(kind="hnsw", hnsw_m=8)
     segments = [DenseIndex.build(vectors[d], cfg) for d in docnos]
     deleted = rng.random(n) < deleted_frac
-    index = SegmentedDenseIndex(segments, docnos, [vectors[d] for d in docnos], n, deleted, absorb=absorb)
-    return index, vectors, deleted, rng
+    names = [("test", seed, i) for i in range(len(sizes))] if keys else None
+    index = SegmentedDenseIndex(segments, docnos, [vectors[d] for d in docnos], n, deleted, absorb=absorb, keys=names)
+    return index, vectors, deleted, rng, (segments, docnos, names)
 
 
-@pytest.mark.parametrize("absorb", ["sync", "background"])
-def test_small_hnsw_segments_are_inserted_into_the_largest_graph(monkeypatch, absorb):
-    """Once the joined small segments reach ABSORB_HNSW_DOCS, they are inserted into a copy of the
-    largest graph (at once or in a background thread) and searched with it: one graph unit holding
-    every document of the generation; with a beam as large as the generation the search is exhaustive,
-    so the top-k is brute force over the live (and allowed) documents, deletions never returned."""
-    from braid.index import segments as S
-
-    monkeypatch.setattr(S, "ABSORB_HNSW_DOCS", 30)
-    monkeypatch.setattr(S, "ABSORB_CHUNK", 7)  # several add chunks
-    index, vectors, deleted, rng = _hnsw_generation(3, absorb)
-    before = [u.index.config.kind for u in index.units]
-    assert index.wait_graph(timeout=60)
-    assert [u.index.config.kind for u in index.units] == ["hnsw"] and index.units[0].index.num_docs == vectors.shape[0]
-    assert index.graph_seconds is not None and before in (["hnsw", "flat"], ["hnsw"])
-    assert index.segments[0].num_docs == 80  # the segment itself is untouched (a copy was extended)
+def _check_exhaustive(index, vectors, deleted, rng):
+    """With a beam as large as the generation the graph search is exhaustive: brute force over the live
+    (and allowed) documents, deletions never returned."""
     queries = rng.standard_normal((6, vectors.shape[1])).astype(np.float32)
     scores = queries @ vectors.T
     allow = rng.random(vectors.shape[0]) < 0.6
     for mask, live in ((None, ~deleted), (allow, ~deleted & allow)):
-        got = index.search(queries, k=10, ef_search=vectors.shape[0])
-        if mask is not None:
-            got = index.search(queries, k=10, ef_search=vectors.shape[0], allow=mask)
+        got = index.search(queries, k=10, ef_search=vectors.shape[0], allow=mask)
         want = brute_force(scores, live, 10)
         assert [[d for d, _ in row] for row in as_lists(got)] == [[d for d, _ in row] for row in want]
         np.testing.assert_allclose(got.scores, [[s for _, s in row] for row in want], rtol=1e-5)
 
 
+@pytest.mark.parametrize("absorb", ["sync", "background"])
+@pytest.mark.parametrize("small", [15, 40])  # joined into one flat unit / each its own graph
+def test_hnsw_segments_are_inserted_into_the_largest_graph(monkeypatch, absorb, small):
+    """Once the segments beside the largest reach ABSORB_HNSW_DOCS, they are inserted into a copy of the
+    largest graph (at once or in a background thread) and the generation searches that one graph,
+    holding every document, with the same results as brute force when the beam is exhaustive."""
+    from braid.index import segments as S
+
+    monkeypatch.setattr(S, "ABSORB_HNSW_DOCS", 30)
+    monkeypatch.setattr(S, "ABSORB_CHUNK", 7)  # several add chunks
+    monkeypatch.setattr(S, "SMALL_SEGMENT_DOCS", 20)  # segments of 40 keep their own graphs until inserted
+    index, vectors, deleted, rng, _ = _hnsw_generation(3, absorb, small=small)
+    assert index.wait_graph(timeout=60)
+    assert [u.index.config.kind for u in index.units] == ["hnsw"] and index.units[0].index.num_docs == vectors.shape[0]
+    assert index.graph_seconds is not None and index.graph_seconds > 0
+    assert index.segments[0].num_docs == 80  # the segment itself is untouched (a copy was extended)
+    _check_exhaustive(index, vectors, deleted, rng)
+    before = S.SegmentedDenseIndex(*_hnsw_generation(3, "off", small=small)[4][:2], [None] * 5, vectors.shape[0], deleted, absorb="off")
+    assert [u.index.config.kind for u in before.units] == (["hnsw", "flat"] if small == 15 else ["hnsw"] * 5)
+    _check_exhaustive(before, vectors, deleted, rng)  # the units it searches meanwhile: the same documents
+
+
+def test_the_next_generation_reuses_or_extends_the_graph(monkeypatch):
+    """Graphs are kept per process by the largest segment's key: a generation with the same segments
+    (a delete) takes the same graph at once; one with a new segment (an add) extends a copy of it with
+    that segment only; one that lost a segment (merged away) starts again from the base graph."""
+    from braid.index import segments as S
+
+    monkeypatch.setattr(S, "ABSORB_HNSW_DOCS", 30)
+    monkeypatch.setattr(S, "_GRAPHS", type(S._GRAPHS)())
+    first, vectors, deleted, rng, (segments, docnos, names) = _hnsw_generation(8, "sync", keys=True)
+    graph = first.units[0].index.index
+    more_deleted = deleted.copy()
+    more_deleted[np.flatnonzero(~deleted)[:5]] = True
+    again = S.SegmentedDenseIndex(segments, docnos, [vectors[d] for d in docnos], vectors.shape[0], more_deleted, absorb="background", keys=names)
+    assert again.wait_graph(timeout=0) and again.graph_seconds == 0.0 and again.units[0].index.index is graph
+    _check_exhaustive(again, vectors, more_deleted, rng)
+    # an add: a sixth segment over new docnos
+    extra = np.random.default_rng(9).standard_normal((12, vectors.shape[1])).astype(np.float32)
+    all_vectors = np.concatenate([vectors, extra])
+    from braid.index.dense import DenseIndex
+
+    seg6 = DenseIndex.build(extra, segments[0].config)
+    d6 = np.arange(vectors.shape[0], all_vectors.shape[0], dtype=np.int64)
+    dead = np.concatenate([more_deleted, np.zeros(12, bool)])
+    added = S.SegmentedDenseIndex(segments + [seg6], docnos + [d6], [vectors[d] for d in docnos] + [extra], all_vectors.shape[0], dead,
+                                  absorb="sync", keys=names + [("test", 8, 5)])  # fmt: skip
+    g = added.units[0].index.index
+    assert g is not graph and g.ntotal == all_vectors.shape[0] and graph.ntotal == vectors.shape[0]
+    _check_exhaustive(added, all_vectors, dead, rng)
+    # a segment merged away: the cached graph is not a subset, so the base graph is extended afresh
+    merged = S.SegmentedDenseIndex(segments[:3] + [seg6], docnos[:3] + [d6], [vectors[d] for d in docnos[:3]] + [extra], all_vectors.shape[0],
+                                   dead, absorb="sync", keys=names[:3] + [("test", 8, 5)])  # fmt: skip
+    assert merged.units[0].index.num_docs == 80 + 2 * 15 + 12
+
+
 def test_hnsw_insertion_threshold_and_off(monkeypatch):
-    """Below ABSORB_HNSW_DOCS (or with absorb off) the small segments stay one exact flat unit; an
-    unknown mode is refused by name."""
+    """Below ABSORB_HNSW_DOCS (or with absorb off) the segments keep their own units; an unknown mode
+    is refused by name."""
     from braid.data.errors import OptionError
     from braid.index import segments as S
 
-    monkeypatch.setattr(S, "ABSORB_HNSW_DOCS", 61)  # 4 x 15 = 60 joined documents: below it
-    index, *_ = _hnsw_generation(4, "sync")
+    monkeypatch.setattr(S, "ABSORB_HNSW_DOCS", 61)  # 4 x 15 = 60 documents beside the base: below it
+    index = _hnsw_generation(4, "sync")[0]
     assert index.wait_graph(timeout=0) and [u.index.config.kind for u in index.units] == ["hnsw", "flat"]
     monkeypatch.setattr(S, "ABSORB_HNSW_DOCS", 30)
-    index, *_ = _hnsw_generation(4, "off")
+    index = _hnsw_generation(4, "off")[0]
     assert [u.index.config.kind for u in index.units] == ["hnsw", "flat"] and index.graph_seconds is None
     with pytest.raises(OptionError, match="absorb"):
         _hnsw_generation(4, "later")
