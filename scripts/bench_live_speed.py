@@ -279,51 +279,101 @@ def hits_ids(hits, doc_ids) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 # scifact: bm25 + sparse + dense from the real vectors
 # --------------------------------------------------------------------------------------------------
-def scifact(args) -> dict:
-    import faiss
+def load_scifact(args):
+    """scifact's pre-encoded vectors (../shared/vectors/scifact): docs and test queries."""
     import scipy.sparse as sp
+
+    shared = args.shared
+    vec = shared / "vectors" / "scifact"
+    ids = json.load(open(vec / "ids.json"))
+    docs_csr = sp.load_npz(vec / "splade-tiny-docs.npz").tocsr()
+    q_csr = sp.load_npz(vec / "splade-tiny-queries.npz").tocsr()
+    dense_docs = np.load(vec / "minilm-docs.npy")
+    dense_q = np.load(vec / "minilm-queries.npy")
+    return shared / "data" / "scifact", ids["doc_ids"], ids["query_ids"], ids["query_ids"], docs_csr, q_csr, dense_docs, dense_q
+
+
+def load_encoded(args, name: str):
+    """A collection encoded by scripts/encode_collection.py into ``--vectors DIR``: DIR/splade (the
+    vector cache's indptr / indices / data, queries.npz) and DIR/minilm (vectors.npy, queries.npy)."""
+    import scipy.sparse as sp
+
+    from braid.data.corpus import iter_corpus
+
+    data = args.shared / "data" / name
+    vec = args.vectors
+    path = vec / "splade" / "complete.json"
+    if not path.is_file():
+        raise SystemExit(f"{path}: missing: encode the collection first (scripts/encode_collection.py, see --help)")
+    has_dense = (vec / "minilm" / "complete.json").is_file()  # without it: bm25 + sparse figures only
+    indptr, indices, values = (np.load(vec / "splade" / f"{a}.npy") for a in ("indptr", "indices", "data"))
+    q_csr = sp.load_npz(vec / "splade" / "queries.npz").tocsr()
+    docs_csr = sp.csr_matrix((values, indices, indptr), shape=(indptr.shape[0] - 1, q_csr.shape[1]))
+    dense_docs = np.load(vec / "minilm" / "vectors.npy") if has_dense else None
+    dense_q = np.load(vec / "minilm" / "queries.npy") if has_dense else None
+    sq_ids = json.load(open(vec / "splade" / "queries.ids.json"))["query_ids"]
+    dq_ids = json.load(open(vec / "minilm" / "queries.ids.json"))["query_ids"] if has_dense else sq_ids
+    corpus = data / "corpus.jsonl.gz" if (data / "corpus.jsonl.gz").is_file() else data / "corpus.jsonl"
+    doc_ids = [d.doc_id for d in iter_corpus(corpus)]
+    if len(doc_ids) != docs_csr.shape[0] or (has_dense and dense_docs.shape[0] != len(doc_ids)):
+        raise SystemExit(f"{vec}: {docs_csr.shape[0]} sparse / {None if dense_docs is None else dense_docs.shape[0]} dense vectors for {len(doc_ids)} documents")
+    return data, doc_ids, sq_ids, dq_ids, docs_csr, q_csr, dense_docs, dense_q
+
+
+def vectors_part(args, name: str) -> dict:
+    """bm25 + sparse + dense from real pre-encoded vectors (scifact, or ``--vectors`` for another collection)."""
+    import faiss
 
     from braid.data.vectors import SparseVectors
     from braid.retrieval.context import IndexContext
 
     faiss.omp_set_num_threads(1)
-    shared = args.shared
-    vec = shared / "vectors" / "scifact"
-    ids = json.load(open(vec / "ids.json"))
-    docs_csr = sp.load_npz(vec / "splade-tiny-docs.npz").tocsr()
+    loaded = load_scifact(args) if name == "scifact" else load_encoded(args, name)
+    data, doc_ids, sq_ids, dq_ids, docs_csr, q_csr, dense_docs, dense_q = loaded
     docs_csr.sort_indices()
-    q_csr = sp.load_npz(vec / "splade-tiny-queries.npz").tocsr()
     q_csr.sort_indices()
-    dense_docs = np.load(vec / "minilm-docs.npy")
-    dense_q = np.load(vec / "minilm-queries.npy")
-    test = {line.split("\t")[0] for line in open(shared / "data/scifact/qrels/test.tsv").read().splitlines()[1:] if line.strip()}
-    qrows = [i for i, q in enumerate(ids["query_ids"]) if q in test][:N_QUERIES]
-    q_csr, dense_q = q_csr[qrows], np.ascontiguousarray(dense_q[qrows])
-    queries_text = {json.loads(line)["_id"]: json.loads(line)["text"] for line in open(shared / "data/scifact/queries.jsonl")}
-    qtexts = [queries_text[ids["query_ids"][i]] for i in qrows]
+    test = {line.split("\t")[0] for line in open(data / "qrels/test.tsv").read().splitlines()[1:] if line.strip()}
+    qrows = [i for i, q in enumerate(sq_ids) if q in test][: N_QUERIES or args.queries]
+    drow = {q: i for i, q in enumerate(dq_ids)}
+    has_dense = dense_docs is not None
+    q_csr = q_csr[qrows]
+    dense_q = np.ascontiguousarray(dense_q[[drow[sq_ids[i]] for i in qrows]]) if has_dense else None
+    queries_text = {json.loads(line)["_id"]: json.loads(line)["text"] for line in open(data / "queries.jsonl")}
+    qtexts = [queries_text[sq_ids[i]] for i in qrows]
     nq = len(qrows)
 
     from braid.data.corpus import iter_corpus
 
     rng = random.Random(args.seed)
     docs, row_of_text = [], {}
-    for i, d in enumerate(iter_corpus(shared / "data/scifact/corpus.jsonl")):
-        assert d.doc_id == ids["doc_ids"][i], "vectors and corpus out of order"
+    corpus = data / "corpus.jsonl.gz" if (data / "corpus.jsonl.gz").is_file() else data / "corpus.jsonl"
+    for i, d in enumerate(iter_corpus(corpus)):
+        assert d.doc_id == doc_ids[i], "vectors and corpus out of order"
         docs.append({"_id": d.doc_id, "title": d.title, "text": d.text, "metadata": tags(rng)})
         row_of_text.setdefault(d.contents, i)
     all_sparse = SparseVectors.from_scipy(docs_csr)
-    vectors = {"sparse": all_sparse, "sparse_scipy": docs_csr, "dense": dense_docs, "row_of_text": row_of_text, "vocab_size": docs_csr.shape[1]}
+    vectors = {"sparse": all_sparse, "sparse_scipy": docs_csr, "row_of_text": row_of_text, "vocab_size": docs_csr.shape[1]}
+    if has_dense:
+        vectors["dense"] = dense_docs
     delete_ids = rng.sample([d["_id"] for d in docs], len(docs) // 10)
-    models = {"sparse_model": str(shared / "models/splade-tiny"), "dense_model": str(shared / "models/all-MiniLM-L6-v2")}
+    shared = args.shared
+    models = {"sparse_model": str(shared / "models/splade-tiny")}
+    if has_dense:
+        models["dense_model"] = str(shared / "models/all-MiniLM-L6-v2")
+    retrievers = ("bm25", "sparse", "dense") if has_dense else ("bm25", "sparse")
+    ids = {"doc_ids": doc_ids}
 
     work = Path(tempfile.mkdtemp(prefix="bench-live-speed-", dir=args.tmp))
-    out: dict = {"dataset": "scifact", "num_docs": len(docs), "queries": nq, **cpu_info()}
+    out: dict = {"dataset": name, "num_docs": len(docs), "queries": nq, **cpu_info()}
     try:
         timers = Timers()
-        main = make_live(work, "live", docs, ("bm25", "sparse", "dense"), models, vectors, rng, delete_ids, timers)
+        main = make_live(work, "live", docs, retrievers, models, vectors, rng, delete_ids, timers)
         out["add"] = main["figures"]
-        hnsw = make_live(work, "hnsw", docs, ("dense",), {**models, "dense_index": {"kind": "hnsw"}}, vectors, rng, delete_ids, None)
-        out["add_dense_hnsw"] = hnsw["figures"]
+        if has_dense:
+            hnsw = make_live(work, "hnsw", docs, ("dense",), {**models, "dense_index": {"kind": "hnsw"}}, vectors, rng, delete_ids, None)
+            out["add_dense_hnsw"] = hnsw["figures"]
+        else:
+            out["dense"] = "not measured: no dense vectors in --vectors (minilm/complete.json missing)"
         print(json.dumps(out, indent=1), file=sys.stderr)
 
         ctx_l, ctx_c = IndexContext.open(main["live"]), IndexContext.open(main["compacted"])
@@ -332,7 +382,7 @@ def scifact(args) -> dict:
         pos = {d: i for i, d in enumerate(ids["doc_ids"])}
         live_rows = np.array([pos[d] for d in live_ids])
         exact_sparse = Exact((docs_csr[live_rows].astype(np.float64) @ q_csr.T.astype(np.float64)).toarray(), live_ids)
-        exact_dense = Exact(dense_docs[live_rows].astype(np.float64) @ dense_q.T.astype(np.float64), live_ids)
+        exact_dense = Exact(dense_docs[live_rows].astype(np.float64) @ dense_q.T.astype(np.float64), live_ids) if has_dense else None
         order = list(range(nq))
 
         # ---- sparse: segmented vs compacted vs pyseismic-lsr on the compacted set
@@ -358,64 +408,66 @@ def scifact(args) -> dict:
         out["sparse_latency"] = res
         print(json.dumps(res, indent=1), file=sys.stderr)
 
-        # ---- dense flat (the default) and HNSW
-        dl, dc = ctx_l.component("dense"), ctx_c.component("dense")
-        flat = {
-            "segmented": (lambda j, p: hits_ids(dl.search(dense_q[j : j + 1], 10, threads=1), ctx_l.doc_ids), exact_dense.accuracy),
-            "compacted": (lambda j, p: hits_ids(dc.search(dense_q[j : j + 1], 10, threads=1), ctx_c.doc_ids), exact_dense.accuracy),
-        }
-        res = sweep_and_time(flat, [None], order)
-        res["ratio_segmented_to_compacted"] = round(res["segmented"]["median_us"] / res["compacted"]["median_us"], 3)
-        out["dense_flat_latency"] = res
-        # HNSW: the generation as it opens (its 9 small segments scanned exactly beside the base graph,
-        # segments.HNSW_ABSORB "off") and once the background thread has inserted them into a copy of the
-        # base graph (the default; searches are served meanwhile by the former)
-        from braid.index import segments as seg_mod
+        if has_dense:
+            # ---- dense flat (the default) and HNSW
+            dl, dc = ctx_l.component("dense"), ctx_c.component("dense")
+            flat = {
+                "segmented": (lambda j, p: hits_ids(dl.search(dense_q[j : j + 1], 10, threads=1), ctx_l.doc_ids), exact_dense.accuracy),
+                "compacted": (lambda j, p: hits_ids(dc.search(dense_q[j : j + 1], 10, threads=1), ctx_c.doc_ids), exact_dense.accuracy),
+            }
+            res = sweep_and_time(flat, [None], order)
+            res["ratio_segmented_to_compacted"] = round(res["segmented"]["median_us"] / res["compacted"]["median_us"], 3)
+            out["dense_flat_latency"] = res
+            # HNSW: the generation as it opens (its 9 small segments scanned exactly beside the base graph,
+            # segments.HNSW_ABSORB "off") and once the background thread has inserted them into a copy of the
+            # base graph (the default; searches are served meanwhile by the former)
+            from braid.index import segments as seg_mod
 
-        hl, hc = IndexContext.open(hnsw["live"]), IndexContext.open(hnsw["compacted"])
-        t0 = clock()
-        hsl, hsc = hl.component("dense"), hc.component("dense")
-        opened = clock() - t0
-        hsl.wait_graph()
-        out["dense_hnsw_insertion"] = {"open_s": round(opened, 4), "insert_s": None if hsl.graph_seconds is None else round(hsl.graph_seconds, 3),
-                                       "units_after": [u.index.config.kind for u in hsl.units]}  # fmt: skip
-        seg_mod.HNSW_ABSORB = "off"
-        try:
-            h0 = IndexContext.open(hnsw["live"])
-            hs0 = h0.component("dense")
-        finally:
-            seg_mod.HNSW_ABSORB = "background"
-        out["dense_hnsw_insertion"]["units_before"] = [u.index.config.kind for u in hs0.units]
-        hn = {
-            "segmented": (lambda j, p: hits_ids(hsl.search(dense_q[j : j + 1], 10, ef_search=p, threads=1), hl.doc_ids), exact_dense.accuracy),
-            "segmented_before_insertion": (lambda j, p: hits_ids(hs0.search(dense_q[j : j + 1], 10, ef_search=p, threads=1), h0.doc_ids), exact_dense.accuracy),
-            "compacted": (lambda j, p: hits_ids(hsc.search(dense_q[j : j + 1], 10, ef_search=p, threads=1), hc.doc_ids), exact_dense.accuracy),
-        }
-        res = sweep_and_time(hn, list(EF_GRID), order)
-        res["ratio_segmented_to_compacted"] = round(res["segmented"]["median_us"] / res["compacted"]["median_us"], 3)
-        res["ratio_before_insertion_to_compacted"] = round(res["segmented_before_insertion"]["median_us"] / res["compacted"]["median_us"], 3)
-        out["dense_hnsw_latency"] = res
-        print(json.dumps(out["dense_flat_latency"]), json.dumps(res), file=sys.stderr)
+            hl, hc = IndexContext.open(hnsw["live"]), IndexContext.open(hnsw["compacted"])
+            t0 = clock()
+            hsl, hsc = hl.component("dense"), hc.component("dense")
+            opened = clock() - t0
+            hsl.wait_graph()
+            out["dense_hnsw_insertion"] = {"open_s": round(opened, 4), "insert_s": None if hsl.graph_seconds is None else round(hsl.graph_seconds, 3),
+                                           "units_after": [u.index.config.kind for u in hsl.units]}  # fmt: skip
+            seg_mod.HNSW_ABSORB = "off"
+            try:
+                h0 = IndexContext.open(hnsw["live"])
+                hs0 = h0.component("dense")
+            finally:
+                seg_mod.HNSW_ABSORB = "background"
+            out["dense_hnsw_insertion"]["units_before"] = [u.index.config.kind for u in hs0.units]
+            hn = {
+                "segmented": (lambda j, p: hits_ids(hsl.search(dense_q[j : j + 1], 10, ef_search=p, threads=1), hl.doc_ids), exact_dense.accuracy),
+                "segmented_before_insertion": (lambda j, p: hits_ids(hs0.search(dense_q[j : j + 1], 10, ef_search=p, threads=1), h0.doc_ids), exact_dense.accuracy),
+                "compacted": (lambda j, p: hits_ids(hsc.search(dense_q[j : j + 1], 10, ef_search=p, threads=1), hc.doc_ids), exact_dense.accuracy),
+            }
+            res = sweep_and_time(hn, list(EF_GRID), order)
+            res["ratio_segmented_to_compacted"] = round(res["segmented"]["median_us"] / res["compacted"]["median_us"], 3)
+            res["ratio_before_insertion_to_compacted"] = round(res["segmented_before_insertion"]["median_us"] / res["compacted"]["median_us"], 3)
+            out["dense_hnsw_latency"] = res
+            print(json.dumps(out["dense_flat_latency"]), json.dumps(res), file=sys.stderr)
 
         # ---- filtered search on the segmented index
         out["filtered"] = {}
         qc, hf = out["sparse_latency"]["segmented"]["setting"]
-        ef = out["dense_hnsw_latency"]["segmented"]["setting"]
+        ef = out["dense_hnsw_latency"]["segmented"]["setting"] if has_dense else None
         for field in ("p1", "p10", "p50"):
             mask = ctx_l.filter_mask({"field": field, "eq": True})
             allow_live = np.array([mask[ctx_l.docno(d)] for d in live_ids])
             es = Exact(exact_sparse.scores, live_ids, allow_live)
-            ed = Exact(exact_dense.scores, live_ids, allow_live)
+            ed = Exact(exact_dense.scores, live_ids, allow_live) if has_dense else None
             row = {"selectivity_of_live": round(float(allow_live.mean()), 4), "matching_live_docs": int(allow_live.sum())}
             cases = {
                 "sparse": (lambda j: sl.search(bq[j], k=10, query_cut=qc, heap_factor=hf, threads=1, allow=mask), es),
                 "sparse_exact": (lambda j: sl.search(bq[j], k=10, exact=True, threads=1, allow=mask), es),
                 "sparse_unfiltered": (lambda j: sl.search(bq[j], k=10, query_cut=qc, heap_factor=hf, threads=1), exact_sparse),
-                "dense_flat": (lambda j: dl.search(dense_q[j : j + 1], 10, threads=1, allow=mask), ed),
-                "dense_flat_unfiltered": (lambda j: dl.search(dense_q[j : j + 1], 10, threads=1), exact_dense),
             }  # fmt: skip
-            hmask = hl.filter_mask({"field": field, "eq": True})
-            cases["dense_hnsw"] = (lambda j, m=hmask: hsl.search(dense_q[j : j + 1], 10, ef_search=ef, threads=1, allow=m), ed)
+            if has_dense:
+                cases["dense_flat"] = (lambda j: dl.search(dense_q[j : j + 1], 10, threads=1, allow=mask), ed)
+                cases["dense_flat_unfiltered"] = (lambda j: dl.search(dense_q[j : j + 1], 10, threads=1), exact_dense)
+                hmask = hl.filter_mask({"field": field, "eq": True})
+                cases["dense_hnsw"] = (lambda j, m=hmask: hsl.search(dense_q[j : j + 1], 10, ef_search=ef, threads=1, allow=m), ed)
             for name, (run, ref) in cases.items():
                 ids_of = hl.doc_ids if name.startswith("dense_hnsw") else ctx_l.doc_ids
                 lat, acc, same = [], 0.0, 0
@@ -432,7 +484,7 @@ def scifact(args) -> dict:
         print(json.dumps(out["filtered"], indent=1), file=sys.stderr)
 
         # ---- delete-to-invisible (sparse, dense, bm25), through a Searcher as braid serve uses it
-        out["delete_to_invisible"] = _delete_to_invisible(main["live"], qtexts[:5], work)
+        out["delete_to_invisible"] = _delete_to_invisible(main["live"], qtexts[:5], work, retrievers)
 
         # ---- a real braid add: the share of its wall time that is not encoding
         # on the compacted copy (one segment: no merge is due) and on the 10-segment index, where
@@ -486,7 +538,7 @@ def _seismic(compacted_sparse, live_csr, live_ids, q_csr):
     return run, params
 
 
-def _delete_to_invisible(live_dir: Path, qtexts: list[str], work: Path) -> dict:
+def _delete_to_invisible(live_dir: Path, qtexts: list[str], work: Path, retrievers=("bm25", "sparse", "dense")) -> dict:
     from braid.retrieval.live import Index
     from braid.retrieval.searcher import Searcher
 
@@ -495,7 +547,7 @@ def _delete_to_invisible(live_dir: Path, qtexts: list[str], work: Path) -> dict:
     s = Searcher(copy)
     index = Index(copy, log=quiet)
     out = {}
-    for name in ("bm25", "sparse", "dense"):
+    for name in retrievers:
         rows = []
         for q in qtexts:
             s.search(q, k=10, retriever=name)  # models loaded, caches warm
@@ -611,7 +663,10 @@ def bm25_part(args, name: str, n_latency: int, n_exact: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=("scifact", "dictionary", "scifact-bm25"), required=True)
+    ap.add_argument("--part", choices=("scifact", "dictionary", "dictionary-vectors", "scifact-bm25"), required=True)
+    ap.add_argument("--vectors", type=Path, default=None, help="--part dictionary-vectors: the folder scripts/encode_collection.py wrote (splade/, minilm/).")
+    ap.add_argument("--collection", default="dictionary", help="--part dictionary-vectors: the ../shared/data collection the vectors encode.")
+    ap.add_argument("--queries", type=int, default=500, help="--part dictionary-vectors: test queries timed (scifact: all 300).")
     ap.add_argument("--shared", type=Path, default=ROOT / ".." / "shared")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--tmp", type=Path, default=None, help="Where the temporary indexes go (default: the system's).")
@@ -625,7 +680,11 @@ def main() -> None:
     args.shared = args.shared.resolve()
     t = clock()
     if args.part == "scifact":
-        out = scifact(args)
+        out = vectors_part(args, "scifact")
+    elif args.part == "dictionary-vectors":
+        if args.vectors is None:
+            ap.error("--part dictionary-vectors needs --vectors DIR")
+        out = vectors_part(args, args.collection)
     elif args.part == "dictionary":
         out = bm25_part(args, "dictionary", 500, 200) if not args.smoke else bm25_part(args, "cisi", 20, 20)
     else:
