@@ -224,7 +224,7 @@ def test_one_query_takes_the_batch_order_ties_included(metric):
     """A batch of one is ordered by a Python sort, a batch by lexsort: the same (-score, docno) order,
     scores, ties straddling k and padding alike, against brute force."""
     rng = np.random.default_rng(4)
-    x = rng.integers(-1, 2, size=(60, 4)).astype(np.float32)  # few distinct scores: many exact ties
+    x = rng.integers(-1, 2, size=(100, 4)).astype(np.float32)  # few distinct scores: many exact ties
     q = rng.integers(-1, 2, size=(6, 4)).astype(np.float32)
     idx = DenseIndex.build(x, DenseIndexConfig(metric=metric))
     batch = idx.search(q, 12)
@@ -233,12 +233,14 @@ def test_one_query_takes_the_batch_order_ties_included(metric):
         np.testing.assert_array_equal(one.docnos[0], batch.docnos[i])
         np.testing.assert_array_equal(one.scores[0], batch.scores[i])
         s = q[i] @ x.T if metric == "ip" else -((x - q[i]) ** 2).sum(axis=1)
-        want = sorted(range(60), key=lambda d: (-s[d], d))[:12]
+        want = sorted(range(100), key=lambda d: (-s[d], d))[:12]
         np.testing.assert_allclose(one.scores[0], s[want], rtol=1e-6)  # the true top-12 scores
         pairs = list(zip((-one.scores[0]).tolist(), one.docnos[0].tolist()))
         assert pairs == sorted(pairs)  # in (-score, docno) order (which tied documents FAISS fetched aside)
-    short = idx.search(q[:1], 70)  # k beyond the collection: padded with -1 / -inf
-    assert (short.docnos[0, 60:] == -1).all() and np.isneginf(short.scores[0, 60:]).all()
+    deep = idx.search(q[:1], 70)  # 78 fetched, beyond ONE_QUERY_SORT_MAX: the lexsort path, the same order
+    np.testing.assert_array_equal(deep.docnos[0, :12], batch.docnos[0])
+    short = idx.search(q[:1], 110)  # k beyond the collection: padded with -1 / -inf
+    assert (short.docnos[0, 100:] == -1).all() and np.isneginf(short.scores[0, 100:]).all()
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
