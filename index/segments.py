@@ -251,13 +251,18 @@ def check_allow(allow: np.ndarray | None, num_docnos: int) -> np.ndarray | None:
     return allow
 
 
+# A single query's parts holding at most this many hits in all are merged by a Python sort; more
+# (a depth-1000 pipeline over several segments) by lexsort, cheaper at that size.
+MERGE_ONE_MAX = 256
+
+
 def merge_hits(parts: list[Hits], n_queries: int, k: int) -> Hits:
     """The top-``k`` of several Hits over global docnos, ordered by (-score, docno)."""
     if not parts:
         return Hits.empty(n_queries, k)
     if len(parts) == 1 and parts[0].k == k:
         return parts[0]
-    if n_queries == 1:
+    if n_queries == 1 and sum(p.k for p in parts) <= MERGE_ONE_MAX:
         return _merge_one(parts, k)
     docnos = np.concatenate([p.docnos for p in parts], axis=1)
     scores = np.concatenate([p.scores for p in parts], axis=1)

@@ -342,3 +342,23 @@ def test_single_query_merge_equals_the_batched_merge():
             one = merge_hits([Hits(p.docnos[q : q + 1], p.scores[q : q + 1]) for p in parts], 1, k)
             np.testing.assert_array_equal(one.docnos[0], batched.docnos[q])
             np.testing.assert_array_equal(one.scores[0], batched.scores[q])
+
+
+@pytest.mark.parametrize("k", [5, 200])  # a Python sort of the pairs / lexsort (beyond MERGE_ONE_MAX)
+def test_merge_hits_orders_by_score_then_docno(k):
+    from braid.index.hits import Hits
+    from braid.index.segments import merge_hits
+
+    rng = np.random.default_rng(k)
+    parts = []
+    for p in range(3):
+        docnos = rng.permutation(1000)[:k] + 1000 * p  # disjoint docnos per part, as segments hold
+        scores = rng.integers(0, 5, size=k).astype(np.float32)  # many ties
+        order = np.lexsort((docnos, -scores))
+        docnos, scores = docnos[order], scores[order]
+        docnos[-1], scores[-1] = -1, -np.inf  # a padded tail
+        parts.append(Hits(docnos[None].astype(np.int64), scores[None]))
+    got = merge_hits(parts, 1, k)
+    pairs = sorted((-float(s), int(d)) for p in parts for d, s in zip(p.docnos[0], p.scores[0]) if d >= 0)[:k]
+    assert got.docnos[0].tolist() == [d for _, d in pairs]
+    assert got.scores[0].tolist() == [-s for s, _ in pairs]
