@@ -341,7 +341,7 @@ build_options.__doc__ = """What to build and how (``build=BuildOptions``); progr
 ``--runtime`` is ``BuildOptions.runtime``; commands that also search (eval, tune) encode queries with it too."""
 
 
-def _parse_filter_option(ctx, param, value):
+def parse_filter_option(ctx, param, value):
     if value is None:
         return None
     from braid.data.filters import parse_filter
@@ -360,7 +360,7 @@ def retriever_options(fn: Callable) -> Callable:
             knobs.append(click.option(knob.flag, name, is_flag=True, default=None, help=knob.help))
         else:
             knobs.append(click.option(knob.flag, name, type=knob.kind, default=None, help=f"{knob.help} ({knob.describe()})"))
-    knobs.append(click.option("--filter", "filter", default=None, callback=_parse_filter_option,
+    knobs.append(click.option("--filter", "filter", default=None, callback=parse_filter_option,
                               help="Metadata filter applied inside every retriever before its top-k: 'year >= 2000 and lang in (en, de)' or JSON."))  # fmt: skip
     fn = option_group("knobs", *knobs, make=lambda values, rest: {k: v for k, v in values.items() if v is not None})(fn)
     fn = click.option(

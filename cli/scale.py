@@ -21,6 +21,7 @@ from braid.cli.common import (
     k_option,
     logger,
     option_group,
+    parse_filter_option,
     progress_enabled,
     quiet_option,
     split_list,
@@ -102,9 +103,11 @@ ranking_options = option_group(
     click.option("--rrf-k", type=float, default=60, show_default=True, help="RRFRanker's k."),
     click.option("--weights", default="1,1", show_default=True, help="WeightedRanker weights: sparse,dense."),
     click.option("--norm-score/--no-norm-score", default=True, show_default=True, help="WeightedRanker's arctan score normalisation."),
+    click.option("--filter", "filter", default=None, callback=parse_filter_option,
+                 help="Metadata filter applied inside each Milvus field search before its top-k, as in braid search: 'year >= 2000 and lang in (en, de)' or JSON."),  # fmt: skip
     make=_make_ranking,
 )
-ranking_options.__doc__ = """Milvus's field search and hybrid ranker (``ranking={retriever, depth, rrf_k, weights, norm_score}``)."""
+ranking_options.__doc__ = """Milvus's field search and hybrid ranker (``ranking={retriever, depth, rrf_k, weights, norm_score, filter}``)."""
 
 
 @group("milvus")

@@ -55,7 +55,7 @@ def searchers(setup):
 def test_load_writes_every_document_with_its_text(setup):
     from pymilvus import MilvusClient
 
-    assert setup["info"]["num_docs"] == 80 and set(setup["info"]["fields"]) == {"docno", "doc_id", "text", "sparse", "dense"}
+    assert setup["info"]["num_docs"] == 80 and set(setup["info"]["fields"]) == {"docno", "doc_id", "text", "metadata", "sparse", "dense"}
     client = MilvusClient(setup["uri"])
     rows = client.query("toy", filter="docno in [0, 41, 79]", output_fields=["docno", "doc_id", "text"])
     corpus = [json.loads(line) for line in (setup["data"] / "corpus.jsonl").read_text().splitlines()]

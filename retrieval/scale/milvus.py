@@ -7,6 +7,17 @@ One collection per index::
     text    VARCHAR               title + " " + text (cut to 65,535 UTF-8 bytes, Milvus's VARCHAR limit)
     sparse  SPARSE_FLOAT_VECTOR   the learned sparse document vector (SPARSE_INVERTED_INDEX, IP)
     dense   FLOAT_VECTOR(dim)     the dense embedding (FLAT by default: exact; IP, or L2 if the index is L2)
+    metadata JSON                 the document's filterable metadata, each value in its field's type
+
+Filters. Braid types each metadata field by its values over the whole index (number / date /
+keyword, :mod:`braid.index.metadata`); ``braid.meta`` records those kinds, and each row's
+``metadata`` holds its values converted to them: numbers as floats, dates as one ISO form
+(``YYYY-MM-DDTHH:MM:SS.ffffff``, so that string order is time order), keywords as strings (other
+values as their JSON text). :func:`milvus_filter` turns a Braid filter into a Milvus boolean
+expression over that field with Braid's meaning: every comparison also requires the key to exist
+(``exists metadata["f"] and ...``), so a document without the field never matches a comparison and
+``not`` selects it (Milvus alone would treat the missing value as unknown in both). Milvus applies the
+expression inside each field search, before its top-k, as Braid's retrievers do.
 
 The sparse field holds the vectors Braid's blocked index scores with (its forward index: every
 nonzero, weights rounded to float16 as the index stores them), so exact Milvus sparse search and
@@ -34,6 +45,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from braid.data.errors import BraidError, DataError, OptionError, check_positive_int
+from braid.data.filters import parse_filter
 from braid.data.text import query_batch
 from braid.index.hits import Hits
 
@@ -198,11 +210,13 @@ def load_index(
         dim = int(parts[0].searcher.component("dense").dim)
         metric = "L2" if encoders["dense"].get("metric") == "l2" else "IP"
     max_id = max(len(d.encode("utf-8")) for p in parts for d in p.searcher.doc_ids)
+    kinds = _metadata_kinds([p.searcher for p in parts])
     DataType = pymilvus.DataType
     schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field("docno", DataType.INT64, is_primary=True)
     schema.add_field("doc_id", DataType.VARCHAR, max_length=min(MAX_VARCHAR, max(1, max_id)))
     schema.add_field("text", DataType.VARCHAR, max_length=MAX_VARCHAR)
+    schema.add_field("metadata", DataType.JSON)
     index_params = client.prepare_index_params()
     if "sparse" in components:
         schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
@@ -211,7 +225,8 @@ def load_index(
         schema.add_field("dense", DataType.FLOAT_VECTOR, dim=dim)
         index_params.add_index("dense", index_type=config.dense_index, metric_type=metric)
     synced = {"generation": meta["generation"], "num_docnos": meta["num_docnos"]} if not meta["sharded"] else {}
-    description = json.dumps({_DESCRIPTION_KEY: {"encoders": encoders, "num_docs": meta["num_docs"], "source": str(index_dir), **synced}})
+    description = json.dumps({_DESCRIPTION_KEY: {"encoders": encoders, "num_docs": meta["num_docs"], "source": str(index_dir),
+                                                 "metadata_kinds": kinds, **synced}})  # fmt: skip
     t0 = time.perf_counter()
     client.create_collection(name, schema=schema, index_params=index_params)
     client.alter_collection_properties(name, properties={_PROPERTY: description})
@@ -220,24 +235,28 @@ def load_index(
     for part in parts:
         s = part.searcher
         if s.context.live:  # a live index: its live docnos (added documents come from its document store)
-            n += _write_rows(client, name, s, live_docnos(s), components, dim, config.batch_size, upsert=False)
+            n += _write_rows(client, name, s, live_docnos(s), components, dim, config.batch_size, upsert=False, kinds=kinds)
             continue
         for lo in range(0, s.num_docs, config.batch_size):
             hi = min(s.num_docs, lo + config.batch_size)
             texts = _texts(part, meta["corpus"], lo, hi, corpus_cache)
-            rows = _rows(s, np.arange(lo, hi, dtype=np.int64), texts, components, dim, part.offset)
+            rows = _rows(s, np.arange(lo, hi, dtype=np.int64), texts, components, dim, part.offset, kinds=kinds)
             client.insert(name, rows)
             n += len(rows)
     client.flush(name)
     client.load_collection(name)
     seconds = time.perf_counter() - t0
     log(f"loaded {n} documents into Milvus collection {name!r} at {uri} in {seconds:.1f} s")
-    return {"collection": name, "num_docs": n, "fields": ["docno", "doc_id", "text"] + [f for f in ("sparse", "dense") if f in components], "seconds": seconds}
+    return {"collection": name, "num_docs": n, "fields": ["docno", "doc_id", "text", "metadata"] + [f for f in ("sparse", "dense") if f in components],
+            "metadata_kinds": kinds, "seconds": seconds}  # fmt: skip
 
 
-def _rows(s, docnos: np.ndarray, texts: list[str], components: dict, dim: int | None, offset: int = 0) -> list[dict]:
-    """Milvus rows of local ``docnos``: docno, doc_id, text, the sparse forward-index row, the dense vector."""
-    rows = [{"docno": offset + int(d), "doc_id": s.doc_ids[int(d)], "text": _cut_utf8(t)} for d, t in zip(docnos, texts)]
+def _rows(s, docnos: np.ndarray, texts: list[str], components: dict, dim: int | None, offset: int = 0, kinds: dict | None = None) -> list[dict]:
+    """Milvus rows of local ``docnos``: docno, doc_id, text, metadata (in ``kinds``' types), the sparse
+    forward-index row, the dense vector."""
+    metadata = s.context.metadata.rows(docnos) if kinds else [{}] * len(docnos)
+    rows = [{"docno": offset + int(d), "doc_id": s.doc_ids[int(d)], "text": _cut_utf8(t), "metadata": _typed_metadata(m, kinds)}
+            for d, t, m in zip(docnos, texts, metadata)]  # fmt: skip
     if "sparse" in components:
         fwd = s.component("sparse").forward_vectors(docnos)
         for j, row in enumerate(rows):
@@ -250,13 +269,105 @@ def _rows(s, docnos: np.ndarray, texts: list[str], components: dict, dim: int | 
     return rows
 
 
-def _write_rows(client, name: str, s, docnos: np.ndarray, components: dict, dim: int | None, batch_size: int, upsert: bool) -> int:
+def _write_rows(client, name: str, s, docnos: np.ndarray, components: dict, dim: int | None, batch_size: int, upsert: bool,
+                kinds: dict | None = None) -> int:  # fmt: skip
     for lo in range(0, docnos.shape[0], batch_size):
         chunk = docnos[lo : lo + batch_size]
         texts = [f"{d['title']} {d['text']}".strip() for d in s.documents(chunk.tolist())]
-        rows = _rows(s, chunk, texts, components, dim)
+        rows = _rows(s, chunk, texts, components, dim, kinds=kinds)
         (client.upsert if upsert else client.insert)(name, rows)
     return int(docnos.shape[0])
+
+
+# --------------------------------------------------------------------------------------------------
+# Metadata and filters
+# --------------------------------------------------------------------------------------------------
+MIXED = "mixed"  # a field typed differently by the shards of a sharded index: not filterable in Milvus
+
+
+def _metadata_kinds(searchers: list) -> dict[str, str]:
+    """Each metadata field's Braid kind (number / date / keyword) over the searchers' documents."""
+    kinds: dict[str, str] = {}
+    for s in searchers:
+        for name, kind in s.context.metadata.kinds().items():
+            kinds[name] = kind if kinds.get(name, kind) == kind else MIXED
+    return kinds
+
+
+def _iso(text: str) -> str:
+    from braid.index.metadata import _to_date
+
+    return str(_to_date(text))  # datetime64[us]: YYYY-MM-DDTHH:MM:SS.ffffff
+
+
+def _typed_metadata(row: dict, kinds: dict | None) -> dict:
+    """A document's metadata with each value in its field's kind (what a Milvus expression compares)."""
+    from braid.index.metadata import Column
+
+    out = {}
+    for name, value in (row or {}).items():
+        kind = (kinds or {}).get(name)
+        if kind == "number":
+            out[name] = float(value)
+        elif kind == "date":
+            out[name] = _iso(value)
+        elif kind == "keyword":
+            out[name] = Column._keyword(value)
+    return out
+
+
+_MILVUS_OPS = {"eq": "==", "ne": "!=", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
+_FALSE = "docno < 0"  # docnos are never negative
+
+
+def milvus_filter(spec, kinds: dict[str, str], where: str = "--filter") -> str:
+    """A Braid filter (any form :func:`braid.data.filters.parse_filter` takes) as a Milvus boolean
+    expression over the collection's ``metadata`` field typed by ``kinds``; OptionError (naming
+    ``where``) for a value the field's kind cannot take, as Braid's own filters raise."""
+    from braid.index.metadata import _is_canonical
+
+    return _expr(spec if _is_canonical(spec) else parse_filter(spec, where), kinds, where)
+
+
+def _expr(node: dict, kinds: dict, where: str) -> str:
+    if "and" in node:
+        return "(" + " and ".join(_expr(p, kinds, where) for p in node["and"]) + ")" if node["and"] else "(docno >= 0)"
+    if "or" in node:
+        return "(" + " or ".join(_expr(p, kinds, where) for p in node["or"]) + ")" if node["or"] else _FALSE
+    if "not" in node:
+        return f"(not {_expr(node['not'], kinds, where)})"
+    name, op, value = node["field"], node["op"], node["value"]
+    kind = kinds.get(name)
+    if kind is None:
+        return _FALSE  # no document has the field
+    if kind == MIXED:
+        raise OptionError(where, name, "a field with one type across the shards (this one is typed differently in different shards: filter it in Braid)")
+    ref = f"metadata[{_quote(name)}]"
+    lits = [_literal(v, kind, name, op, where) for v in (value if op == "in" else [value])]
+    if op == "in":
+        if not lits:
+            return _FALSE
+        cmp = "(" + " or ".join(f"{ref} == {v}" for v in lits) + ")"
+    else:
+        cmp = f"{ref} {_MILVUS_OPS[op]} {lits[0]}"
+    return f"(exists {ref} and {cmp})"
+
+
+def _literal(value, kind: str, name: str, op: str, where: str) -> str:
+    from braid.index.metadata import _DATE, Column
+
+    at = f"{where} ({name})"
+    if kind == "number":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise OptionError(at, value, f"metadata field {name!r} holds numbers; compare it with a number")
+        return repr(float(value))
+    if kind == "date":
+        if not isinstance(value, str) or not _DATE.match(value):
+            raise OptionError(at, value, f"metadata field {name!r} holds dates; compare it with an ISO date such as 2020-01-31")
+        return _quote(_iso(value))
+    if op in ("lt", "lte", "gt", "gte") and not isinstance(value, str):
+        raise OptionError(at, value, f"metadata field {name!r} holds keywords, not numbers; a numeric range needs a number field")
+    return _quote(value if isinstance(value, str) else Column._keyword(value))
 
 
 def live_docnos(searcher) -> np.ndarray:
@@ -309,14 +420,19 @@ def sync_collection(index_dir: str | Path, uri: str, collection: str, token: str
     live = live_docnos(s)
     synced = int(meta["num_docnos"])
     new = live[live >= synced]
+    kinds = _metadata_kinds([s])
+    if kinds != meta.get("metadata_kinds"):
+        new = live  # a field's type changed (or a new field came): every live row is rewritten in the new types
     is_live = np.zeros(max(synced, 1), bool)
     is_live[live[live < synced]] = True
     gone = np.flatnonzero(~is_live[:synced]).astype(np.int64)
-    upserted = _write_rows(client, collection, s, new, components, dim, batch_size, upsert=True)
+    if "metadata_kinds" not in meta:
+        raise OptionError("--collection", collection, "a collection with a metadata field (loaded by an older braid); reload it with braid milvus load --overwrite")
+    upserted = _write_rows(client, collection, s, new, components, dim, batch_size, upsert=True, kinds=kinds)
     for lo in range(0, gone.shape[0], batch_size):
         client.delete(collection, filter=f"docno in [{', '.join(str(int(d)) for d in gone[lo : lo + batch_size])}]")
     client.flush(collection)
-    meta.update({"generation": s.context.generation, "num_docnos": s.context.num_docnos, "num_docs": s.num_docs})
+    meta.update({"generation": s.context.generation, "num_docnos": s.context.num_docnos, "num_docs": s.num_docs, "metadata_kinds": kinds})
     client.alter_collection_properties(collection, properties={_PROPERTY: json.dumps({_DESCRIPTION_KEY: meta})})
     client.load_collection(collection)
     seconds = time.perf_counter() - t0
@@ -423,6 +539,7 @@ class MilvusSearcher:
         weights: Sequence[float] | None = None,
         norm_score: bool = True,
         exclude_ids: Sequence[str] | None = None,
+        filter=None,
     ) -> tuple[Hits, list[list[str]]]:
         """Search with already encoded queries ``{"sparse": SparseVectors, "dense": float32 (n, dim)}``.
 
@@ -430,7 +547,8 @@ class MilvusSearcher:
         ``weights``: WeightedRanker weights (sparse, dense), default (1, 1); ``norm_score``:
         WeightedRanker's score normalisation (arctan; False sums raw scores). ``exclude_ids``: per
         query, a doc id that must not be returned (filtered inside Milvus, before ranking).
-        Returns (Hits (n_queries, k) in Braid docnos, doc ids per row).
+        ``filter``: a metadata filter (Braid's forms, :func:`milvus_filter`), applied inside each field
+        search before its top-k. Returns (Hits (n_queries, k) in Braid docnos, doc ids per row).
         """
         pymilvus = require_pymilvus()
         if retriever not in self.RETRIEVERS:
@@ -457,30 +575,36 @@ class MilvusSearcher:
                     raise OptionError("weights", weights, "two weights: sparse, dense")
                 ranker = pymilvus.WeightedRanker(*[float(x) for x in w], norm_score=bool(norm_score))
         hybrid = retriever.startswith("hybrid")
+        where = self.filter_expression(filter) if filter is not None else None
         results: list[list[dict]] = [[] for _ in range(n)]
         if hybrid and exclude_ids is not None:
             # The excluded document must leave each list before the ranker sees it (as Braid's
             # pipelines drop it before fusing): one filtered request per query.
             for i in range(n):
-                filt = f"doc_id != {_quote(str(exclude_ids[i]))}"
+                filt = f"doc_id != {_quote(str(exclude_ids[i]))}" + (f" and {where}" if where else "")
                 reqs = [pymilvus.AnnSearchRequest([data[kind][i]], kind, params[kind], limit=int(depth), expr=filt) for kind in kinds]
                 results[i] = list(self.client.hybrid_search(self.collection, reqs, ranker, limit=int(k), output_fields=["doc_id"])[0])
         elif hybrid:
-            reqs = [pymilvus.AnnSearchRequest(data[kind], kind, params[kind], limit=int(depth)) for kind in kinds]
+            reqs = [pymilvus.AnnSearchRequest(data[kind], kind, params[kind], limit=int(depth), expr=where) for kind in kinds]
             results = [list(r) for r in self.client.hybrid_search(self.collection, reqs, ranker, limit=int(k), output_fields=["doc_id"])]
         else:
             # One list: dropping the excluded document after a k+1 search is the same as filtering it.
             extra = 1 if exclude_ids is not None else 0
             kind = kinds[0]
-            res = self.client.search(
-                self.collection, data=data[kind], anns_field=kind, limit=int(k) + extra, search_params=params[kind], output_fields=["doc_id"]
-            )
+            res = self.client.search(self.collection, data=data[kind], anns_field=kind, limit=int(k) + extra, search_params=params[kind],
+                                     output_fields=["doc_id"], filter=where or "")  # fmt: skip
             for i, r in enumerate(res):
                 r = list(r)
                 if extra:
                     r = [h for h in r if (h.get("entity") or {}).get("doc_id") != exclude_ids[i]]
                 results[i] = r[: int(k)]
         return _to_hits(results, int(k), negate=negate)  # type: ignore[arg-type]
+
+    def filter_expression(self, spec) -> str:
+        """The Milvus expression of a Braid filter over this collection (:func:`milvus_filter`)."""
+        if "metadata" not in self.fields or "metadata_kinds" not in self.meta:
+            raise OptionError("--filter", spec, f"a collection with a metadata field: {self.collection!r} was loaded by an older braid; reload it with braid milvus load --overwrite")
+        return milvus_filter(spec, self.meta["metadata_kinds"])
 
     def batch_search(
         self,
@@ -493,7 +617,7 @@ class MilvusSearcher:
     ):
         """Encode and search many queries; returns Braid's ``SearchResults`` (``to_run()`` for evaluation).
 
-        ``knobs``: ``depth``, ``rrf_k``, ``weights``, ``norm_score`` (see :meth:`search_vectors`).
+        ``knobs``: ``depth``, ``rrf_k``, ``weights``, ``norm_score``, ``filter`` (see :meth:`search_vectors`).
         ``exclude_self`` keeps the document whose id equals the query id out of every list (BEIR).
         """
         from braid.retrieval.searcher import SearchResults
