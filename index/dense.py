@@ -37,6 +37,10 @@ ADD_BATCH = 65536  # rows copied to RAM and added per step, so a memory-mapped c
 # hits, 15 vs 19 at 64); deeper ones by lexsort (33 vs 16 us at 128, 308 vs 28 at 1,008).
 ONE_QUERY_SORT_MAX = 64
 TIE_MARGIN = 8  # extra candidates fetched so that ties at rank k are broken by docno
+# HNSW with a filter that lets at most this many documents through: those are scored exactly from
+# the graph's stored vectors instead of searched in the graph, whose beam finds few of them (a 1%
+# filter on scifact: accuracy@10 0.29 through the graph at ef 20; scripts/bench_live_speed.py)
+HNSW_EXACT_MAX_DOCS = 4_096
 FEW_EXCLUDED = 8  # exhaustive kinds: up to this many x (k + TIE_MARGIN) excluded documents are fetched past, not selected
 
 
@@ -353,6 +357,8 @@ class DenseIndex:
                 # deeper, then dropped, is exact and cheaper than FAISS's selector path (a 288-document
                 # flat segment with 10% deleted: 115 -> about 55 us a query, scripts/bench_live_speed.py)
                 return self._search_deepening(q, k, allowed, threads, fetch=min(self.num_docs, fetch + n_excluded))
+            if self.config.kind == "hnsw" and self.num_docs - n_excluded <= HNSW_EXACT_MAX_DOCS:
+                return self._score_rows(q, k, np.flatnonzero(allowed))
             selector = prepared.selector()
         if self.config.kind in IVF_KINDS and (nprobe is not None or selector is not None):
             params = faiss.SearchParametersIVF(sel=selector) if selector is not None else faiss.SearchParametersIVF()
@@ -397,6 +403,24 @@ class DenseIndex:
         if allowed.dtype != np.bool_ or allowed.shape != (self.num_docs,):
             raise OptionError("allowed", f"array {allowed.dtype} {allowed.shape}", f"a bool array of shape ({self.num_docs},)")
         return AllowedRows(allowed, self.num_docs - int(np.count_nonzero(allowed)))
+
+    def _score_rows(self, q: np.ndarray, k: int, rows: np.ndarray) -> Hits:
+        """Exact top-``k`` among ``rows`` (the only documents allowed), scored from the stored vectors."""
+        out = Hits.empty(q.shape[0], k)
+        if rows.shape[0] == 0:
+            return out
+        vectors = np.asarray(self.index.reconstruct_batch(rows.astype(np.int64)), dtype=np.float32)
+        if self.config.metric == "l2":
+            scores = -(((q[:, None, :] - vectors[None, :, :]) ** 2).sum(axis=2))
+        else:
+            scores = q @ vectors.T
+        scores = scores.astype(np.float32, copy=False)
+        width = min(k, rows.shape[0])
+        for i in range(q.shape[0]):
+            order = np.lexsort((rows, -scores[i]))[:width]
+            out.docnos[i, :width] = rows[order]
+            out.scores[i, :width] = scores[i, order]
+        return out
 
     def _search_deepening(self, q: np.ndarray, k: int, allowed: np.ndarray, threads: int | None, fetch: int | None = None) -> Hits:
         """Top-``k`` among ``allowed`` by searching deeper until every row has k allowed hits (or all documents)."""

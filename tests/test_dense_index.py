@@ -257,3 +257,27 @@ def test_a_prepared_mask_gives_the_plain_masks_results(data, kind):
         np.testing.assert_array_equal(got.scores, want.scores)
     with pytest.raises(OptionError, match="allowed"):
         idx.prepare_allowed(allowed[:-1])
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_hnsw_with_a_narrow_filter_scores_the_allowed_documents_exactly(data, metric):
+    """A filter letting few documents through (<= HNSW_EXACT_MAX_DOCS) is answered by scoring those
+    exactly, not by the graph's beam (which finds few of them): the brute-force top-k among them."""
+    from braid.index import dense as D
+
+    x, q = data
+    idx = DenseIndex.build(x, DenseIndexConfig(kind="hnsw", hnsw_m=8, metric=metric))
+    allowed = np.zeros(x.shape[0], bool)
+    allowed[np.random.default_rng(2).choice(x.shape[0], 30, replace=False)] = True
+    assert 30 <= D.HNSW_EXACT_MAX_DOCS
+    got = idx.search(q, 10, ef_search=10, allowed=allowed)
+    rows = np.flatnonzero(allowed)
+    s = q @ x[rows].T if metric == "ip" else -((q[:, None, :] - x[rows][None]) ** 2).sum(axis=2)
+    for i in range(q.shape[0]):
+        want = rows[np.lexsort((rows, -s[i]))[:10]]
+        np.testing.assert_array_equal(got.docnos[i], want)
+        np.testing.assert_allclose(got.scores[i], np.sort(s[i])[::-1][:10], rtol=1e-4, atol=1e-4)
+    few = np.zeros(x.shape[0], bool)
+    few[[3, 7]] = True  # fewer than k: padded
+    h = idx.search(q[:1], 5, allowed=few)
+    assert sorted(h.docnos[0, :2].tolist()) == [3, 7] and (h.docnos[0, 2:] == -1).all()
