@@ -37,10 +37,12 @@ ADD_BATCH = 65536  # rows copied to RAM and added per step, so a memory-mapped c
 # hits, 15 vs 19 at 64); deeper ones by lexsort (33 vs 16 us at 128, 308 vs 28 at 1,008).
 ONE_QUERY_SORT_MAX = 64
 TIE_MARGIN = 8  # extra candidates fetched so that ties at rank k are broken by docno
-# HNSW with a filter that lets at most this many documents through: those are scored exactly from
-# the graph's stored vectors instead of searched in the graph, whose beam finds few of them (a 1%
-# filter on scifact: accuracy@10 0.29 through the graph at ef 20; scripts/bench_live_speed.py)
+# HNSW with a filter that lets at most this many documents through, and at most this share of the
+# graph: those are scored exactly from the graph's stored vectors instead of searched in the graph,
+# whose beam finds few of them (a 1% filter on scifact: accuracy@10 0.29 through the graph at ef 20;
+# scripts/bench_live_speed.py). A graph's own deletions (a live segment's ~10%) stay on the graph.
 HNSW_EXACT_MAX_DOCS = 4_096
+HNSW_EXACT_MAX_SHARE = 0.2
 FEW_EXCLUDED = 8  # exhaustive kinds: up to this many x (k + TIE_MARGIN) excluded documents are fetched past, not selected
 
 
@@ -357,7 +359,8 @@ class DenseIndex:
                 # deeper, then dropped, is exact and cheaper than FAISS's selector path (a 288-document
                 # flat segment with 10% deleted: 115 -> about 55 us a query, scripts/bench_live_speed.py)
                 return self._search_deepening(q, k, allowed, threads, fetch=min(self.num_docs, fetch + n_excluded))
-            if self.config.kind == "hnsw" and self.num_docs - n_excluded <= HNSW_EXACT_MAX_DOCS:
+            n_allowed = self.num_docs - n_excluded
+            if self.config.kind == "hnsw" and n_allowed <= HNSW_EXACT_MAX_DOCS and n_allowed <= HNSW_EXACT_MAX_SHARE * self.num_docs:
                 return self._score_rows(q, k, np.flatnonzero(allowed))
             selector = prepared.selector()
         if self.config.kind in IVF_KINDS and (nprobe is not None or selector is not None):

@@ -10,6 +10,7 @@ from braid.data.errors import IndexFormatError, OptionError
 faiss = pytest.importorskip("faiss")
 
 from braid.index.dense import DenseIndex, DenseIndexConfig  # noqa: E402
+from braid.index.hits import Hits  # noqa: E402
 
 
 def clustered(n: int, dim: int, n_clusters: int, seed: int, noise: float = 0.3) -> np.ndarray:
@@ -269,7 +270,7 @@ def test_hnsw_with_a_narrow_filter_scores_the_allowed_documents_exactly(data, me
     idx = DenseIndex.build(x, DenseIndexConfig(kind="hnsw", hnsw_m=8, metric=metric))
     allowed = np.zeros(x.shape[0], bool)
     allowed[np.random.default_rng(2).choice(x.shape[0], 30, replace=False)] = True
-    assert 30 <= D.HNSW_EXACT_MAX_DOCS
+    assert 30 <= D.HNSW_EXACT_MAX_DOCS and 30 <= D.HNSW_EXACT_MAX_SHARE * x.shape[0]
     got = idx.search(q, 10, ef_search=10, allowed=allowed)
     rows = np.flatnonzero(allowed)
     s = q @ x[rows].T if metric == "ip" else -((q[:, None, :] - x[rows][None]) ** 2).sum(axis=2)
@@ -281,3 +282,20 @@ def test_hnsw_with_a_narrow_filter_scores_the_allowed_documents_exactly(data, me
     few[[3, 7]] = True  # fewer than k: padded
     h = idx.search(q[:1], 5, allowed=few)
     assert sorted(h.docnos[0, :2].tolist()) == [3, 7] and (h.docnos[0, 2:] == -1).all()
+
+
+def test_hnsw_deletions_stay_on_the_graph(data, monkeypatch):
+    """A mask letting most documents through (a segment's deletions) is searched in the graph, not scored
+    row by row: the exact route is for filters under HNSW_EXACT_MAX_SHARE of the graph."""
+    x, q = data
+    idx = DenseIndex.build(x, DenseIndexConfig(kind="hnsw", hnsw_m=8))
+    calls = []
+    monkeypatch.setattr(DenseIndex, "_score_rows", lambda self, *a: calls.append(a) or Hits.empty(a[0].shape[0], a[1]))
+    allowed = np.ones(x.shape[0], bool)
+    allowed[::10] = False
+    idx.search(q, 10, allowed=allowed)
+    assert calls == []
+    narrow = np.zeros(x.shape[0], bool)
+    narrow[:50] = True
+    idx.search(q, 10, allowed=narrow)
+    assert len(calls) == 1
