@@ -66,6 +66,14 @@ ABSORB_CHUNK = 512
 HNSW_ABSORB = "background"
 HNSW_ABSORB_MODES = ("background", "sync", "off")
 GRAPH_CACHE_SIZE = 4
+# Sparse: a generation with two or more search units beside its largest blocked segment (blocked
+# segments too large to be flat, as 10 adds of 13,550 documents make) gets, in a background thread,
+# one blocked index over all of those documents (their forward rows, the component's build settings),
+# swapped in for their units: two blocked searches instead of one per segment (each fills its own
+# top-k before its block skipping starts). Kept per process like the HNSW graphs. SPARSE_JOIN: as
+# HNSW_ABSORB; ABSORB_SPARSE_DOCS: the fewest documents beside the largest segment worth it.
+SPARSE_JOIN = "background"
+ABSORB_SPARSE_DOCS = 4_096
 
 
 @dataclass(frozen=True)
@@ -310,13 +318,60 @@ class SegmentedSparseIndex:
     term-at-a-time call instead of one scan per small segment; the query knobs apply to the blocked ones).
     """
 
-    def __init__(self, segments: list, docnos: list[np.ndarray], num_docnos: int, deleted: np.ndarray | None, vocab_size: int):
+    def __init__(self, segments: list, docnos: list[np.ndarray], num_docnos: int, deleted: np.ndarray | None, vocab_size: int,
+                 join: str | None = None, keys: list | None = None, config=None):  # fmt: skip
         self.segments = segments
         self.map = SegmentMap(docnos, num_docnos, deleted)
         self.vocab_size = int(vocab_size)
         self.num_docs = self.map.num_live
         self.num_docnos = int(num_docnos)
         self.units = _sparse_units(segments, docnos, deleted)
+        self._joined_ready = threading.Event()
+        self.join_seconds: float | None = None  # how long building the joined index took, once done (0: reused)
+        join = SPARSE_JOIN if join is None else join
+        if join not in HNSW_ABSORB_MODES:
+            raise OptionError("join", join, f"one of {', '.join(HNSW_ABSORB_MODES)}")
+        plan = None if join == "off" else self._join_plan(keys, config)
+        if plan is None:
+            self._joined_ready.set()
+            return
+        cached = None
+        if plan[0] is not None:
+            with _GRAPHS_LOCK:
+                cached = _GRAPHS.get(plan[0])
+        if cached is not None:
+            self._use_joined(plan, cached.index, cached.docnos, deleted)
+            self.join_seconds = 0.0
+            self._joined_ready.set()
+        elif join == "sync":
+            _join_sparse(weakref.ref(self), plan, deleted)
+        else:
+            threading.Thread(target=_join_sparse, args=(weakref.ref(self), plan, deleted), name="braid-sparse-join", daemon=True).start()
+
+    def wait_joined(self, timeout: float | None = None) -> bool:
+        """Wait until the segments beside the largest are one blocked index (at once when there is nothing
+        to join); False if ``timeout`` seconds passed first. Searches meanwhile use their own units."""
+        return self._joined_ready.wait(timeout)
+
+    def _join_plan(self, keys: list | None, config):
+        """(cache key, the largest blocked segment, the others, config) or None."""
+        from braid.index.sparse.blocked import BlockedSparseIndex
+
+        blocked = [i for i, seg in enumerate(self.segments) if isinstance(seg, BlockedSparseIndex)]
+        if not blocked:
+            return None
+        base = max(blocked, key=lambda i: self.segments[i].num_docs)
+        others = [i for i in range(len(self.segments)) if i != base]
+        if len([u for u in self.units if u.index is not self.segments[base]]) < 2:
+            return None  # already at most two searches
+        if sum(self.segments[i].num_docs for i in others) < ABSORB_SPARSE_DOCS:
+            return None
+        key = None if keys is None or any(keys[i] is None for i in others) else ("sparse-join", tuple(keys[i] for i in others))
+        return key, base, others, config if config is not None else self.segments[base].config
+
+    def _use_joined(self, plan, index, docnos: np.ndarray, deleted: np.ndarray | None) -> None:
+        base = self.segments[plan[1]]
+        self.units = [u for u in self.units if u.index is base] + [SearchUnit(index, docnos, deleted)]
 
     @staticmethod
     def _bits(unit: SearchUnit, allow: np.ndarray | None):
@@ -360,6 +415,56 @@ class SegmentedSparseIndex:
             for j, pos in enumerate(at):
                 rows[pos] = got.row(j)
         return SparseVectors.from_rows(rows, self.vocab_size)
+
+
+def _join_sparse(ref: "weakref.ref[SegmentedSparseIndex]", plan, deleted: np.ndarray | None) -> None:
+    """Build one blocked index over the segments ``plan`` names beside the largest (their forward rows in
+    increasing docno order, one numba thread) and swap it in; keep it for the next generation."""
+    import time
+
+    import numba
+
+    from braid.index.sparse.blocked import BlockedSparseIndex
+
+    t0 = time.perf_counter()
+    try:
+        self = ref()
+        if self is None:
+            return
+        key, _, others, config = plan
+        parts = [self.segments[i].forward_vectors(np.arange(self.segments[i].num_docs)) for i in others]
+        docnos, order = _join_order([self.map.docnos[i] for i in others])
+        del self
+        vectors = _concat(parts, parts[0].vocab_size)
+        if order is not None:
+            vectors = vectors.take(order)
+        numba.set_num_threads(1)  # this thread's own count: the searches keep theirs
+        index = BlockedSparseIndex.build(vectors, config)
+        if key is not None:
+            with _GRAPHS_LOCK:
+                _GRAPHS[key] = _Graph(key, (), index, docnos)
+                _GRAPHS.move_to_end(key)
+                while len(_GRAPHS) > GRAPH_CACHE_SIZE:
+                    _GRAPHS.popitem(last=False)
+        self = ref()
+        if self is None:
+            return
+        self._use_joined(plan, index, docnos, deleted)
+        self.join_seconds = time.perf_counter() - t0
+    finally:
+        self = ref()
+        if self is not None:
+            self._joined_ready.set()
+
+
+def _concat(parts: list[SparseVectors], vocab_size: int) -> SparseVectors:
+    """The rows of several batches, one after the other."""
+    lengths = np.concatenate([np.diff(np.asarray(p.indptr, dtype=np.int64)) for p in parts])
+    indptr = np.zeros(lengths.shape[0] + 1, np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    indices = np.concatenate([np.asarray(p.indices[p.indptr[0] : p.indptr[-1]], dtype=np.int32) for p in parts])
+    data = np.concatenate([np.asarray(p.data[p.indptr[0] : p.indptr[-1]], dtype=np.float32) for p in parts])
+    return SparseVectors(indptr, indices, data, int(vocab_size))
 
 
 def _sparse_units(segments: list, docnos: list[np.ndarray], deleted: np.ndarray | None) -> list[SearchUnit]:
@@ -610,7 +715,7 @@ def open_sparse_segments(index_dir: Path, manifest: dict, deleted: np.ndarray | 
 
     index_dir = Path(index_dir)
     live = manifest["live"]
-    segments, docnos = [], []
+    segments, docnos, keys = [], [], []
     vocab = None
     for seg in live["segments"]:
         entry = _segment_entry(seg, "sparse", index_dir)
@@ -626,7 +731,15 @@ def open_sparse_segments(index_dir: Path, manifest: dict, deleted: np.ndarray | 
             raise IndexFormatError(f"{where}: vocabulary of {index.vocab_size} terms, other segments have {vocab}")
         segments.append(index)
         docnos.append(segment_docnos(index_dir, seg))
-    return SegmentedSparseIndex(segments, docnos, int(manifest.get("num_docnos", manifest["num_docs"])), deleted, vocab or 0)
+        keys.append(_file_key(where))
+    config = None
+    requested = (manifest.get("components") or {}).get("sparse", {}).get("requested_config")
+    if requested is not None:
+        from braid.index.sparse.blocked import BlockedIndexConfig
+
+        config = BlockedIndexConfig.from_dict(requested) if requested else BlockedIndexConfig()
+    return SegmentedSparseIndex(segments, docnos, int(manifest.get("num_docnos", manifest["num_docs"])), deleted, vocab or 0,
+                                keys=keys, config=config)  # fmt: skip
 
 
 def open_dense_segments(index_dir: Path, manifest: dict, deleted: np.ndarray | None) -> SegmentedDenseIndex:

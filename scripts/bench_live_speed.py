@@ -386,12 +386,30 @@ def vectors_part(args, name: str) -> dict:
         order = list(range(nq))
 
         # ---- sparse: segmented vs compacted vs pyseismic-lsr on the compacted set
+        from braid.index import segments as seg_mod
+
+        t0 = clock()
         sl, sc = ctx_l.component("sparse"), ctx_c.component("sparse")
+        opened = clock() - t0
+        sl.wait_joined()
+        out["sparse_join"] = {"open_s": round(opened, 4), "join_s": None if sl.join_seconds is None else round(sl.join_seconds, 2),
+                              "units_after": [type(u.index).__name__ for u in sl.units]}  # fmt: skip
         bq = [SparseVectors.from_scipy(q_csr[j]) for j in range(nq)]
         systems = {
             "segmented": (lambda j, p: hits_ids(sl.search(bq[j], k=10, query_cut=p[0], heap_factor=p[1], threads=1), ctx_l.doc_ids), exact_sparse.accuracy),
             "compacted": (lambda j, p: hits_ids(sc.search(bq[j], k=10, query_cut=p[0], heap_factor=p[1], threads=1), ctx_c.doc_ids), exact_sparse.accuracy),
         }  # fmt: skip
+        if len(sl.units) != len(sl.segments) and out["sparse_join"]["join_s"] is not None:
+            # the generation as it opens, before the background join (segments.SPARSE_JOIN "off")
+            seg_mod.SPARSE_JOIN = "off"
+            try:
+                c0 = IndexContext.open(main["live"])
+                s0 = c0.component("sparse")
+            finally:
+                seg_mod.SPARSE_JOIN = "background"
+            out["sparse_join"]["units_before"] = [type(u.index).__name__ for u in s0.units]
+            systems["segmented_before_join"] = (lambda j, p: hits_ids(s0.search(bq[j], k=10, query_cut=p[0], heap_factor=p[1], threads=1), c0.doc_ids),
+                                                exact_sparse.accuracy)  # fmt: skip
         seis = _seismic(sc, docs_csr[live_rows], live_ids, q_csr)
         if seis is not None:
             run_s, params = seis
@@ -402,6 +420,8 @@ def vectors_part(args, name: str) -> dict:
         res["layout"] = {"segments": len(sl.segments), "kinds": kinds, "segment_docs": [int(s.num_docs) for s in sl.segments],
                          "deleted": int(ctx_l.deleted.sum()) if ctx_l.deleted is not None else 0}  # fmt: skip
         res["ratio_segmented_to_compacted"] = round(res["segmented"]["median_us"] / res["compacted"]["median_us"], 3)
+        if "segmented_before_join" in res:
+            res["ratio_before_join_to_compacted"] = round(res["segmented_before_join"]["median_us"] / res["compacted"]["median_us"], 3)
         if "pyseismic-lsr" in res:
             res["ratio_compacted_to_pyseismic"] = round(res["compacted"]["median_us"] / res["pyseismic-lsr"]["median_us"], 3)
             res["ratio_segmented_to_pyseismic"] = round(res["segmented"]["median_us"] / res["pyseismic-lsr"]["median_us"], 3)

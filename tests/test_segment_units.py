@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from braid.data.errors import OptionError
 from braid.data.vectors import SparseVectors
 
 VOCAB = 40
@@ -362,3 +363,44 @@ def test_merge_hits_orders_by_score_then_docno(k):
     pairs = sorted((-float(s), int(d)) for p in parts for d, s in zip(p.docnos[0], p.scores[0]) if d >= 0)[:k]
     assert got.docnos[0].tolist() == [d for _, d in pairs]
     assert got.scores[0].tolist() == [-s for s, _ in pairs]
+
+
+@pytest.mark.parametrize("join", ["sync", "background"])
+def test_blocked_segments_beside_the_largest_are_joined_into_one(monkeypatch, join):
+    """Several blocked segments beside the largest become one blocked index over their documents (in
+    increasing docno order), searched beside the largest: two units; exact mode equals brute force,
+    deletions and filters included, and a generation with the same segments reuses the joined index."""
+    from braid.index import segments as S
+    from braid.index.segments import SegmentedSparseIndex
+    from braid.index.sparse.blocked import BlockedSparseIndex
+
+    monkeypatch.setattr(S, "ABSORB_SPARSE_DOCS", 10)
+    monkeypatch.setattr(S, "_GRAPHS", type(S._GRAPHS)())
+    rng = np.random.default_rng(21)
+    n = 150
+    docs = random_sparse(rng, n)
+    queries = random_sparse(rng, 6)
+    docnos = split_docnos(rng, n, [60, 30, 30, 30])  # interleaved
+    segments = [BlockedSparseIndex.build(_rows(docs, d)) for d in docnos]
+    deleted = np.zeros(n, bool)
+    deleted[rng.choice(n, 12, replace=False)] = True
+    keys = [("test-sparse", i) for i in range(4)]
+    index = SegmentedSparseIndex(segments, docnos, n, deleted, VOCAB, join=join, keys=keys)
+    assert index.wait_joined(timeout=60) and index.join_seconds > 0
+    assert len(index.units) == 2 and index.units[0].index is segments[0]
+    joined = index.units[1]
+    assert joined.index.num_docs == 90 and np.all(np.diff(joined.docnos) > 0)
+    scores = _dense(queries) @ _dense(docs).T
+    allow = rng.random(n) < 0.6
+    for mask, live in ((None, ~deleted), (allow, ~deleted & allow)):
+        got = as_lists(index.search(queries, k=9, exact=True, allow=mask))
+        want = [[(d, s) for d, s in row if s > 0] for row in brute_force(scores, live, 9)]
+        assert got == want
+        # pruning knobs that visit every block: the same lists as exact mode
+        assert as_lists(index.search(queries, k=9, query_cut=VOCAB, heap_factor=0.0, allow=mask)) == got
+    off = SegmentedSparseIndex(segments, docnos, n, deleted, VOCAB, join="off")
+    assert len(off.units) == 4 and as_lists(off.search(queries, k=9, exact=True)) == as_lists(index.search(queries, k=9, exact=True))
+    again = SegmentedSparseIndex(segments, docnos, n, deleted, VOCAB, join="background", keys=keys)
+    assert again.wait_joined(timeout=0) and again.join_seconds == 0.0 and again.units[1].index is joined.index
+    with pytest.raises(OptionError, match="join"):
+        SegmentedSparseIndex(segments, docnos, n, deleted, VOCAB, join="later")
