@@ -432,20 +432,41 @@ def _join_sparse(ref: "weakref.ref[SegmentedSparseIndex]", plan, deleted: np.nda
         if self is None:
             return
         key, _, others, config = plan
-        parts = [self.segments[i].forward_vectors(np.arange(self.segments[i].num_docs)) for i in others]
-        docnos, order = _join_order([self.map.docnos[i] for i in others])
-        del self
-        vectors = _concat(parts, parts[0].vocab_size)
-        if order is not None:
-            vectors = vectors.take(order)
-        numba.set_num_threads(1)  # this thread's own count: the searches keep theirs
-        index = BlockedSparseIndex.build(vectors, config)
+        building = None
         if key is not None:
             with _GRAPHS_LOCK:
-                _GRAPHS[key] = _Graph(key, (), index, docnos)
-                _GRAPHS.move_to_end(key)
-                while len(_GRAPHS) > GRAPH_CACHE_SIZE:
-                    _GRAPHS.popitem(last=False)
+                building = _BUILDING.get(key)
+                if building is None:
+                    _BUILDING[key] = threading.Event()
+        if building is not None:  # another generation of this process is joining the same segments: wait for it
+            del self
+            building.wait()
+            with _GRAPHS_LOCK:
+                made = _GRAPHS.get(key)
+            self = ref()
+            if made is not None and self is not None:
+                self._use_joined(plan, made.index, made.docnos, deleted)
+                self.join_seconds = time.perf_counter() - t0
+            return
+        try:
+            parts = [self.segments[i].forward_vectors(np.arange(self.segments[i].num_docs)) for i in others]
+            docnos, order = _join_order([self.map.docnos[i] for i in others])
+            del self
+            vectors = _concat(parts, parts[0].vocab_size)
+            if order is not None:
+                vectors = vectors.take(order)
+            numba.set_num_threads(1)  # this thread's own count: the searches keep theirs
+            index = BlockedSparseIndex.build(vectors, config)
+            if key is not None:
+                with _GRAPHS_LOCK:
+                    _GRAPHS[key] = _Graph(key, (), index, docnos)
+                    _GRAPHS.move_to_end(key)
+                    while len(_GRAPHS) > GRAPH_CACHE_SIZE:
+                        _GRAPHS.popitem(last=False)
+        finally:
+            if key is not None:
+                with _GRAPHS_LOCK:
+                    _BUILDING.pop(key).set()
         self = ref()
         if self is None:
             return
@@ -657,6 +678,7 @@ class _Plan:
 
 _GRAPHS: "OrderedDict[Any, _Graph]" = OrderedDict()
 _GRAPHS_LOCK = threading.Lock()
+_BUILDING: dict = {}  # key -> Event: a sparse join under way in this process (a second generation waits for it)
 
 
 def _absorb_into_graph(ref: "weakref.ref[SegmentedDenseIndex]", plan: _Plan, deleted: np.ndarray | None) -> None:

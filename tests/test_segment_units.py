@@ -404,3 +404,36 @@ def test_blocked_segments_beside_the_largest_are_joined_into_one(monkeypatch, jo
     assert again.wait_joined(timeout=0) and again.join_seconds == 0.0 and again.units[1].index is joined.index
     with pytest.raises(OptionError, match="join"):
         SegmentedSparseIndex(segments, docnos, n, deleted, VOCAB, join="later")
+
+
+def test_a_second_generation_waits_for_the_join_under_way(monkeypatch):
+    """Two generations with the same segments opened while the first join runs: one build, both use it."""
+    import threading
+
+    from braid.index import segments as S
+    from braid.index.segments import SegmentedSparseIndex
+    from braid.index.sparse import blocked as B
+
+    monkeypatch.setattr(S, "ABSORB_SPARSE_DOCS", 10)
+    monkeypatch.setattr(S, "_GRAPHS", type(S._GRAPHS)())
+    rng = np.random.default_rng(5)
+    n = 120
+    docs = random_sparse(rng, n)
+    docnos = split_docnos(rng, n, [60, 20, 20, 20])
+    segments = [B.BlockedSparseIndex.build(_rows(docs, d)) for d in docnos]
+    gate, builds = threading.Event(), []
+    real = B.BlockedSparseIndex.build.__func__
+
+    def slow_build(cls, *a, **kw):
+        builds.append(1)
+        gate.wait(30)
+        return real(cls, *a, **kw)
+
+    monkeypatch.setattr(B.BlockedSparseIndex, "build", classmethod(slow_build))
+    keys = [("test-wait", i) for i in range(4)]
+    first = SegmentedSparseIndex(segments, docnos, n, None, VOCAB, join="background", keys=keys)
+    second = SegmentedSparseIndex(segments, docnos, n, None, VOCAB, join="background", keys=keys)
+    assert not first.wait_joined(timeout=0.2) and not second.wait_joined(timeout=0)
+    gate.set()
+    assert first.wait_joined(timeout=30) and second.wait_joined(timeout=30)
+    assert len(builds) == 1 and first.units[1].index is second.units[1].index
