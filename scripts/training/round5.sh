@@ -6,7 +6,9 @@ cd "$(dirname "$0")"
 source ./env.sh
 SET=(--source corpus --epochs 1 --loss kl --kl-temperature 4 --max-length 256)
 ./build_untrained.sh scifact adi medline cisi cranfield cacm
-for C in adi medline cisi cranfield cacm; do ./eval.sh $C sparse-if untrained=$W/idx/$C; done
+for C in adi medline cisi cranfield cacm; do  # (skipped for a collection whose untrained row is already there)
+  grep -qs "\"dataset\": \"$DATA/$C\"" "$W/results.jsonl" || ./eval.sh $C sparse-if untrained=$W/idx/$C
+done
 # train only the collections whose untrained figures are training.md's (scifact was checked first)
 MATCH=$("$PY" check_untrained.py "$W/results.jsonl" adi medline cranfield cisi cacm)
 echo "untrained figures match for: $MATCH"

@@ -18,7 +18,7 @@ fi
 LOG=$W/logs/$NAME.log
 echo "== $(date -u +%FT%TZ) train.sh $COLL $NAME $* (CHUNK=$CHUNK THREADS=$THREADS DATASET=$DATASET)" >> "$LOG"
 if grep -qs '"finished": true' "$W"/logs/"$NAME".chunk*.json; then echo "$NAME: already finished"; exit 0; fi
-k=$(ls "$W"/logs/"$NAME".chunk*.json 2>/dev/null | wc -l)
+k=$(find "$W/logs" -maxdepth 1 -name "$NAME.chunk*.json" | wc -l)
 while :; do
   k=$((k+1))
   OUT=$W/logs/$NAME.chunk$k.json
