@@ -5,7 +5,9 @@ Registered in :mod:`braid.cli.main`. torch loads inside the training function.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -152,10 +154,12 @@ def sparse_cmd(index_dir, dataset, split, output, config, base_model, install, s
     from braid.retrieval.train.sparse.install import train_sparse_index
 
     dataset = resolve_dataset(dataset, progress=progress_enabled(quiet))
-    summary = train_sparse_index(
-        index_dir, dataset, output, config, split=split, checkpoint_dir=checkpoint_dir, install=install, base_model=base_model,
-        progress=progress_enabled(quiet), log=logger(quiet), threads=threads, stop_after_steps=stop_after,
-    )
+    # the trainer prints its log lines (losses) to stdout: with --json they go to stderr, so stdout is the JSON alone
+    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+        summary = train_sparse_index(
+            index_dir, dataset, output, config, split=split, checkpoint_dir=checkpoint_dir, install=install, base_model=base_model,
+            progress=progress_enabled(quiet), log=logger(quiet), threads=threads, stop_after_steps=stop_after,
+        )
     if as_json:
         click.echo(json.dumps(summary))
         return

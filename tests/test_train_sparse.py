@@ -268,7 +268,7 @@ def test_command_end_to_end_and_install(world, tmp_path):
         args += [f"--{k.replace('_', '-')}", str(v)]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
-    summary = json.loads(res.output.strip().splitlines()[-1])
+    summary = json.loads(res.stdout)  # stdout is the JSON alone (the trainer's log lines go to stderr)
     assert summary["finished"] and summary["steps"] == 3 and summary["installed"]
     record = json.loads((model / "braid_training.json").read_text())
     assert record["trained_on"]["split"] == "train" and record["trained_on"]["dataset"]["qrels"] == "qrels/train.tsv"
