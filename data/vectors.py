@@ -200,6 +200,18 @@ class SparseVectors:
         return cls(indptr, indices, data, vocab_size)
 
     @classmethod
+    def concat(cls, parts: list["SparseVectors"], vocab_size: int) -> "SparseVectors":
+        """The rows of several batches, one after the other."""
+        if not parts:
+            return cls.empty(0, vocab_size)
+        lengths = np.concatenate([np.diff(np.asarray(p.indptr, dtype=np.int64)) for p in parts])
+        indptr = np.zeros(lengths.shape[0] + 1, np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        indices = np.concatenate([np.asarray(p.indices[p.indptr[0] : p.indptr[-1]], dtype=np.int32) for p in parts])
+        data = np.concatenate([np.asarray(p.data[p.indptr[0] : p.indptr[-1]], dtype=np.float32) for p in parts])
+        return cls(indptr, indices, data, int(vocab_size))
+
+    @classmethod
     def empty(cls, n_rows: int, vocab_size: int) -> "SparseVectors":
         return cls(np.zeros(n_rows + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32), vocab_size)
 

@@ -29,14 +29,12 @@ where the build put them (``sparse/``, ``dense/``, ``vectors/dense``).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Sequence
-
 import threading
 import weakref
 from collections import OrderedDict
-from typing import Any
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -64,7 +62,7 @@ JOIN_HNSW_DOCS = 8_192
 ABSORB_HNSW_DOCS = 1_024
 ABSORB_CHUNK = 512
 HNSW_ABSORB = "background"
-HNSW_ABSORB_MODES = ("background", "sync", "off")
+BACKGROUND_MODES = ("background", "sync", "off")  # HNSW_ABSORB and SPARSE_JOIN
 GRAPH_CACHE_SIZE = 4
 # Sparse: a generation with two or more search units beside its largest blocked segment (blocked
 # segments too large to be flat, as 10 adds of 13,550 documents make) gets, in a background thread,
@@ -329,8 +327,8 @@ class SegmentedSparseIndex:
         self._joined_ready = threading.Event()
         self.join_seconds: float | None = None  # how long building the joined index took, once done (0: reused)
         join = SPARSE_JOIN if join is None else join
-        if join not in HNSW_ABSORB_MODES:
-            raise OptionError("join", join, f"one of {', '.join(HNSW_ABSORB_MODES)}")
+        if join not in BACKGROUND_MODES:
+            raise OptionError("join", join, f"one of {', '.join(BACKGROUND_MODES)}")
         plan = None if join == "off" else self._join_plan(keys, config)
         if plan is None:
             self._joined_ready.set()
@@ -452,17 +450,13 @@ def _join_sparse(ref: "weakref.ref[SegmentedSparseIndex]", plan, deleted: np.nda
             parts = [self.segments[i].forward_vectors(np.arange(self.segments[i].num_docs)) for i in others]
             docnos, order = _join_order([self.map.docnos[i] for i in others])
             del self
-            vectors = _concat(parts, parts[0].vocab_size)
+            vectors = SparseVectors.concat(parts, parts[0].vocab_size)
             if order is not None:
                 vectors = vectors.take(order)
             numba.set_num_threads(1)  # this thread's own count: the searches keep theirs
             index = BlockedSparseIndex.build(vectors, config)
             if key is not None:
-                with _GRAPHS_LOCK:
-                    _GRAPHS[key] = _Graph(key, (), index, docnos)
-                    _GRAPHS.move_to_end(key)
-                    while len(_GRAPHS) > GRAPH_CACHE_SIZE:
-                        _GRAPHS.popitem(last=False)
+                _keep(_Graph(key, (), index, docnos))
         finally:
             if key is not None:
                 with _GRAPHS_LOCK:
@@ -476,16 +470,6 @@ def _join_sparse(ref: "weakref.ref[SegmentedSparseIndex]", plan, deleted: np.nda
         self = ref()
         if self is not None:
             self._joined_ready.set()
-
-
-def _concat(parts: list[SparseVectors], vocab_size: int) -> SparseVectors:
-    """The rows of several batches, one after the other."""
-    lengths = np.concatenate([np.diff(np.asarray(p.indptr, dtype=np.int64)) for p in parts])
-    indptr = np.zeros(lengths.shape[0] + 1, np.int64)
-    np.cumsum(lengths, out=indptr[1:])
-    indices = np.concatenate([np.asarray(p.indices[p.indptr[0] : p.indptr[-1]], dtype=np.int32) for p in parts])
-    data = np.concatenate([np.asarray(p.data[p.indptr[0] : p.indptr[-1]], dtype=np.float32) for p in parts])
-    return SparseVectors(indptr, indices, data, int(vocab_size))
 
 
 def _sparse_units(segments: list, docnos: list[np.ndarray], deleted: np.ndarray | None) -> list[SearchUnit]:
@@ -525,8 +509,8 @@ class SegmentedDenseIndex:
         self._graph_ready = threading.Event()
         self.graph_seconds: float | None = None  # how long making the one graph took, once done (0: reused)
         absorb = HNSW_ABSORB if absorb is None else absorb
-        if absorb not in HNSW_ABSORB_MODES:
-            raise OptionError("absorb", absorb, f"one of {', '.join(HNSW_ABSORB_MODES)}")
+        if absorb not in BACKGROUND_MODES:
+            raise OptionError("absorb", absorb, f"one of {', '.join(BACKGROUND_MODES)}")
         plan = None if absorb == "off" else self._absorb_plan(keys)
         if plan is None:
             self._graph_ready.set()
@@ -557,7 +541,7 @@ class SegmentedDenseIndex:
         if start is None:
             start = _Graph(key, (), self.segments[base].index, self.map.docnos[base])
         todo = tuple(i for i in others if keys is None or keys[i] not in start.members)
-        return _Plan(start, todo, tuple(keys[i] for i in todo) if key is not None else None, base)
+        return _Plan(start, todo, tuple(keys[i] for i in todo) if key is not None else None)
 
     def _use_graph(self, graph: "_Graph", deleted: np.ndarray | None) -> None:
         from braid.index.dense import DenseIndex
@@ -659,9 +643,10 @@ class SegmentedDenseIndex:
 # opening a generation's segments
 # --------------------------------------------------------------------------------------------------
 class _Graph:
-    """An HNSW graph over several segments: ``members`` (the keys of the segments inserted into it, in
-    order, after the base whose cache key is ``key``), the FAISS index (never changed once made) and
-    the global docnos of its rows."""
+    """A search structure over several segments, kept per process under ``key``: an HNSW graph
+    (``members``: the keys of the segments inserted into it, in order, after the base whose key is
+    ``key``) or a joined blocked sparse index (``members`` empty; ``key`` names all its segments). The
+    index is never changed once made; ``docnos``: the global docnos of its rows."""
 
     __slots__ = ("key", "members", "index", "docnos")
 
@@ -670,15 +655,26 @@ class _Graph:
 
 
 class _Plan:
-    __slots__ = ("start", "todo", "todo_keys", "base")
+    """An HNSW insertion: the segments ``todo`` (their keys ``todo_keys``) go into a copy of ``start``."""
 
-    def __init__(self, start: _Graph, todo: tuple, todo_keys: tuple | None, base: int):
-        self.start, self.todo, self.todo_keys, self.base = start, todo, todo_keys, base
+    __slots__ = ("start", "todo", "todo_keys")
+
+    def __init__(self, start: _Graph, todo: tuple, todo_keys: tuple | None):
+        self.start, self.todo, self.todo_keys = start, todo, todo_keys
 
 
 _GRAPHS: "OrderedDict[Any, _Graph]" = OrderedDict()
 _GRAPHS_LOCK = threading.Lock()
 _BUILDING: dict = {}  # key -> Event: a sparse join under way in this process (a second generation waits for it)
+
+
+def _keep(made: _Graph) -> None:
+    """Keep ``made`` for later generations of this process (the last GRAPH_CACHE_SIZE)."""
+    with _GRAPHS_LOCK:
+        _GRAPHS[made.key] = made
+        _GRAPHS.move_to_end(made.key)
+        while len(_GRAPHS) > GRAPH_CACHE_SIZE:
+            _GRAPHS.popitem(last=False)
 
 
 def _absorb_into_graph(ref: "weakref.ref[SegmentedDenseIndex]", plan: _Plan, deleted: np.ndarray | None) -> None:
@@ -707,11 +703,7 @@ def _absorb_into_graph(ref: "weakref.ref[SegmentedDenseIndex]", plan: _Plan, del
         made = _Graph(plan.start.key, plan.start.members + (plan.todo_keys or ()),
                       graph, np.concatenate([plan.start.docnos] + [d for _, d in parts]))  # fmt: skip
         if made.key is not None:
-            with _GRAPHS_LOCK:
-                _GRAPHS[made.key] = made
-                _GRAPHS.move_to_end(made.key)
-                while len(_GRAPHS) > GRAPH_CACHE_SIZE:
-                    _GRAPHS.popitem(last=False)
+            _keep(made)
         self = ref()
         if self is None:
             return
@@ -790,8 +782,8 @@ def open_dense_segments(index_dir: Path, manifest: dict, deleted: np.ndarray | N
 
 
 def _file_key(path: Path) -> tuple | None:
-    """A segment file's identity for the graph cache: path, inode, size and mtime (segment files are
-    written once; a rebuilt index at the same path has new files)."""
+    """A segment file's (dense) or directory's (sparse) identity for the per-process cache: path, inode,
+    size and mtime (segment files are written once; a rebuilt index at the same path has new ones)."""
     try:
         st = path.stat()
     except OSError:

@@ -46,6 +46,7 @@ import numpy as np
 
 from braid.data.corpus import Document, iter_corpus, parse_record
 from braid.data.errors import DataError, IndexFormatError, OptionError
+from braid.data.vectors import SparseVectors
 from braid.index.generations import (
     commit,
     fsync_tree,
@@ -384,7 +385,7 @@ class _Draft:
                 bar.update(min(ENCODE_BATCH, len(texts) - lo))
             bar.close()
             if kind == "sparse":
-                out[kind] = _vstack_sparse(parts, encoder.vocab_size)
+                out[kind] = SparseVectors.concat(parts, encoder.vocab_size)
             else:
                 out[kind] = np.ascontiguousarray(np.vstack(parts), dtype=np.float32)
         return out
@@ -671,15 +672,6 @@ class _Draft:
                 if segs:
                     comps[name]["path"] = f"{segs[0]['path']}/{name}" if segs[0]["path"] != "." else name
         self.manifest["library_version"] = __import__("braid").__version__
-
-
-def _vstack_sparse(parts: list, vocab_size: int):
-    from braid.data.vectors import SparseVectors
-
-    rows = []
-    for p in parts:
-        rows.extend(p.row(i) for i in range(p.n_rows))
-    return SparseVectors.from_rows(rows, vocab_size)
 
 
 def read_ids_file(path: str | Path) -> list[str]:

@@ -161,3 +161,18 @@ def test_read_npz_errors(tmp_path):
         read_vectors_npz(tmp_path / "junk.npz")
     with pytest.raises(DataError, match="no such file"):
         read_vectors_npz(tmp_path / "missing.npz")
+
+
+def test_concat_is_the_rows_one_after_the_other():
+    from braid.data.vectors import SparseVectors
+
+    a = SparseVectors.from_rows([(np.array([1, 3], np.int32), np.array([0.5, 2.0], np.float32)), (np.array([], np.int32), np.array([], np.float32))], 5)
+    b = SparseVectors.from_rows([(np.array([0, 4], np.int32), np.array([1.0, 3.0], np.float32))], 5)
+    sub = a.take(np.array([1, 0]))  # a batch whose arrays start past offset 0 is handled by indptr, not position
+    got = SparseVectors.concat([a, b, sub], 5)
+    want = [a.row(0), a.row(1), b.row(0), sub.row(0), sub.row(1)]
+    assert got.n_rows == 5 and got.vocab_size == 5
+    for i, (idx, w) in enumerate(want):
+        np.testing.assert_array_equal(got.row(i)[0], idx)
+        np.testing.assert_array_equal(got.row(i)[1], w)
+    assert SparseVectors.concat([], 7).n_rows == 0
