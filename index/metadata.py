@@ -62,6 +62,27 @@ def _to_date(text: str) -> np.datetime64:
     return np.datetime64(text.rstrip("Z").replace(" ", "T"), "us")
 
 
+def typed_literal(kind: str, name: str, value: object, where: str):
+    """A filter value converted to the type of field ``name`` of ``kind`` (number: float, date:
+    datetime64[us], keyword: str, other values as their JSON text), or OptionError saying why it cannot be."""
+    if kind == "number":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise OptionError(where, value, f"metadata field {name!r} holds numbers; compare it with a number")
+        return float(value)
+    if kind == "date":
+        if not isinstance(value, str) or not _DATE.match(value):
+            raise OptionError(where, value, f"metadata field {name!r} holds dates; compare it with an ISO date such as 2020-01-31")
+        return _to_date(value)
+    return Column._keyword(value) if not isinstance(value, str) else value
+
+
+def check_range_literal(kind: str, name: str, op: str, value: object, where: str, example: object = None) -> None:
+    """OptionError for a range (lt / lte / gt / gte) on a keyword field with a value that is not a string."""
+    if op in ("lt", "lte", "gt", "gte") and kind == "keyword" and not isinstance(value, str):
+        eg = f" (e.g. {example!r})" if example is not None else ""
+        raise OptionError(where, value, f"metadata field {name!r} holds keywords{eg}, not numbers; a numeric range needs a number field")
+
+
 class Column:
     """One field: ``kind`` (number / date / keyword), ``values`` over docnos, ``present`` mask."""
 
@@ -95,15 +116,7 @@ class Column:
 
     def literal(self, value: object, where: str):
         """A filter value converted to this column's type, or OptionError saying why it cannot be."""
-        if self.kind == "number":
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise OptionError(where, value, f"metadata field {self.name!r} holds numbers; compare it with a number")
-            return float(value)
-        if self.kind == "date":
-            if not isinstance(value, str) or not _DATE.match(value):
-                raise OptionError(where, value, f"metadata field {self.name!r} holds dates; compare it with an ISO date such as 2020-01-31")
-            return _to_date(value)
-        return self._keyword(value) if not isinstance(value, str) else value
+        return typed_literal(self.kind, self.name, value, where)
 
     def compare(self, op: str, value: object, where: str) -> np.ndarray:
         if op == "in":
@@ -112,8 +125,7 @@ class Column:
                 return self.present & np.isin(self.values, np.array(wanted, dtype=object))
             return self.present & np.isin(self.values, np.array(wanted, dtype=self.values.dtype))
         v = self.literal(value, where)
-        if op in ("lt", "lte", "gt", "gte") and self.kind == "keyword" and not isinstance(value, str):
-            raise OptionError(where, value, f"metadata field {self.name!r} holds keywords (e.g. {self._example!r}), not numbers; a numeric range needs a number field")
+        check_range_literal(self.kind, self.name, op, value, where, getattr(self, "_example", None))
         vals = self.values
         if self.kind == "keyword":
             out = np.zeros(vals.shape[0], bool)

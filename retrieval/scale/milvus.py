@@ -354,20 +354,15 @@ def _expr(node: dict, kinds: dict, where: str) -> str:
 
 
 def _literal(value, kind: str, name: str, op: str, where: str) -> str:
-    from braid.index.metadata import _DATE, Column
+    """A filter value as a Milvus literal in the field's stored form, checked as Braid's filters check it."""
+    from braid.index.metadata import check_range_literal, typed_literal
 
     at = f"{where} ({name})"
+    check_range_literal(kind, name, op, value, at)
+    v = typed_literal(kind, name, value, at)
     if kind == "number":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise OptionError(at, value, f"metadata field {name!r} holds numbers; compare it with a number")
-        return repr(float(value))
-    if kind == "date":
-        if not isinstance(value, str) or not _DATE.match(value):
-            raise OptionError(at, value, f"metadata field {name!r} holds dates; compare it with an ISO date such as 2020-01-31")
-        return _quote(_iso(value))
-    if op in ("lt", "lte", "gt", "gte") and not isinstance(value, str):
-        raise OptionError(at, value, f"metadata field {name!r} holds keywords, not numbers; a numeric range needs a number field")
-    return _quote(value if isinstance(value, str) else Column._keyword(value))
+        return repr(v)
+    return _quote(str(v))  # a date's datetime64[us] prints as the stored ISO form
 
 
 def live_docnos(searcher) -> np.ndarray:
