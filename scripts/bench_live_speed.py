@@ -386,8 +386,6 @@ def vectors_part(args, name: str) -> dict:
         order = list(range(nq))
 
         # ---- sparse: segmented vs compacted vs pyseismic-lsr on the compacted set
-        from braid.index import segments as seg_mod
-
         t0 = clock()
         sl, sc = ctx_l.component("sparse"), ctx_c.component("sparse")
         opened = clock() - t0
@@ -401,12 +399,7 @@ def vectors_part(args, name: str) -> dict:
         }  # fmt: skip
         if len(sl.units) != len(sl.segments) and out["sparse_join"]["join_s"] is not None:
             # the generation as it opens, before the background join (segments.SPARSE_JOIN "off")
-            seg_mod.SPARSE_JOIN = "off"
-            try:
-                c0 = IndexContext.open(main["live"])
-                s0 = c0.component("sparse")
-            finally:
-                seg_mod.SPARSE_JOIN = "background"
+            c0, s0 = _as_it_opens(main["live"], "sparse", "SPARSE_JOIN")
             out["sparse_join"]["units_before"] = [type(u.index).__name__ for u in s0.units]
             systems["segmented_before_join"] = (lambda j, p: hits_ids(s0.search(bq[j], k=10, query_cut=p[0], heap_factor=p[1], threads=1), c0.doc_ids),
                                                 exact_sparse.accuracy)  # fmt: skip
@@ -441,8 +434,6 @@ def vectors_part(args, name: str) -> dict:
             # HNSW: the generation as it opens (its 9 small segments scanned exactly beside the base graph,
             # segments.HNSW_ABSORB "off") and once the background thread has inserted them into a copy of the
             # base graph (the default; searches are served meanwhile by the former)
-            from braid.index import segments as seg_mod
-
             hl, hc = IndexContext.open(hnsw["live"]), IndexContext.open(hnsw["compacted"])
             t0 = clock()
             hsl, hsc = hl.component("dense"), hc.component("dense")
@@ -450,12 +441,7 @@ def vectors_part(args, name: str) -> dict:
             hsl.wait_graph()
             out["dense_hnsw_insertion"] = {"open_s": round(opened, 4), "insert_s": None if hsl.graph_seconds is None else round(hsl.graph_seconds, 3),
                                            "units_after": [u.index.config.kind for u in hsl.units]}  # fmt: skip
-            seg_mod.HNSW_ABSORB = "off"
-            try:
-                h0 = IndexContext.open(hnsw["live"])
-                hs0 = h0.component("dense")
-            finally:
-                seg_mod.HNSW_ABSORB = "background"
+            h0, hs0 = _as_it_opens(hnsw["live"], "dense", "HNSW_ABSORB")
             out["dense_hnsw_insertion"]["units_before"] = [u.index.config.kind for u in hs0.units]
             hn = {
                 "segmented": (lambda j, p: hits_ids(hsl.search(dense_q[j : j + 1], 10, ef_search=p, threads=1), hl.doc_ids), exact_dense.accuracy),
@@ -515,6 +501,21 @@ def vectors_part(args, name: str) -> dict:
         shutil.rmtree(work, ignore_errors=True)
     out["load_average_end"] = round(os.getloadavg()[0], 2)
     return out
+
+
+def _as_it_opens(index_dir: Path, component: str, switch: str):
+    """The index's context and ``component`` with ``braid.index.segments.<switch>`` "off": the generation
+    as it opens, before its background join / graph insertion."""
+    from braid.index import segments as seg_mod
+    from braid.retrieval.context import IndexContext
+
+    before = getattr(seg_mod, switch)
+    setattr(seg_mod, switch, "off")
+    try:
+        ctx = IndexContext.open(index_dir)
+        return ctx, ctx.component(component)
+    finally:
+        setattr(seg_mod, switch, before)
 
 
 def _live_mask(ctx) -> np.ndarray:
