@@ -27,13 +27,14 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import cpu_model  # scripts/machine.py (the scripts run as files)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     qrels = ds.qrels("test")
     ids = json.loads((Path(args.vectors) / "ids.json").read_text())["doc_ids"]
     results: dict = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, {args.threads} thread(s) per path",
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores visible, {args.threads} thread(s) per path",
         "versions": {m: __import__(m).__version__ for m in ("torch", "transformers", "onnxruntime", "tokenizers")},
         "docs": len(docs), "queries": len(queries), "eval_queries": len(qids), "batch_size": args.batch_size,
         "max_length": args.max_length, "load_average_at_start": [round(x, 1) for x in os.getloadavg()], "models": {},

@@ -29,10 +29,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
+
+from machine import machine  # scripts/machine.py (the scripts run as files)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -139,8 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     result = quality(args) if args.mode == "quality" else latency(args)
     if args.mode == "quality":
         print(markdown(result))
-    meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "load_average": [round(x, 1) for x in os.getloadavg()],
-            "seconds": round(time.perf_counter() - t0, 1)}
+    meta = {**machine(), "seconds": round(time.perf_counter() - t0, 1)}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"meta": meta, "result": result}, indent=1) + "\n")

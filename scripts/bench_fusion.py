@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 
 import numpy as np
+
+from machine import cpu_model  # scripts/machine.py (the scripts run as files)
 
 
 def synthetic_runs(n_queries: int, n_lists: int, depth: int, num_docs: int, seed: int):
@@ -88,7 +89,7 @@ def main() -> None:
     runs = synthetic_runs(args.queries, args.lists, args.depth, args.num_docs, seed=0)
     print(
         f"{args.lists} lists x depth {args.depth}, {args.queries} queries, k={args.k}, "
-        f"numba threads={numba.get_num_threads()}, {platform.processor() or platform.machine()}"
+        f"numba threads={numba.get_num_threads()}, {cpu_model()}"
     )
     print()
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -57,7 +57,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import argparse  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import random  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
@@ -68,6 +67,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from machine import cpu_model  # noqa: E402 - scripts/machine.py (the scripts run as files)
+
 ROOT = Path(__file__).resolve().parents[1]
 SPARSE_GRID = [(qc, hf) for qc in (3, 4, 5, 6, 8, 10, 12, 16, 20) for hf in (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2)]
 EF_GRID = (10, 12, 14, 16, 20, 24, 28, 32, 48, 64, 96, 128, 256)
@@ -77,15 +78,7 @@ clock = time.perf_counter
 
 
 def cpu_info() -> dict:
-    model = platform.processor()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": model, "cores": os.cpu_count(), "search_threads": 1, "load_average_start": round(os.getloadavg()[0], 2)}
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "search_threads": 1, "load_average_start": round(os.getloadavg()[0], 2)}
 
 
 def tags(rng: random.Random) -> dict:
