@@ -19,6 +19,8 @@ import statistics
 import time
 from pathlib import Path
 
+from machine import machine  # scripts/machine.py (the scripts run as files)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(row)
             print(f"{name:18s} threads {str(row['threads']):8s} CPU {row['median_cpu_ms']:6.2f} ms  wall {row['median_wall_ms']:6.2f} ms", flush=True)
     if args.json:
-        args.json.write_text(json.dumps({"queries": len(timed), "cpus": os.cpu_count(), "rows": rows}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"machine": machine(), "queries": len(timed), "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
