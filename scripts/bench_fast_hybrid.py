@@ -18,10 +18,20 @@ conventions (self-hits dropped, 1000 hits, pytrec_eval) through the code behind 
 sparse-if, the built-in ``hybrid`` and ``docs/pipelines/hybrid-if.toml`` (the same fusion and weights with
 sparse-if in place of sparse). Prints a markdown table (nDCG@10 / R@100 and the difference) and writes the JSON.
 
+Query-encoder threads (hold the machine exclusively):
+
+    flock -x /work/bench.lock python scripts/bench_fast_hybrid.py threads --queries ../shared/data/scifact/queries.jsonl \\
+        --dense-model ../shared/models/all-MiniLM-L6-v2 --sparse-model ../shared/models/splade-tiny \\
+        --json docs/benchmarks/results/query-threads-amd.json
+
 ``latency``: the two pipelines on one index, ``--n`` distinct queries searched one at a time
 (``Searcher.search(q, k=10)``) after ``--warm`` warm-up queries, a fresh Searcher per pipeline (no query
 encoding is served from another pipeline's cache); median process-CPU and wall ms per query (encoders +
 three searches + fusion), per query-encoder runtime.
+
+``threads``: the ONNX query encoders alone (all-MiniLM-L6-v2 dense, splade-tiny sparse), one query per call, at
+ONNX Runtime's default intra-op threads and at one thread; process CPU counts every thread's time, so the two
+columns show what a second thread buys in latency and costs in CPU (the budget a server shares between requests).
 """
 
 from __future__ import annotations
@@ -88,6 +98,23 @@ def markdown(table: dict) -> str:
     return "\n".join(lines)
 
 
+def one_at_a_time(call, warm: list[str], timed: list[str]) -> dict:
+    """``call(text)`` for each warm-up text, then for each timed text: median process-CPU and wall ms, p95 wall ms."""
+    for q in warm:
+        call(q)
+    cpu, wall = [], []
+    for q in timed:
+        c0, w0 = time.process_time(), time.perf_counter()
+        call(q)
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - w0)
+    return {
+        "median_cpu_ms": round(1000 * statistics.median(cpu), 2),
+        "median_wall_ms": round(1000 * statistics.median(wall), 2),
+        "p95_wall_ms": round(1000 * sorted(wall)[int(0.95 * (len(wall) - 1))], 2),
+    }
+
+
 def latency(args) -> dict:
     from braid.data.queries import read_queries
     from braid.retrieval.searcher import Searcher
@@ -98,25 +125,35 @@ def latency(args) -> dict:
     for runtime in args.runtimes.split(","):
         for pipeline in ("hybrid", str(HYBRID_IF)):
             searcher = Searcher(args.index_dir, runtime=runtime)  # its own: the query caches start empty
-            for q in warm:
-                searcher.search(q, k=10, retriever=pipeline)
-            cpu, wall = [], []
-            for q in timed:
-                c0, w0 = time.process_time(), time.perf_counter()
-                searcher.search(q, k=10, retriever=pipeline)
-                cpu.append(time.process_time() - c0)
-                wall.append(time.perf_counter() - w0)
+            timing = one_at_a_time(lambda q: searcher.search(q, k=10, retriever=pipeline), warm, timed)
             row = {
                 "pipeline": Path(pipeline).stem,
                 "runtime": runtime,
                 "recipe_runtime": searcher.recipe(pipeline).get("runtime", {}),
-                "median_cpu_ms": round(1000 * statistics.median(cpu), 2),
-                "median_wall_ms": round(1000 * statistics.median(wall), 2),
-                "p95_wall_ms": round(1000 * sorted(wall)[int(0.95 * (len(wall) - 1))], 2),
+                **timing,
             }
             rows.append(row)
             print(f"{row['pipeline']:10s} {runtime:9s} CPU {row['median_cpu_ms']:7.2f} ms  wall {row['median_wall_ms']:7.2f} ms  p95 {row['p95_wall_ms']:7.2f}", flush=True)
     return {"index": str(args.index_dir), "queries": len(timed), "warm": len(warm), "rows": rows}
+
+
+def threads(args) -> dict:
+    from braid.data.queries import read_queries
+    from braid.encoders.dense import DenseEncoder
+    from braid.encoders.sparse import SparseEncoder
+
+    texts = list(dict.fromkeys(read_queries(args.queries).values()))
+    warm, timed = texts[: args.warm], texts[args.warm : args.warm + args.n]
+    rows = []
+    for n_threads in (None, 1):
+        for name, encoder in (
+            ("all-MiniLM-L6-v2", DenseEncoder(args.dense_model, runtime="onnx", threads=n_threads)),
+            ("splade-tiny", SparseEncoder(args.sparse_model, runtime="onnx", threads=n_threads)),
+        ):
+            row = {"model": name, "threads": n_threads or "default", **one_at_a_time(lambda q: encoder.encode_queries([q]), warm, timed)}
+            rows.append(row)
+            print(f"{name:18s} threads {str(row['threads']):8s} CPU {row['median_cpu_ms']:6.2f} ms  wall {row['median_wall_ms']:6.2f} ms", flush=True)
+    return {"queries": len(timed), "warm": len(warm), "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -135,9 +172,16 @@ def main(argv: list[str] | None = None) -> None:
     lat.add_argument("--warm", type=int, default=10)
     lat.add_argument("--runtimes", default="onnx,torch")
     lat.add_argument("--json", type=Path, default=None)
+    thr = sub.add_parser("threads")
+    thr.add_argument("--queries", type=Path, required=True)
+    thr.add_argument("--dense-model", required=True)
+    thr.add_argument("--sparse-model", required=True)
+    thr.add_argument("--n", type=int, default=290)
+    thr.add_argument("--warm", type=int, default=10)
+    thr.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
-    result = quality(args) if args.mode == "quality" else latency(args)
+    result = {"quality": quality, "latency": latency, "threads": threads}[args.mode](args)
     if args.mode == "quality":
         print(markdown(result))
     meta = {**machine(), "seconds": round(time.perf_counter() - t0, 1)}
