@@ -53,7 +53,10 @@ class RuntimeOptions:
     ``"auto"`` (CUDA when a GPU is present, else CPU), ``"cpu"`` or ``"cuda"``; ``precision``:
     ``"fp32"``, ``"bf16"`` / ``"fp16"`` autocast (torch), or ``"int8"`` dynamic quantisation
     (ONNX); ``threads``: intra-op threads (torch: a process-wide setting; ONNX: per session;
-    ``None`` leaves the runtime's default); ``runtime``: ``"auto"``, ``"torch"`` or ``"onnx"``
+    ``None`` leaves the runtime's default, except that ONNX runs a batch of one text, a query
+    as ``braid serve`` or ``Searcher.search`` sends it, on a second session with one thread: a
+    second thread shortens one short text's pass a little and costs about a quarter more CPU,
+    docs/benchmarks/encoders.md); ``runtime``: ``"auto"``, ``"torch"`` or ``"onnx"``
     (see :func:`resolve_runtime`).
     """
 
@@ -421,6 +424,7 @@ class TransformerBackbone:
         self._torch_forward: Callable | None = None
         self._device = None
         self._session = None  # onnx runtime: the InferenceSession
+        self._single_session = None  # ... and the one-thread session for batches of one text
         self._session_inputs: tuple[str, ...] = ()
         self.graph_path: Path | None = None
 
@@ -493,7 +497,7 @@ class TransformerBackbone:
                               f"{why} runs the torch model; make the encoder with runtime='torch' or 'auto'")
         with self._lock:
             self._runtimes = {"query": "torch", "document": "torch"}
-            self._session = None
+            self._session = self._single_session = None
 
     def hf_tokenizer(self) -> Any:
         """The model's transformers tokenizer (for writing a model folder; encoding uses :attr:`tokenizer`)."""
@@ -521,6 +525,26 @@ class TransformerBackbone:
                     self.graph_path = path
                     self._session = session
         return self._session
+
+    @property
+    def single_session(self) -> Any:
+        """The session for a batch of one text: one intra-op thread unless ``options.threads`` says otherwise.
+
+        Measured on batches of one (docs/benchmarks/encoders.md, "A default hybrid query, warm"): the
+        default two threads save at most a millisecond of wall time on a query and cost 23-26 % more CPU
+        (MiniLM), and a server's requests/s is bounded by CPU. A second session holds its own copy of the
+        weights (MiniLM fp32: about 90 MB), so it is made on first use only.
+        """
+        if self.options.threads is not None:
+            return self.session
+        if self._single_session is None:
+            self.session  # noqa: B018 - the graph (exported once) and the input names
+            with self._lock:
+                if self._single_session is None:
+                    from braid.encoders.onnx_export import load_session
+
+                    _, self._single_session = load_session(self, self.options, threads=1)
+        return self._single_session
 
     def probe_inputs(self, names: Sequence[str]) -> dict:
         """A small padded batch (:data:`PROBE_TEXTS`) as int64 numpy arrays, keyed by the input ``names``."""
@@ -567,7 +591,8 @@ class TransformerBackbone:
     def forward(self, inputs: dict, runtime: str) -> np.ndarray:
         """One padded batch (int64 arrays keyed by input name) -> the head's float32 (batch, dim) on ``runtime``."""
         if runtime == "onnx":
-            return self.session.run(None, inputs)[0]
+            session = self.single_session if inputs["input_ids"].shape[0] == 1 else self.session
+            return session.run(None, inputs)[0]
         import torch
 
         device = self.device  # loads the model and its head function
