@@ -39,6 +39,11 @@ the share of its wall time that is not encoding:
   models the index records) on a copy of the live index: process wall time and the library's own
   encoding seconds (which include loading the two models).
 
+``--part add-sequence --index DIR [--collection scifact] [--adds 10]``: ``--adds`` real ``braid add`` calls one
+after another on a copy of DIR (``--real-add-docs`` new documents each, drawn from the collection under new ids),
+under the merge policy the index records: the not-encoding share per call and over the sequence, which pays the
+tiered policy's merge once per tier as a user adding in batches does.
+
 ``--part dictionary`` (243,895 documents) gives BM25 figures only: there are no pre-encoded vectors
 for it and encoding it on this CPU takes about an hour. The same live layout (half built, 9 adds,
 10% deleted) and its compacted copy; latency of 500 queries at the index level; filtered search with
@@ -580,28 +585,75 @@ def _delete_to_invisible(live_dir: Path, qtexts: list[str], work: Path, retrieve
     return out
 
 
-def _real_add(live_dir: Path, docs: list[dict], work: Path, n: int, tag: str) -> dict:
-    copy = work / f"real-add-{tag}"
-    shutil.copytree(live_dir, copy, symlinks=True)
-    rng = random.Random(5)
-    new = [{**d, "_id": f"new-{d['_id']}"} for d in rng.sample(docs, n)]
-    corpus = work / f"real-add-{tag}.jsonl"
+def _subprocess_add(index_dir: Path, new: list[dict], corpus: Path) -> tuple[float, dict]:
+    """One real ``braid add`` of the records ``new`` (written to ``corpus``) as a user runs it: (process wall s, its JSON)."""
     corpus.write_text("".join(json.dumps(d) + "\n" for d in new))
     env = {**os.environ, "PYTHONPATH": str(ROOT.parent), "HF_HUB_OFFLINE": "1"}
     for v in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS"):
         env.pop(v, None)  # encoding uses every core, as a user's braid add would
     t = clock()
-    proc = subprocess.run([sys.executable, "-m", "braid.cli.main", "add", str(copy), str(corpus), "--json", "-q"],
+    proc = subprocess.run([sys.executable, "-m", "braid.cli.main", "add", str(index_dir), str(corpus), "--json", "-q"],
                           env=env, capture_output=True, text=True)  # fmt: skip
     wall = clock() - t
     if proc.returncode != 0:
-        return {"error": proc.stderr[-2000:]}
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {"docs": n, "segments_before": "1" if tag == "compacted" else "10", "merged": r["merged"],
-            "process_wall_seconds": round(wall, 2), "commit_seconds": r["seconds"], "encode_seconds": r["encode_seconds"],
+        raise RuntimeError(f"braid add failed: {proc.stderr[-2000:]}")
+    return wall, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _add_row(wall: float, r: dict) -> dict:
+    return {"merged": r["merged"], "segments_after": r["segments"], "process_wall_seconds": round(wall, 2),
+            "commit_seconds": r["seconds"], "encode_seconds": r["encode_seconds"],
             "not_encoding_share_of_process_wall": round((wall - r["encode_seconds"]) / wall, 4),
-            "not_encoding_share_of_commit": round((r["seconds"] - r["encode_seconds"]) / r["seconds"], 4),
+            "not_encoding_share_of_commit": round((r["seconds"] - r["encode_seconds"]) / r["seconds"], 4)}  # fmt: skip
+
+
+def _real_add(live_dir: Path, docs: list[dict], work: Path, n: int, tag: str) -> dict:
+    copy = work / f"real-add-{tag}"
+    shutil.copytree(live_dir, copy, symlinks=True)
+    rng = random.Random(5)
+    new = [{**d, "_id": f"new-{d['_id']}"} for d in rng.sample(docs, n)]
+    try:
+        wall, r = _subprocess_add(copy, new, work / f"real-add-{tag}.jsonl")
+    except RuntimeError as exc:
+        return {"error": str(exc)}
+    return {"docs": n, "segments_before": "1" if tag == "compacted" else "10", **_add_row(wall, r),
             "note": "encode_seconds include loading the two models; process wall also counts Python start-up and imports"}  # fmt: skip
+
+
+def add_sequence_part(args) -> dict:
+    """``--adds`` real ``braid add`` calls of ``--real-add-docs`` new documents each, one after another on a copy of
+    ``--index`` under the merge policy it records: the share of ``braid add`` time that is not encoding per call
+    and over the whole sequence (where the tiered policy's merges are paid once per tier, not by every add)."""
+    from braid.data.corpus import iter_corpus
+
+    ds = args.shared / "data" / args.collection
+    corpus = ds / ("corpus.jsonl.gz" if (ds / "corpus.jsonl.gz").exists() else "corpus.jsonl")
+    docs = [{"_id": d.doc_id, "title": d.title, "text": d.text} for d in iter_corpus(corpus)]
+    need = args.adds * args.real_add_docs
+    if need > len(docs):
+        raise SystemExit(f"--adds x --real-add-docs = {need} is more than the {len(docs)} documents of {args.collection}")
+    new = [{**d, "_id": f"new-{d['_id']}"} for d in random.Random(args.seed).sample(docs, need)]
+    work = Path(tempfile.mkdtemp(prefix="bench-add-seq-", dir=args.tmp))
+    out: dict = {"collection": args.collection, "index": str(args.index), "adds": args.adds, "docs_per_add": args.real_add_docs, **cpu_info()}
+    try:
+        copy = work / "index"
+        shutil.copytree(args.index, copy, symlinks=True)
+        out["merge_policy"] = json.loads((copy / "manifest.json").read_text()).get("live", {}).get("merge_policy", "default (no live section yet)")
+        rows = []
+        for i in range(args.adds):
+            wall, r = _subprocess_add(copy, new[i * args.real_add_docs:(i + 1) * args.real_add_docs], work / f"add-{i}.jsonl")
+            rows.append(_add_row(wall, r))
+            print(json.dumps(rows[-1]), file=sys.stderr)
+        out["per_add"] = rows
+        tot = {k: sum(r[k] for r in rows) for k in ("process_wall_seconds", "commit_seconds", "encode_seconds")}
+        out["sequence"] = {**{k: round(v, 2) for k, v in tot.items()}, "adds_that_merged": sum(1 for r in rows if r["merged"]),
+                           "not_encoding_share_of_commit": round((tot["commit_seconds"] - tot["encode_seconds"]) / tot["commit_seconds"], 4),
+                           "not_encoding_share_of_process_wall": round((tot["process_wall_seconds"] - tot["encode_seconds"]) / tot["process_wall_seconds"], 4),
+                           "worst_add_share_of_commit": max(r["not_encoding_share_of_commit"] for r in rows)}  # fmt: skip
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    out["load_average_end"] = round(os.getloadavg()[0], 2)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -677,7 +729,9 @@ def bm25_part(args, name: str, n_latency: int, n_exact: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=("scifact", "dictionary", "dictionary-vectors", "scifact-bm25"), required=True)
+    ap.add_argument("--part", choices=("scifact", "dictionary", "dictionary-vectors", "scifact-bm25", "add-sequence"), required=True)
+    ap.add_argument("--index", type=Path, default=None, help="--part add-sequence: the index the adds go to (a copy of it).")
+    ap.add_argument("--adds", type=int, default=10, help="--part add-sequence: how many braid add calls.")
     ap.add_argument("--vectors", type=Path, default=None, help="--part dictionary-vectors: the folder scripts/encode_collection.py wrote (splade/, minilm/).")
     ap.add_argument("--collection", default="dictionary", help="--part dictionary-vectors: the ../shared/data collection the vectors encode.")
     ap.add_argument("--queries", type=int, default=500, help="--part dictionary-vectors: test queries timed (scifact: all 300).")
@@ -699,6 +753,10 @@ def main() -> None:
         if args.vectors is None:
             ap.error("--part dictionary-vectors needs --vectors DIR")
         out = vectors_part(args, args.collection)
+    elif args.part == "add-sequence":
+        if args.index is None:
+            ap.error("--part add-sequence needs --index DIR")
+        out = add_sequence_part(args)
     elif args.part == "dictionary":
         out = bm25_part(args, "dictionary", 500, 200) if not args.smoke else bm25_part(args, "cisi", 20, 20)
     else:
