@@ -23,6 +23,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import queue
 import sys
 import threading
 from dataclasses import asdict, dataclass, fields
@@ -42,6 +43,13 @@ _RUNTIME_PRECISIONS = {"torch": ("fp32", "bf16", "fp16"), "onnx": ("fp32", "int8
 # ``--runtime`` spellings (CLI and index options) -> (runtime, precision or None for "keep").
 RUNTIME_SPECS = {"auto": ("auto", None), "torch": ("torch", None), "onnx": ("onnx", None), "onnx-int8": ("onnx", "int8")}
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# The device pipeline of TransformerBackbone.run_batches (torch on a GPU): a worker thread tokenizes
+# PIPELINE_TEXTS texts at a time, length-sorts and pads them into batches (pinned memory on CUDA) and keeps
+# up to PIPELINE_DEPTH batches ready, while the main thread copies them without blocking and runs the
+# model. "auto": on for torch on a GPU; "on" / "off" force it (tests run it on the CPU).
+PIPELINE = "auto"
+PIPELINE_TEXTS = 4096
+PIPELINE_DEPTH = 4
 
 
 @dataclass(frozen=True)
@@ -588,18 +596,34 @@ class TransformerBackbone:
             return self._session_inputs
         return _model_input_names(self.model)
 
-    def forward(self, inputs: dict, runtime: str) -> np.ndarray:
-        """One padded batch (int64 arrays keyed by input name) -> the head's float32 (batch, dim) on ``runtime``."""
+    def forward(self, inputs: dict, runtime: str, nonzero: bool = False) -> Any:
+        """One padded batch (int64 arrays or CPU tensors keyed by input name) -> the head's float32 (batch, dim) on ``runtime``.
+
+        ``nonzero``: return the output's nonzero entries instead, ``(rows int64, cols int64, values float32)``
+        in row-major order (what ``np.nonzero`` gives). On a GPU they are found on the device, so only those
+        travel back: a SPLADE batch of 128 texts is 15.6 MB of float32 logits, its nonzeros about 0.3 MB.
+        """
         if runtime == "onnx":
             session = self.single_session if inputs["input_ids"].shape[0] == 1 else self.session
-            return session.run(None, inputs)[0]
+            out = session.run(None, inputs)[0]
+            return _nonzero(out) if nonzero else out
         import torch
 
         device = self.device  # loads the model and its head function
         fn = self._torch_forward
+        blocking = device.type == "cpu"
         with torch.inference_mode(), self.autocast():
-            out = fn({k: torch.from_numpy(v).to(device) for k, v in inputs.items()})
-        return out.float().cpu().numpy()
+            tensors = {k: (v if isinstance(v, torch.Tensor) else torch.from_numpy(v)).to(device, non_blocking=not blocking)
+                       for k, v in inputs.items()}  # fmt: skip
+            out = fn(tensors).float()
+            if not nonzero:
+                return out.cpu().numpy()
+            if device.type == "cpu":
+                return _nonzero(out.numpy())
+            where = torch.nonzero(out)  # (nnz, 2), row-major like np.nonzero
+            values = out[where[:, 0], where[:, 1]]
+            where, values = where.cpu().numpy(), values.cpu().numpy()
+        return where[:, 0].astype(np.int64), where[:, 1].astype(np.int64), values
 
     def autocast(self) -> contextlib.AbstractContextManager:
         import torch
@@ -630,30 +654,108 @@ class TransformerBackbone:
         return {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
 
     def run_batches(
-        self, texts: Sequence[str], kind: str = "document", on_batch: Callable[[int], None] | None = None
-    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        self, texts: Sequence[str], kind: str = "document", on_batch: Callable[[int], None] | None = None, nonzero: bool = False
+    ) -> Iterator[tuple[np.ndarray, Any]]:
         """Run model and head over ``texts`` (of ``kind``, which picks the runtime) in length-sorted batches.
 
         Yields ``(positions, outputs)`` per batch: ``positions`` int64 indices into ``texts``,
-        ``outputs`` float32 (len(positions), dim); callers put results back in input order. A text
-        that tokenizes to nothing (no special tokens and no text) is left out of every batch.
+        ``outputs`` float32 (len(positions), dim), or with ``nonzero`` its nonzero entries as
+        :meth:`forward` gives them (rows index ``positions``); callers put results back in input order.
+        A text that tokenizes to nothing (no special tokens and no text) is left out of every batch.
         ``on_batch(n)``: called once the caller has taken a batch of ``n`` texts (progress
-        reporting); the ``n`` add up to ``len(texts)``.
+        reporting); the ``n`` add up to ``len(texts)``. Torch on a GPU takes the device pipeline
+        (:data:`PIPELINE`): the same batches' outputs, tokenized and padded ahead of the device.
         """
         texts = check_texts(texts)
         if len(texts) == 0:
             return
-        encs = self.tokenize(texts)
         runtime = self.runtime_for(kind)
+        if self._pipelined(runtime):
+            yield from self._run_pipelined(texts, runtime, on_batch, nonzero)
+            return
+        encs = self.tokenize(texts)
         names = self.input_names(runtime)
         lengths = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
         max_tokens = self.head.max_batch_tokens if runtime == "onnx" else None
         for batch in length_sorted_batches(lengths, self.options.batch_size, max_tokens):
             positions = batch[lengths[batch] > 0]
             if len(positions):
-                yield positions, self.forward(self._pad(encs, positions, lengths, names), runtime)
+                yield positions, self.forward(self._pad(encs, positions, lengths, names), runtime, nonzero)
             if on_batch is not None:
                 on_batch(len(batch))
+
+    def _pipelined(self, runtime: str) -> bool:
+        if runtime != "torch" or PIPELINE == "off":
+            return False
+        return PIPELINE == "on" or self.device.type != "cpu"
+
+    def _padded_batches(self, texts: list[str], names: Sequence[str], pin: bool) -> Iterator[tuple[np.ndarray, Any, int]]:
+        """``(positions, padded inputs or None, batch size)`` per batch, :data:`PIPELINE_TEXTS` texts at a time.
+
+        Length-sorted within each slice of texts (so the first batch is ready after one slice, not after
+        the whole input is tokenized); ``pin``: the inputs as page-locked CPU tensors (CUDA copies them
+        asynchronously)."""
+        for start in range(0, len(texts), PIPELINE_TEXTS):
+            encs = self.tokenize(texts[start : start + PIPELINE_TEXTS])
+            lengths = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
+            for batch in length_sorted_batches(lengths, self.options.batch_size):
+                positions = batch[lengths[batch] > 0]
+                arrays = self._pad(encs, positions, lengths, names) if len(positions) else None
+                if arrays is not None and pin:
+                    import torch
+
+                    arrays = {k: torch.from_numpy(v).pin_memory() for k, v in arrays.items()}
+                yield positions + start, arrays, len(batch)
+
+    def _run_pipelined(self, texts: list[str], runtime: str, on_batch: Callable[[int], None] | None, nonzero: bool):
+        """:meth:`run_batches` with tokenizing and padding in a worker thread, up to :data:`PIPELINE_DEPTH` batches ahead."""
+        names = self.input_names(runtime)
+        pin = self.device.type == "cuda"
+        ready: queue.Queue = queue.Queue(maxsize=PIPELINE_DEPTH)
+        stop = threading.Event()
+        done = object()
+
+        def put(item: Any) -> bool:
+            while not stop.is_set():
+                try:
+                    ready.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            try:
+                for item in self._padded_batches(texts, names, pin):
+                    if not put(item):
+                        return
+                put(done)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+                put(exc)
+
+        worker = threading.Thread(target=produce, name="braid-tokenize", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = ready.get()
+                if item is done:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                positions, arrays, n = item
+                if len(positions):
+                    yield positions, self.forward(arrays, runtime, nonzero)
+                if on_batch is not None:
+                    on_batch(n)
+        finally:
+            stop.set()
+            worker.join()
+
+
+def _nonzero(dense: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(rows, cols, values)`` of a 2-d array's nonzero entries, row-major."""
+    r, c = np.nonzero(dense)
+    return r.astype(np.int64, copy=False), c.astype(np.int64, copy=False), dense[r, c]
 
 
 def _model_input_names(model: Any) -> tuple[str, ...]:

@@ -566,12 +566,10 @@ class SparseEncoder:
         vocab_size = self.vocab_size
         empty = (np.zeros(0, np.int64), np.zeros(0, np.float32))
         rows: list = [empty] * len(texts)
-        for positions, dense in self.backbone.run_batches(texts, kind, on_batch):
-            if dense.shape[1] != vocab_size:
-                raise BraidError(f"model={self.name!r} returns {dense.shape[1]} logits per token, config says {vocab_size}")
-            r, c = np.nonzero(dense)
+        for positions, (r, c, vals) in self.backbone.run_batches(texts, kind, on_batch, nonzero=True):
+            if c.size and int(c.max()) >= vocab_size:
+                raise BraidError(f"model={self.name!r} returns more logits per token than its config's vocab_size {vocab_size}")
             bounds = np.searchsorted(r, np.arange(len(positions) + 1))
-            vals = dense[r, c]
             for j, p in enumerate(positions):
                 lo, hi = bounds[j], bounds[j + 1]
                 rows[p] = (c[lo:hi], vals[lo:hi])

@@ -816,3 +816,70 @@ def test_onnx_runtime_matches_torch_on_the_real_models():
             for got in (as_dense(onnx_enc.encode(texts, kind)), np.vstack([as_dense(onnx_enc.encode([t], kind)) for t in texts])):
                 cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
                 assert cos.min() >= 0.9999, (cls.__name__, kind, cos)
+
+
+# ---------------------------------------------------------------------------------------------
+# the device pipeline (torch on a GPU), forced on the CPU
+# ---------------------------------------------------------------------------------------------
+def _pipeline(monkeypatch, mode: str, texts: int = 3) -> None:
+    from braid.encoders import base
+
+    monkeypatch.setattr(base, "PIPELINE", mode)
+    monkeypatch.setattr(base, "PIPELINE_TEXTS", texts)
+
+
+def test_device_pipeline_gives_the_serial_path_s_vectors(tiny_mlm, tmp_path, monkeypatch):
+    from braid.encoders.dense import DenseEncoder
+
+    texts = TEXTS * 3  # seven slices of three texts: batches span no slice boundary
+    folder = make_tiny_bert(tmp_path / "st-mean", mlm=False, st_pooling="mean", normalize=True)
+    out = {}
+    for mode in ("off", "on"):
+        _pipeline(monkeypatch, mode)
+        sparse = SparseEncoder(str(tiny_mlm), batch_size=2, device="cpu", runtime="torch")
+        dense = DenseEncoder(str(folder), batch_size=2, device="cpu", runtime="torch")
+        seen: list[int] = []
+        indptr, indices, data = sparse.encode_csr(texts, "document", on_batch=seen.append)
+        assert sum(seen) == len(texts)
+        out[mode] = (indptr, indices, data, dense.encode(texts))
+    for a, b in zip(out["off"], out["on"]):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    np.testing.assert_allclose(dense_rows(SparseEncoder(str(tiny_mlm), device="cpu", runtime="torch").encode(texts)),
+                               splade_reference(tiny_mlm, texts), atol=2e-6)  # fmt: skip
+
+
+def test_device_pipeline_raises_the_worker_s_error_and_stops_when_abandoned(tiny_mlm, monkeypatch):
+    import threading
+
+    _pipeline(monkeypatch, "on", texts=2)
+    enc = SparseEncoder(str(tiny_mlm), batch_size=1, device="cpu", runtime="torch")
+    backbone = enc.backbone
+    calls = []
+    real = backbone.tokenize
+
+    def tokenize(texts):
+        calls.append(len(texts))
+        if len(calls) == 2:
+            raise RuntimeError("tokenizer exploded on slice 2")
+        return real(texts)
+
+    monkeypatch.setattr(backbone, "tokenize", tokenize)
+    with pytest.raises(RuntimeError, match="slice 2"):
+        enc.encode(TEXTS)
+    # a consumer that stops after one batch: the worker thread ends instead of filling the queue forever
+    monkeypatch.setattr(backbone, "tokenize", real)
+    gen = backbone.run_batches(TEXTS * 50, "document")
+    positions, _ = next(gen)
+    assert len(positions) == 1
+    gen.close()
+    assert not [t for t in threading.enumerate() if t.name == "braid-tokenize"]
+
+
+def test_nonzero_output_equals_the_dense_rows(tiny_mlm):
+    enc = SparseEncoder(str(tiny_mlm), batch_size=4, device="cpu", runtime="torch")
+    for (pa, dense), (pb, (r, c, v)) in zip(enc.backbone.run_batches(TEXTS), enc.backbone.run_batches(TEXTS, nonzero=True)):
+        np.testing.assert_array_equal(pa, pb)
+        got = np.zeros_like(dense)
+        got[r, c] = v
+        np.testing.assert_array_equal(got, dense)
+        assert np.all(v != 0) and np.all(np.diff(r * dense.shape[1] + c) > 0)  # row-major, each entry once
