@@ -5,6 +5,7 @@ on a synthetic collection (the model folder in Braid and in sentence-transformer
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -240,6 +241,31 @@ def test_resume_equals_uninterrupted(world, tmp_path):
     # a checkpoint directory of another run is refused, naming what differs
     with pytest.raises(OptionError, match="another training run"):
         train_sparse(world["mlm"], idf, ex, contents, tmp_path / "x", _config(source="corpus", max_steps=4, lr=2e-3), tmp_path / "ck-part")
+
+
+def test_query_weights_train_and_are_what_sparse_if_reads(world, tmp_path):
+    """--train-query-weights: the static query table moves from its IDF start (at its own learning rate) and the
+    saved model's inference-free query side is the trained table, not the IDF it started from."""
+    from braid.encoders.sparse import IdfTable, SparseEncoder
+    from braid.retrieval.train.sparse.loop import _query_lr_mapping, build_student, train_sparse
+
+    config = _config(source="corpus", max_steps=2, train_query_weights=True, query_lr=0.05)
+    idf = IdfTable.load(world["index"] / "sparse" / "idf.npy").weights
+    student = build_student(world["mlm"], idf, config)
+    (pattern, lr), = _query_lr_mapping(student, config).items()
+    names = [n for n, _ in student.named_parameters() if re.search(pattern, n)]
+    assert len(names) == 1 and names[0].endswith("weight") and lr == 0.05
+    assert _query_lr_mapping(student, _config(source="corpus")) == {}
+    ex, contents = _examples(world, config)
+    train_sparse(world["mlm"], idf, ex, contents, tmp_path / "qw", config, tmp_path / "ck-qw")
+    trained = SparseEncoder(str(tmp_path / "qw"), query_mode="idf", max_length=24).idf.weights
+    assert trained.shape == idf.shape and not np.allclose(trained, idf)
+    queried = set()
+    tok = SparseEncoder(str(world["mlm"]), max_length=24).backbone.tokenizer
+    for q in ex.queries:
+        queried.update(int(t) for t in tok.encode([q], 24)[0].ids)
+    moved = np.flatnonzero(~np.isclose(trained, idf))
+    assert set(moved.tolist()) <= queried  # only tokens of training queries get a gradient
 
 
 def _weights_of_base(model_dir: Path) -> dict:

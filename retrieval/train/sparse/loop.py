@@ -22,9 +22,11 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,6 +130,23 @@ def build_student(base_model: str | Path, idf: np.ndarray, config: SparseTrainCo
     query.max_seq_length = config.query_max_length
     router = Router.for_query_document(query_modules=[query], document_modules=[doc, pooling])
     return SparseEncoder(modules=[router], similarity_fn_name="dot")
+
+
+def _query_lr_mapping(model: Any, config: SparseTrainConfig) -> dict[str, float]:
+    """The trainer's ``learning_rate_mapping`` for the query-side token weights (empty when they are frozen).
+
+    The trainer matches its patterns against the *parameter names* of the loss module (e.g.
+    ``model.0.sub_modules.query.0.weight``), not against module class names, so the pattern is the
+    static embedding's own parameter name, found by identity."""
+    if not config.train_query_weights:
+        return {}
+    from sentence_transformers.sparse_encoder.modules import SparseStaticEmbedding
+
+    weights = [m.weight for m in model.modules() if isinstance(m, SparseStaticEmbedding)]
+    names = [n for n, p in model.named_parameters() if any(p is w for w in weights)]
+    if len(names) != 1:
+        raise BraidError(f"expected one trainable query-weight table in the student, found {len(names)}")
+    return {re.escape(names[0]) + "$": config.query_lr}
 
 
 class _quiet_logs:
@@ -280,7 +299,7 @@ def train_sparse(
         report_to="none",
         use_cpu=device == "cpu",
         router_mapping=router_mapping,
-        learning_rate_mapping={r"SparseStaticEmbedding\.weight": config.query_lr} if config.train_query_weights else {},
+        learning_rate_mapping=_query_lr_mapping(model, config),
         disable_tqdm=not progress,
         dataloader_num_workers=0,
         dataloader_drop_last=False,
