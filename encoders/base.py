@@ -601,7 +601,7 @@ class TransformerBackbone:
 
         ``nonzero``: return the output's nonzero entries instead, ``(rows int64, cols int64, values float32)``
         in row-major order (what ``np.nonzero`` gives). On a GPU they are found on the device, so only those
-        travel back: a SPLADE batch of 128 texts is 15.6 MB of float32 logits, its nonzeros about 0.3 MB.
+        travel back: a SPLADE batch of 128 texts is 15.6 MB of float32 logits, its nonzeros about 0.4 MB.
         """
         if runtime == "onnx":
             session = self.single_session if inputs["input_ids"].shape[0] == 1 else self.session
@@ -622,7 +622,7 @@ class TransformerBackbone:
                 return _nonzero(out.numpy())
             where = torch.nonzero(out)  # (nnz, 2), row-major like np.nonzero
             values = out[where[:, 0], where[:, 1]]
-            where, values = where.cpu().numpy(), values.cpu().numpy()
+            where, values = where.to(torch.int32).cpu().numpy(), values.cpu().numpy()  # int32: 12 bytes per entry back
         return where[:, 0].astype(np.int64), where[:, 1].astype(np.int64), values
 
     def autocast(self) -> contextlib.AbstractContextManager:
