@@ -520,18 +520,21 @@ class TransformerBackbone:
         self.model  # noqa: B018 - loads the model and sets the device
         return self._device
 
+    def _open_session(self, threads: int | None) -> Any:
+        from braid.encoders.onnx_export import load_session
+
+        path, session = load_session(self, self.options, threads=threads)
+        self._session_inputs = tuple(i.name for i in session.get_inputs())
+        self.graph_path = path
+        return session
+
     @property
     def session(self) -> Any:
-        """The ONNX Runtime session (onnx runtime), exporting the graph on first use of this model."""
+        """The ONNX Runtime session for batches (onnx runtime), exporting the graph on first use of this model."""
         if self._session is None:
             with self._lock:
                 if self._session is None:
-                    from braid.encoders.onnx_export import load_session
-
-                    path, session = load_session(self, self.options)
-                    self._session_inputs = tuple(i.name for i in session.get_inputs())
-                    self.graph_path = path
-                    self._session = session
+                    self._session = self._open_session(None)
         return self._session
 
     @property
@@ -540,18 +543,16 @@ class TransformerBackbone:
 
         Measured on batches of one (docs/benchmarks/encoders.md, "A default hybrid query, warm"): the
         default two threads save at most a millisecond of wall time on a query and cost 23-26 % more CPU
-        (MiniLM), and a server's requests/s is bounded by CPU. A second session holds its own copy of the
-        weights (MiniLM fp32: about 90 MB), so it is made on first use only.
+        (MiniLM), and a server's requests/s is bounded by CPU. Each session holds its own copy of the
+        weights (MiniLM fp32: about 90 MB), so each is made on first use only: a process that only
+        answers queries opens this one alone (and a cold query pays for one session, not two).
         """
         if self.options.threads is not None:
             return self.session
         if self._single_session is None:
-            self.session  # noqa: B018 - the graph (exported once) and the input names
             with self._lock:
                 if self._single_session is None:
-                    from braid.encoders.onnx_export import load_session
-
-                    _, self._single_session = load_session(self, self.options, threads=1)
+                    self._single_session = self._open_session(1)
         return self._single_session
 
     def probe_inputs(self, names: Sequence[str]) -> dict:
@@ -592,7 +593,8 @@ class TransformerBackbone:
 
     def input_names(self, runtime: str) -> tuple[str, ...]:
         if runtime == "onnx":
-            self.session  # noqa: B018 - loads it
+            if self._session is None and self._single_session is None:
+                self.single_session  # noqa: B018 - opens one (the lighter of the two to start with)
             return self._session_inputs
         return _model_input_names(self.model)
 
