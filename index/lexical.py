@@ -166,11 +166,12 @@ class LexicalIndex:
             # the filter inside tantivy, before its top-k: a required clause of score 0 (BM25 + 0.0 is
             # the BM25 score, bit for bit)
             query = tantivy.Query.boolean_query([(tantivy.Occur.Must, query), (tantivy.Occur.Must, allow_query)])
-        result = self._searcher.search(query, limit=k, count=False)
-        if not result.hits:
+        # SearchResult.hits builds a new list of (score, DocAddress) on every access (75 us at 1,016 hits): read it once
+        hits = self._searcher.search(query, limit=k, count=False).hits
+        if not hits:
             return np.empty(0, np.int64), np.empty(0, np.float32)
-        scores = np.fromiter((h[0] for h in result.hits), dtype=np.float32, count=len(result.hits))
-        docnos = np.asarray(self._searcher.fast_field_values("docno", [h[1] for h in result.hits]), dtype=np.int64)
+        scores = np.fromiter((h[0] for h in hits), dtype=np.float32, count=len(hits))
+        docnos = np.asarray(self._searcher.fast_field_values("docno", [h[1] for h in hits]), dtype=np.int64)
         return docnos, scores
 
     def search(self, queries: Sequence[str], k: int = 10, threads: int = 1, allow: np.ndarray | None = None) -> Hits:
