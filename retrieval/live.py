@@ -333,7 +333,8 @@ class _Draft:
         _checkpoint("docids")
         self.num_docnos = first + len(docs)
         self._finish()
-        return CommitResult(generation=0, added=len(docs) - len(replaced), updated=len(replaced), segments=len(segments),
+        # the merge policy replaced the list: count the segments the commit holds, not those before the merge
+        return CommitResult(generation=0, added=len(docs) - len(replaced), updated=len(replaced), segments=len(self.manifest["live"]["segments"]),
                             merged=merged, num_docs=self.num_live(), encode_seconds=round(encode_seconds, 3))  # fmt: skip
 
     def delete(self, ids: list[str]) -> CommitResult | None:

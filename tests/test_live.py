@@ -203,6 +203,7 @@ class LiveIndexMachine(RuleBasedStateMachine):
         for d in docs:
             self.expected[d["_id"]] = d
         assert r.num_docs == len(self.expected)
+        assert r.segments == len(json.loads((self.dir / "live" / "manifest.json").read_text())["live"]["segments"])  # after any merge
         self.compacted = False
 
     @precondition(lambda self: len(self.expected) > 1)

@@ -132,6 +132,13 @@ def build_student(base_model: str | Path, idf: np.ndarray, config: SparseTrainCo
     return SparseEncoder(modules=[router], similarity_fn_name="dot")
 
 
+def _query_tables(model: Any) -> list:
+    """The student's static query-weight tables (the SparseStaticEmbedding parameters)."""
+    from sentence_transformers.sparse_encoder.modules import SparseStaticEmbedding
+
+    return [m.weight for m in model.modules() if isinstance(m, SparseStaticEmbedding)]
+
+
 def _query_lr_mapping(model: Any, config: SparseTrainConfig) -> dict[str, float]:
     """The trainer's ``learning_rate_mapping`` for the query-side token weights (empty when they are frozen).
 
@@ -140,9 +147,7 @@ def _query_lr_mapping(model: Any, config: SparseTrainConfig) -> dict[str, float]
     static embedding's own parameter name, found by identity."""
     if not config.train_query_weights:
         return {}
-    from sentence_transformers.sparse_encoder.modules import SparseStaticEmbedding
-
-    weights = [m.weight for m in model.modules() if isinstance(m, SparseStaticEmbedding)]
+    weights = _query_tables(model)
     names = [n for n, p in model.named_parameters() if any(p is w for w in weights)]
     if len(names) != 1:
         raise BraidError(f"expected one trainable query-weight table in the student, found {len(names)}")
@@ -317,9 +322,28 @@ def train_sparse(
                 control.should_training_stop = True
             return control
 
+    class _NonNegativeQueryWeights(TrainerCallback):
+        """Projected steps for the trainable query table: clamp it at 0 after each optimizer step.
+
+        A query term's weight multiplies non-negative document weights, and the index's inference-free
+        queries (and its blocked kernels' skipping bounds) take non-negative weights only; unconstrained,
+        Adam at ``query_lr`` 3e-2 drove some weights below 0 within 60 steps and the saved model was refused."""
+
+        def __init__(self, weights):
+            self.weights = weights
+
+        def on_step_end(self, args, state, control, **kwargs):
+            with torch.no_grad():
+                for w in self.weights:
+                    w.clamp_(min=0.0)
+            return control
+
     stop = _Stop()
+    callbacks = [stop]
+    if config.train_query_weights:
+        callbacks.insert(0, _NonNegativeQueryWeights(_query_tables(model)))
     with _quiet_logs():
-        trainer = SparseEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[stop])
+        trainer = SparseEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=callbacks)
     resume = _last_checkpoint(ckdir)
     resumed_at = None
     if resume is not None:
