@@ -61,11 +61,9 @@ class RuntimeOptions:
     ``"auto"`` (CUDA when a GPU is present, else CPU), ``"cpu"`` or ``"cuda"``; ``precision``:
     ``"fp32"``, ``"bf16"`` / ``"fp16"`` autocast (torch), or ``"int8"`` dynamic quantisation
     (ONNX); ``threads``: intra-op threads (torch: a process-wide setting; ONNX: per session;
-    ``None`` leaves the runtime's default, except that ONNX runs a batch of one text, a query
-    as ``braid serve`` or ``Searcher.search`` sends it, on a second session with one thread: a
-    second thread shortens one short text's pass a little and costs about a quarter more CPU,
-    docs/benchmarks/encoders.md); ``runtime``: ``"auto"``, ``"torch"`` or ``"onnx"``
-    (see :func:`resolve_runtime`).
+    ``None`` leaves the runtime's default; ``braid serve`` gives its query encoders one thread per
+    concurrent search, ``Searcher(query_threads=...)``, docs/benchmarks/encoders.md); ``runtime``:
+    ``"auto"``, ``"torch"`` or ``"onnx"`` (see :func:`resolve_runtime`).
     """
 
     max_length: int = 256
@@ -432,7 +430,6 @@ class TransformerBackbone:
         self._torch_forward: Callable | None = None
         self._device = None
         self._session = None  # onnx runtime: the InferenceSession
-        self._single_session = None  # ... and the one-thread session for batches of one text
         self._session_inputs: tuple[str, ...] = ()
         self.graph_path: Path | None = None
 
@@ -505,7 +502,7 @@ class TransformerBackbone:
                               f"{why} runs the torch model; make the encoder with runtime='torch' or 'auto'")
         with self._lock:
             self._runtimes = {"query": "torch", "document": "torch"}
-            self._session = self._single_session = None
+            self._session = None
 
     def hf_tokenizer(self) -> Any:
         """The model's transformers tokenizer (for writing a model folder; encoding uses :attr:`tokenizer`)."""
@@ -520,10 +517,10 @@ class TransformerBackbone:
         self.model  # noqa: B018 - loads the model and sets the device
         return self._device
 
-    def _open_session(self, threads: int | None) -> Any:
+    def _open_session(self) -> Any:
         from braid.encoders.onnx_export import load_session
 
-        path, session = load_session(self, self.options, threads=threads)
+        path, session = load_session(self, self.options)
         self._session_inputs = tuple(i.name for i in session.get_inputs())
         self.graph_path = path
         return session
@@ -534,26 +531,8 @@ class TransformerBackbone:
         if self._session is None:
             with self._lock:
                 if self._session is None:
-                    self._session = self._open_session(None)
+                    self._session = self._open_session()
         return self._session
-
-    @property
-    def single_session(self) -> Any:
-        """The session for a batch of one text: one intra-op thread unless ``options.threads`` says otherwise.
-
-        Measured on batches of one (docs/benchmarks/encoders.md, "A default hybrid query, warm"): the
-        default two threads save at most a millisecond of wall time on a query and cost 23-26 % more CPU
-        (MiniLM), and a server's requests/s is bounded by CPU. Each session holds its own copy of the
-        weights (MiniLM fp32: about 90 MB), so each is made on first use only: a process that only
-        answers queries opens this one alone (and a cold query pays for one session, not two).
-        """
-        if self.options.threads is not None:
-            return self.session
-        if self._single_session is None:
-            with self._lock:
-                if self._single_session is None:
-                    self._single_session = self._open_session(1)
-        return self._single_session
 
     def probe_inputs(self, names: Sequence[str]) -> dict:
         """A small padded batch (:data:`PROBE_TEXTS`) as int64 numpy arrays, keyed by the input ``names``."""
@@ -593,8 +572,7 @@ class TransformerBackbone:
 
     def input_names(self, runtime: str) -> tuple[str, ...]:
         if runtime == "onnx":
-            if self._session is None and self._single_session is None:
-                self.single_session  # noqa: B018 - opens one (the lighter of the two to start with)
+            self.session  # noqa: B018 - loads it
             return self._session_inputs
         return _model_input_names(self.model)
 
@@ -606,8 +584,7 @@ class TransformerBackbone:
         travel back: a SPLADE batch of 128 texts is 15.6 MB of float32 logits, its nonzeros about 0.4 MB.
         """
         if runtime == "onnx":
-            session = self.single_session if inputs["input_ids"].shape[0] == 1 else self.session
-            out = session.run(None, inputs)[0]
+            out = self.session.run(None, inputs)[0]
             return _nonzero(out) if nonzero else out
         import torch
 

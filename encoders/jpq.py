@@ -23,11 +23,12 @@ def is_jpq(dense_info: Mapping[str, Any] | None) -> bool:
     return isinstance(dense_info, Mapping) and isinstance(dense_info.get("jpq"), Mapping)
 
 
-def open_jpq_query_encoder(index_dir: str | Path, info: Mapping[str, Any], device: str = "auto", batch_size: int = 32, runtime: str = "auto"):
+def open_jpq_query_encoder(index_dir: str | Path, info: Mapping[str, Any], device: str = "auto", batch_size: int = 32, runtime: str = "auto",
+                           threads: int | None = None):  # fmt: skip
     """The query encoder of a JPQ index: an object with ``encode_queries(texts) -> float32 (n, dim)``.
 
     ``runtime``: a ``--runtime`` spelling (:data:`braid.encoders.base.RUNTIME_SPECS`); the saved
-    tower is a fixed folder, so its ONNX export is cached like any model's.
+    tower is a fixed folder, so its ONNX export is cached like any model's. ``threads``: intra-op threads.
     ``index_dir``: the index root; ``info``: its manifest's ``components["dense"]`` (see
     :func:`is_jpq`). Query vectors come out in the original space (FAISS applies OPQ itself).
     """
@@ -52,5 +53,6 @@ def open_jpq_query_encoder(index_dir: str | Path, info: Mapping[str, Any], devic
         normalize=bool(jpq["normalize"]),
         query_prefix=str(jpq.get("query_prefix") or ""),
         document_prefix="",
+        threads=threads,
         **runtime_kwargs(runtime, "--runtime"),
     )

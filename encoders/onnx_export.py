@@ -194,11 +194,11 @@ def export_graph(backbone: Any, precision: str, out: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def load_session(backbone: Any, options: Any, threads: int | None = None) -> tuple[Path, Any]:
+def load_session(backbone: Any, options: Any) -> tuple[Path, Any]:
     """``(graph path, onnxruntime.InferenceSession)`` for ``backbone`` at ``options.precision`` on the CPU.
 
-    Threads: ``threads`` intra-op threads, else ``options.threads``, else ONNX Runtime's default (one per
-    physical core), without spin-waiting (idle workers would otherwise burn CPU that the retrieval kernels need).
+    Threads: ``options.threads`` intra-op threads (default: ONNX Runtime's, one per physical core),
+    without spin-waiting (idle workers would otherwise burn CPU that the retrieval kernels need).
     """
     import onnxruntime as ort
 
@@ -208,9 +208,8 @@ def load_session(backbone: Any, options: Any, threads: int | None = None) -> tup
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC  # the rest was done when exporting
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.inter_op_num_threads = 1
-    threads = threads if threads is not None else options.threads
-    if threads is not None:
-        so.intra_op_num_threads = int(threads)
+    if options.threads is not None:
+        so.intra_op_num_threads = int(options.threads)
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3
     try:

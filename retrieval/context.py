@@ -24,12 +24,17 @@ class IndexContext:
 
     ``runtime``: what runs the query encoders (``"auto"``, ``"torch"``, ``"onnx"``, ``"onnx-int8"``;
     :data:`braid.encoders.base.RUNTIME_SPECS`); ``"auto"`` is ONNX Runtime on a CPU when installed.
+    ``query_threads``: intra-op threads of the query encoders (None: the runtime's default, one per core).
     """
 
-    def __init__(self, index_dir: str | Path, manifest: dict, doc_ids: list[str], device: str = "auto", runtime: str = "auto"):
+    def __init__(self, index_dir: str | Path, manifest: dict, doc_ids: list[str], device: str = "auto", runtime: str = "auto",
+                 query_threads: int | None = None):  # fmt: skip
+        from braid.data.errors import check_positive_int
         from braid.encoders.base import parse_runtime
 
         parse_runtime(runtime)
+        check_positive_int("query_threads", query_threads, allow_none=True)
+        self.query_threads = query_threads
         self.index_dir = Path(index_dir)
         self.manifest = manifest
         self.doc_ids = doc_ids
@@ -42,7 +47,7 @@ class IndexContext:
         self._deleted: np.ndarray | None | bool = False  # False: not read yet
 
     @classmethod
-    def open(cls, index_dir: str | Path, device: str = "auto", runtime: str = "auto") -> "IndexContext":
+    def open(cls, index_dir: str | Path, device: str = "auto", runtime: str = "auto", query_threads: int | None = None) -> "IndexContext":
         """Read and check the manifest and ``docids.txt`` of ``index_dir`` (one generation: a snapshot)."""
         index_dir = Path(index_dir)
         manifest = read_manifest(index_dir)
@@ -54,7 +59,16 @@ class IndexContext:
         doc_ids = read_docids(index_dir, count if manifest.get("live") else None, manifest=manifest)
         if len(doc_ids) != count:
             raise IndexFormatError(f"{index_dir}: docids.txt has {len(doc_ids)} ids, the manifest says {count}")
-        return cls(index_dir, manifest, doc_ids, device, runtime)
+        return cls(index_dir, manifest, doc_ids, device, runtime, query_threads)
+
+    def encoder_kwargs(self) -> dict:
+        """Keyword arguments of the query encoders' runtime: ``runtime`` (and ``precision``), ``threads`` when set."""
+        from braid.encoders.base import runtime_kwargs
+
+        out = runtime_kwargs(self.runtime, "--runtime")
+        if self.query_threads is not None:
+            out["threads"] = int(self.query_threads)
+        return out
 
     @property
     def num_docs(self) -> int:

@@ -57,6 +57,9 @@ class Searcher:
     ``runtime``: what runs the query encoders, ``"auto"`` (ONNX Runtime on a CPU when installed,
     else torch), ``"torch"``, ``"onnx"`` or ``"onnx-int8"``; it does not change which documents
     an index holds, only how queries are encoded (fp32 ONNX gives torch's vectors to rounding).
+    ``query_threads``: intra-op threads of each query encoder (None: the runtime's default, one per
+    core: the lowest latency for one query at a time; a server running several searches at once
+    spends less CPU per query with fewer, docs/benchmarks/encoders.md).
     """
 
     def __init__(
@@ -67,13 +70,14 @@ class Searcher:
         device: str = "auto",
         context: IndexContext | None = None,
         runtime: str = "auto",
+        query_threads: int | None = None,
     ):
         if retriever is not None and pipeline is not None:
             raise OptionError("--retriever/--pipeline", f"{retriever} / {pipeline}", "give one of them, not both")
         if context is None:
             if index_dir is None:
                 raise OptionError("index_dir", None, "an index directory")
-            context = IndexContext.open(index_dir, device=device, runtime=runtime)
+            context = IndexContext.open(index_dir, device=device, runtime=runtime, query_threads=query_threads)
         # (context, retrievers): one generation of the index and the retrievers opened over it,
         # replaced as a whole by reload(); a search pins the pair it started with
         self._state: tuple[IndexContext, dict[str, object]] = (context, {})
@@ -121,7 +125,8 @@ class Searcher:
             if read_generation(old_ctx.index_dir) == old_ctx.generation:
                 self._stamp = stamp
                 return False
-            ctx = IndexContext.open(old_ctx.index_dir, device=old_ctx.device, runtime=old_ctx.runtime)
+            ctx = IndexContext.open(old_ctx.index_dir, device=old_ctx.device, runtime=old_ctx.runtime,
+                                    query_threads=getattr(old_ctx, "query_threads", None))  # fmt: skip
             retrievers = {name: _rebind(r, name, old_ctx, ctx) for name, r in old_retrievers.items()}
             self._state = (ctx, retrievers)
             self._stamp = stamp

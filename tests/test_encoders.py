@@ -394,21 +394,14 @@ def test_splade_runtimes_match_the_reference(tiny_mlm, runtime, precision):
         assert enc.describe()["precision"] == "int8"  # int8 changes the vectors: part of what the cache compares
 
 
-def test_onnx_runs_a_batch_of_one_on_a_one_thread_session(tiny_mlm):
+def test_onnx_threads_set_the_session_s_intra_op_threads(tiny_mlm):
     pytest.importorskip("onnxruntime")
-    enc = SparseEncoder(str(tiny_mlm), batch_size=3, device="cpu", runtime="onnx")
-    want = splade_reference(tiny_mlm, TEXTS[:1])
-    np.testing.assert_allclose(dense_rows(enc.encode(TEXTS[:1], "query")), want, atol=2e-6)
-    b = enc.backbone
-    assert b._session is None and b._single_session is not None  # a query-only process opens one session
-    assert b._single_session.get_session_options().intra_op_num_threads == 1
-    np.testing.assert_allclose(dense_rows(enc.encode(TEXTS[:3], "query")), splade_reference(tiny_mlm, TEXTS[:3]), atol=2e-6)
-    assert b._session is not None and b._session is not b._single_session
-    assert b._session.get_session_options().intra_op_num_threads == 0  # batches: ONNX Runtime's default
-    pinned = SparseEncoder(str(tiny_mlm), device="cpu", runtime="onnx", threads=2)
-    np.testing.assert_allclose(dense_rows(pinned.encode(TEXTS[:1], "query")), want, atol=2e-6)
-    assert pinned.backbone._single_session is None  # an explicit thread count holds for every batch
-    assert pinned.backbone._session.get_session_options().intra_op_num_threads == 2
+    want = splade_reference(tiny_mlm, TEXTS)
+    for threads, expect in ((None, 0), (1, 1), (2, 2)):  # 0: ONNX Runtime's default (one per core)
+        enc = SparseEncoder(str(tiny_mlm), batch_size=3, device="cpu", runtime="onnx", threads=threads)
+        np.testing.assert_allclose(dense_rows(enc.encode(TEXTS[:1], "query")), want[:1], atol=2e-6)
+        np.testing.assert_allclose(dense_rows(enc.encode(TEXTS, "query")), want, atol=2e-6)
+        assert enc.backbone.session.get_session_options().intra_op_num_threads == expect
 
 
 def test_top_k_and_quantization_options(tiny_mlm):

@@ -91,6 +91,14 @@ def test_runtime_is_recorded_and_onnx_queries_rank_as_torch(adi_index, shared):
         assert "runtime" not in searcher.recipe("bm25") and "runtime" not in searcher.recipe("sparse-if")
         ranked[runtime] = searcher.batch_search(queries, k=10, retriever="hybrid").doc_ids
     assert ranked["onnx"] == ranked["torch"]
+    # query_threads reaches every query encoder's session (braid serve's one thread per concurrent search), same ranking
+    one = Searcher(adi_index / "adi", runtime="onnx", query_threads=1)
+    assert one.batch_search(queries, k=10, retriever="hybrid").doc_ids == ranked["onnx"]
+    for name in ("sparse", "dense"):
+        backbone = one.retriever(name).encoder.backbone
+        assert backbone.options.threads == 1 and backbone.session.get_session_options().intra_op_num_threads == 1
+    with pytest.raises(OptionError, match="query_threads"):
+        Searcher(adi_index / "adi", query_threads=0)
     assert Searcher(adi_index / "adi", runtime="onnx-int8").recipe("sparse")["runtime"] == {"sparse": "onnx-int8"}
     with pytest.raises(OptionError, match="runtime"):
         Searcher(adi_index / "adi", runtime="gpu")

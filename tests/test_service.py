@@ -101,7 +101,7 @@ def test_health_and_info(http, index_dir):
     assert info["pipelines"]["mine"]["fusion"]["method"] == "rrf"
     assert "broken" in info["unavailable"] and "not valid TOML" in info["unavailable"]["broken"]
     assert info["default"] == "bm25"
-    assert info["runtime"] == {"requested": "auto", "queries": {}}  # BM25 encodes no queries with a model
+    assert info["runtime"] == {"requested": "auto", "queries": {}, "query_threads": None}  # BM25 encodes no queries with a model
     assert info["limits"]["max_k"] == LIMITS["max_k"]
 
 
@@ -584,6 +584,19 @@ def test_cli_serve_errors(tmp_path):
     assert res.exit_code != 0 and "no such index directory" in res.output
     res = CliRunner().invoke(serve_cmd, [str(tmp_path), "--max-concurrency", "0"])
     assert res.exit_code == 2 and "max-concurrency" in res.output
+    for bad in ("0", "two", "-1"):
+        res = CliRunner().invoke(serve_cmd, [str(tmp_path), "--query-threads", bad])
+        assert res.exit_code == 2 and "--query-threads" in res.output and "positive integer or 'auto'" in res.output
+
+
+def test_query_threads_auto_shares_the_cores_between_concurrent_searches(monkeypatch):
+    import os
+
+    from braid.cli.serve import resolve_query_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert [resolve_query_threads("auto", c) for c in (1, 2, 4, 16, 32)] == [16, 8, 4, 1, 1]
+    assert resolve_query_threads("3", 2) == 3
 
 
 def _free_port() -> int:

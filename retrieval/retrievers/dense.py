@@ -7,7 +7,6 @@ from typing import Sequence
 
 import numpy as np
 
-from braid.encoders.base import runtime_kwargs
 from braid.index.hits import Hits, drop_excluded
 from braid.retrieval.retrievers.base import QueryCache, model_for_queries
 from braid.retrieval.retrievers.spec import Knob, RetrieverSpec
@@ -56,12 +55,12 @@ class DenseRetriever:
         enc = info["encoder"]
         if is_jpq(info):
             # A JPQ index searches with its own jointly trained query encoder.
-            encoder = open_jpq_query_encoder(ctx.index_dir, info, device=ctx.device, runtime=ctx.runtime)
+            encoder = open_jpq_query_encoder(ctx.index_dir, info, device=ctx.device, runtime=ctx.runtime, threads=ctx.query_threads)
         else:
             from braid.encoders.dense import DenseEncoder
 
             kwargs = {k: enc[k] for k in ("query_prefix", "document_prefix") if enc.get(k) is not None}
-            encoder = DenseEncoder(model_for_queries(enc), max_length=int(enc.get("max_length", 256)), **kwargs, **runtime_kwargs(ctx.runtime, "--runtime"))
+            encoder = DenseEncoder(model_for_queries(enc), max_length=int(enc.get("max_length", 256)), **kwargs, **ctx.encoder_kwargs())
         path = ctx.path("vectors", "dense", "vectors.npy")
         # A JPQ query encoder was trained against PQ-decoded documents: rescore/PRF with those, not the raw vectors.
         # A live index's segments keep their own vectors (SegmentedDenseIndex.doc_vectors).

@@ -13,7 +13,6 @@ from typing import Sequence
 
 import numpy as np
 
-from braid.encoders.base import runtime_kwargs
 from braid.index.hits import Hits, drop_excluded
 from braid.retrieval.retrievers.base import QueryCache, model_for_queries
 from braid.retrieval.retrievers.spec import Knob, RetrieverSpec
@@ -56,7 +55,7 @@ class SparseRetriever:
             idf=idf_path if (query_mode == "idf" and idf_path.exists()) else None,
             max_length=int(enc.get("max_length", 256)),
             query_top_k=enc.get("query_top_k"),
-            **runtime_kwargs(ctx.runtime, "--runtime"),
+            **ctx.encoder_kwargs(),
         )
         return cls(index=ctx.component("sparse"), encoder=encoder, name="sparse-if" if query_mode == "idf" else "sparse")
 

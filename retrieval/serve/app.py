@@ -451,6 +451,7 @@ def create_app(
     warm: bool = True,
     searcher=None,
     runtime: str = "auto",
+    query_threads: int | None = None,
 ):
     """The FastAPI app serving ``index_dir``.
 
@@ -463,7 +464,8 @@ def create_app(
     retrievers, else its only one). ``searcher``: an already open Searcher (tests). ``runtime``:
     what runs the query encoders (``"auto"``, ``"torch"``, ``"onnx"``, ``"onnx-int8"``; see
     :class:`~braid.retrieval.searcher.Searcher`), a server setting, not a request field: one
-    runtime per process keeps one loaded model per encoder.
+    runtime per process keeps one loaded model per encoder. ``query_threads``: intra-op threads of
+    each query encoder (``braid serve`` gives ``cores // max_concurrency``; None: the runtime's default).
     """
     try:
         from fastapi import FastAPI, Request
@@ -502,7 +504,7 @@ def create_app(
     if not isinstance(auth, AuthConfig):
         raise OptionError("auth", type(auth).__name__, "an AuthConfig")
     if searcher is None:
-        searcher = Searcher(index_dir, runtime=runtime)
+        searcher = Searcher(index_dir, runtime=runtime, query_threads=query_threads)
     catalog = load_catalog(searcher, pipelines, default=default, warm=warm)
     from braid.data.lazy import load_all
 
@@ -910,7 +912,8 @@ def create_app(
             "unavailable": catalog.unavailable,
             "serialized": serialized,
             # what encodes queries, per loaded retriever that runs a model (braid.retrieval.searcher.Searcher.recipe)
-            "runtime": {"requested": searcher.runtime, "queries": searcher.query_runtimes([n for n in catalog.retrievers if n in searcher._retrievers])},
+            "runtime": {"requested": searcher.runtime, "queries": searcher.query_runtimes([n for n in catalog.retrievers if n in searcher._retrievers]),
+                        "query_threads": searcher.context.query_threads},
             "limits": config.to_dict(),
             "auth": "bearer" if auth.enabled else None,
             "writes": auth.writes,
