@@ -27,12 +27,12 @@ Query-encoder threads (hold the machine exclusively):
 ``latency``: the two pipelines on one index, ``--n`` distinct queries searched one at a time
 (``Searcher.search(q, k=10)``) after ``--warm`` warm-up queries, a fresh Searcher per pipeline (no query
 encoding is served from another pipeline's cache); median process-CPU and wall ms per query (encoders +
-three searches + fusion), per query-encoder runtime.
+three searches + fusion), per query-encoder runtime and ``--query-threads`` value.
 
 ``threads``: the ONNX query encoders alone (all-MiniLM-L6-v2 dense, splade-tiny sparse), one query per call, at
-one intra-op thread per core (ONNX Runtime's default), at one thread, and at Braid's default (``threads`` unset:
-a batch of one text runs on a one-thread session); process CPU counts every thread's time, so the rows show
-what a second thread buys in latency and costs in CPU (the budget a server shares between requests).
+ONNX Runtime's default intra-op threads (one per core) and at one thread; process CPU counts every thread's time,
+so the two rows show what a second thread buys in latency and costs in CPU (the budget a server shares between
+requests).
 """
 
 from __future__ import annotations
@@ -123,18 +123,21 @@ def latency(args) -> dict:
     texts = list(dict.fromkeys(read_queries(args.queries).values()))
     warm, timed = texts[: args.warm], texts[args.warm : args.warm + args.n]
     rows = []
-    for runtime in args.runtimes.split(","):
-        for pipeline in ("hybrid", str(HYBRID_IF)):
-            searcher = Searcher(args.index_dir, runtime=runtime)  # its own: the query caches start empty
-            timing = one_at_a_time(lambda q: searcher.search(q, k=10, retriever=pipeline), warm, timed)
-            row = {
-                "pipeline": Path(pipeline).stem,
-                "runtime": runtime,
-                "recipe_runtime": searcher.recipe(pipeline).get("runtime", {}),
-                **timing,
-            }
-            rows.append(row)
-            print(f"{row['pipeline']:10s} {runtime:9s} CPU {row['median_cpu_ms']:7.2f} ms  wall {row['median_wall_ms']:7.2f} ms  p95 {row['p95_wall_ms']:7.2f}", flush=True)
+    for threads in [None if t == "default" else int(t) for t in args.query_threads.split(",")]:
+        for runtime in args.runtimes.split(","):
+            for pipeline in ("hybrid", str(HYBRID_IF)):
+                searcher = Searcher(args.index_dir, runtime=runtime, query_threads=threads)  # its own: the query caches start empty
+                timing = one_at_a_time(lambda q: searcher.search(q, k=10, retriever=pipeline), warm, timed)
+                row = {
+                    "pipeline": Path(pipeline).stem,
+                    "runtime": runtime,
+                    "query_threads": threads or "default",
+                    "recipe_runtime": searcher.recipe(pipeline).get("runtime", {}),
+                    **timing,
+                }
+                rows.append(row)
+                print(f"{row['pipeline']:10s} {runtime:9s} threads {str(row['query_threads']):7s} CPU {row['median_cpu_ms']:7.2f} ms  "
+                      f"wall {row['median_wall_ms']:7.2f} ms  p95 {row['p95_wall_ms']:7.2f}", flush=True)  # fmt: skip
     return {"index": str(args.index_dir), "queries": len(timed), "warm": len(warm), "rows": rows}
 
 
@@ -146,9 +149,8 @@ def threads(args) -> dict:
     texts = list(dict.fromkeys(read_queries(args.queries).values()))
     warm, timed = texts[: args.warm], texts[args.warm : args.warm + args.n]
     rows = []
-    # None: the default, which runs a batch of one text on a one-thread session; the core count: what the
-    # default was before that (ONNX Runtime's own default, one intra-op thread per core)
-    for n_threads in (os.cpu_count(), 1, None):
+    # None: ONNX Runtime's own default (one intra-op thread per core); then 1
+    for n_threads in (None, 1):
         for name, encoder in (
             ("all-MiniLM-L6-v2", DenseEncoder(args.dense_model, runtime="onnx", threads=n_threads)),
             ("splade-tiny", SparseEncoder(args.sparse_model, runtime="onnx", threads=n_threads)),
@@ -174,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     lat.add_argument("--n", type=int, default=200)
     lat.add_argument("--warm", type=int, default=10)
     lat.add_argument("--runtimes", default="onnx,torch")
+    lat.add_argument("--query-threads", default="default", help="comma-separated Searcher(query_threads=...) values; 'default': the runtime's own")
     lat.add_argument("--json", type=Path, default=None)
     thr = sub.add_parser("threads")
     thr.add_argument("--queries", type=Path, required=True)
