@@ -122,7 +122,7 @@ sparse_options = option_group(
     click.option("--encode-max-length", type=POSITIVE_INT, default=_S.encode_max_length, show_default=True, help="Document tokens the saved model encodes."),
     click.option("--query-max-length", type=POSITIVE_INT, default=_S.query_max_length, show_default=True),
     click.option("--train-query-weights/--frozen-query-weights", default=_S.train_query_weights, show_default=True, help="Also train the query-side token weights (initialised from the IDF, kept >= 0, at --query-lr)."),
-    click.option("--query-lr", type=float, default=_S.query_lr, show_default=True, help="Learning rate of the query-side weights (--train-query-weights); round 6 of docs/benchmarks/training.md used 3e-2 for 60 steps."),
+    click.option("--query-lr", type=float, default=_S.query_lr, show_default=True, help="Learning rate of the query-side weights (--train-query-weights; the default is what round 6 of docs/benchmarks/training.md measured)."),
     click.option("--seed", type=int, default=_S.seed, show_default=True),
     click.option("--checkpoint-every", type=POSITIVE_INT, default=_S.checkpoint_every, show_default=True, help="Steps between checkpoints."),
     click.option("--device", default=_S.device, show_default=True, help="auto (CUDA when present), cpu or cuda."),
