@@ -46,8 +46,8 @@ server_options.__doc__ = """How uvicorn listens and logs (``server``: keywords o
 def resolve_query_threads(value: str, max_concurrency: int) -> int:
     """``--query-threads``: a positive integer, or ``auto`` = the usable CPU cores // ``max_concurrency`` (at least 1).
 
-    Measured on 2 cores (docs/benchmarks/encoders.md): one thread per query encoder costs 13 % less CPU per
-    hybrid query than two, and eight clients got 17 % more hybrid answers per second."""
+    Measured on 2 cores (docs/benchmarks/serve.md): at one thread per query encoder instead of two, eight clients
+    got 6-7 % more hybrid answers per second at 7 % less server CPU per answer; a lone client 14-21 % fewer."""
     import os
 
     if value == "auto":

@@ -517,21 +517,18 @@ class TransformerBackbone:
         self.model  # noqa: B018 - loads the model and sets the device
         return self._device
 
-    def _open_session(self) -> Any:
-        from braid.encoders.onnx_export import load_session
-
-        path, session = load_session(self, self.options)
-        self._session_inputs = tuple(i.name for i in session.get_inputs())
-        self.graph_path = path
-        return session
-
     @property
     def session(self) -> Any:
-        """The ONNX Runtime session for batches (onnx runtime), exporting the graph on first use of this model."""
+        """The ONNX Runtime session (onnx runtime), exporting the graph on first use of this model."""
         if self._session is None:
             with self._lock:
                 if self._session is None:
-                    self._session = self._open_session()
+                    from braid.encoders.onnx_export import load_session
+
+                    path, session = load_session(self, self.options)
+                    self._session_inputs = tuple(i.name for i in session.get_inputs())
+                    self.graph_path = path
+                    self._session = session
         return self._session
 
     def probe_inputs(self, names: Sequence[str]) -> dict:
@@ -590,9 +587,8 @@ class TransformerBackbone:
 
         device = self.device  # loads the model and its head function
         fn = self._torch_forward
-        blocking = device.type == "cpu"
         with torch.inference_mode(), self.autocast():
-            tensors = {k: (v if isinstance(v, torch.Tensor) else torch.from_numpy(v)).to(device, non_blocking=not blocking)
+            tensors = {k: (v if isinstance(v, torch.Tensor) else torch.from_numpy(v)).to(device, non_blocking=device.type != "cpu")
                        for k, v in inputs.items()}  # fmt: skip
             out = fn(tensors).float()
             if not nonzero:

@@ -125,8 +125,7 @@ class Searcher:
             if read_generation(old_ctx.index_dir) == old_ctx.generation:
                 self._stamp = stamp
                 return False
-            ctx = IndexContext.open(old_ctx.index_dir, device=old_ctx.device, runtime=old_ctx.runtime,
-                                    query_threads=getattr(old_ctx, "query_threads", None))  # fmt: skip
+            ctx = IndexContext.open(old_ctx.index_dir, device=old_ctx.device, runtime=old_ctx.runtime, query_threads=old_ctx.query_threads)
             retrievers = {name: _rebind(r, name, old_ctx, ctx) for name, r in old_retrievers.items()}
             self._state = (ctx, retrievers)
             self._stamp = stamp

@@ -48,7 +48,7 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def stages(enc, texts: list[str]) -> dict:
+def stages(enc, kind: str, texts: list[str]) -> dict:
     """Seconds in tokenisation, host-to-device, model and device-to-host over ``texts``, each timed alone."""
     import numpy as np
     import torch
@@ -80,7 +80,7 @@ def stages(enc, texts: list[str]) -> dict:
         model = time.perf_counter() - t0
         t0 = time.perf_counter()
         for out in outs:
-            if enc.kind == "sparse":
+            if kind == "sparse":
                 where = torch.nonzero(out)
                 where.cpu().numpy(), out[where[:, 0], where[:, 1]].cpu().numpy()
             else:
@@ -98,7 +98,6 @@ def run(model_dir: Path, kind: str, texts: list[str], device: str, precision: st
 
     cls = SparseEncoder if kind == "sparse" else DenseEncoder
     enc = cls(str(model_dir), device=device, precision=precision, batch_size=batch_size, max_length=256, runtime="torch")
-    enc.kind = kind
     dev = enc.backbone.device
     row: dict = {"model": model_dir.name, "precision": precision, "device": str(dev), "docs": len(texts)}
     for mode in ("on", "off"):
@@ -110,7 +109,7 @@ def run(model_dir: Path, kind: str, texts: list[str], device: str, precision: st
         sync(dev)
         row[f"{'pipeline' if mode == 'on' else 'serial'}_docs_per_s"] = round(len(texts) / (time.perf_counter() - t0), 1)
     base.PIPELINE = "auto"
-    st = stages(enc, texts)
+    st = stages(enc, kind, texts)
     total = sum(v for k, v in st.items() if k.endswith("_s"))
     row["stages_s"] = {k: round(v, 3) for k, v in st.items() if k.endswith("_s")}
     row["stage_shares"] = {k[:-2]: round(v / total, 3) for k, v in st.items() if k.endswith("_s")}

@@ -296,6 +296,7 @@ def load_encoded(args, name: str):
     vector cache's indptr / indices / data, queries.npz) and DIR/minilm (vectors.npy, queries.npy)."""
     import scipy.sparse as sp
 
+    from braid.data.beir import BeirDataset
     from braid.data.corpus import iter_corpus
 
     data = args.shared / "data" / name
@@ -311,7 +312,7 @@ def load_encoded(args, name: str):
     dense_q = np.load(vec / "minilm" / "queries.npy") if has_dense else None
     sq_ids = json.load(open(vec / "splade" / "queries.ids.json"))["query_ids"]
     dq_ids = json.load(open(vec / "minilm" / "queries.ids.json"))["query_ids"] if has_dense else sq_ids
-    corpus = data / "corpus.jsonl.gz" if (data / "corpus.jsonl.gz").is_file() else data / "corpus.jsonl"
+    corpus = BeirDataset(data).corpus_path
     doc_ids = [d.doc_id for d in iter_corpus(corpus)]
     if len(doc_ids) != docs_csr.shape[0] or (has_dense and dense_docs.shape[0] != len(doc_ids)):
         raise SystemExit(f"{vec}: {docs_csr.shape[0]} sparse / {None if dense_docs is None else dense_docs.shape[0]} dense vectors for {len(doc_ids)} documents")
@@ -340,11 +341,12 @@ def vectors_part(args, name: str) -> dict:
     qtexts = [queries_text[sq_ids[i]] for i in qrows]
     nq = len(qrows)
 
+    from braid.data.beir import BeirDataset
     from braid.data.corpus import iter_corpus
 
     rng = random.Random(args.seed)
     docs, row_of_text = [], {}
-    corpus = data / "corpus.jsonl.gz" if (data / "corpus.jsonl.gz").is_file() else data / "corpus.jsonl"
+    corpus = BeirDataset(data).corpus_path
     for i, d in enumerate(iter_corpus(corpus)):
         assert d.doc_id == doc_ids[i], "vectors and corpus out of order"
         docs.append({"_id": d.doc_id, "title": d.title, "text": d.text, "metadata": tags(rng)})
@@ -624,10 +626,11 @@ def add_sequence_part(args) -> dict:
     """``--adds`` real ``braid add`` calls of ``--real-add-docs`` new documents each, one after another on a copy of
     ``--index`` under the merge policy it records: the share of ``braid add`` time that is not encoding per call
     and over the whole sequence (where the tiered policy's merges are paid once per tier, not by every add)."""
+    from braid.data.beir import BeirDataset
     from braid.data.corpus import iter_corpus
 
     ds = args.shared / "data" / args.collection
-    corpus = ds / ("corpus.jsonl.gz" if (ds / "corpus.jsonl.gz").exists() else "corpus.jsonl")
+    corpus = BeirDataset(ds).corpus_path
     docs = [{"_id": d.doc_id, "title": d.title, "text": d.text} for d in iter_corpus(corpus)]
     need = args.adds * args.real_add_docs
     if need > len(docs):
@@ -660,12 +663,13 @@ def add_sequence_part(args) -> dict:
 # BM25 only (the dictionary set, and scifact for comparison)
 # --------------------------------------------------------------------------------------------------
 def bm25_part(args, name: str, n_latency: int, n_exact: int) -> dict:
+    from braid.data.beir import BeirDataset
     from braid.data.corpus import iter_corpus
     from braid.data.queries import read_queries
     from braid.retrieval.context import IndexContext
 
     ds = args.shared / "data" / name
-    corpus = ds / ("corpus.jsonl.gz" if (ds / "corpus.jsonl.gz").exists() else "corpus.jsonl")
+    corpus = BeirDataset(ds).corpus_path
     rng = random.Random(args.seed)
     docs = [{"_id": d.doc_id, "title": d.title, "text": d.text, "metadata": tags(rng)} for d in iter_corpus(corpus)]
     queries = list(read_queries(ds / "queries.jsonl").values())
