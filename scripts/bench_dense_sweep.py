@@ -24,6 +24,7 @@ import numpy as np
 
 from braid.data.qrels import read_qrels
 from braid.index.dense import DenseIndex, DenseIndexConfig
+from machine import cpu_model  # scripts/machine.py (the scripts run as files)
 
 SWEEPS = {
     "hnsw": ("ef_search", (10, 16, 24, 32, 48, 64, 96, 128, 256)),
@@ -93,7 +94,7 @@ def main() -> None:
             point = timed_point(indexes[name], queries, knob, value, truth, args.rounds)
             result["systems"][name]["sweep"].append(point)
             print(f"{name} {knob}={value}: accuracy {point['accuracy']:.4f} median {point['median_us']:.0f} us", flush=True)
-    result["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_start": load_start, "load_avg_end": os.getloadavg()}
+    result["machine"] = {"cpu": cpu_model(), "cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_start": load_start, "load_avg_end": os.getloadavg()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
 

@@ -39,6 +39,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 
+from machine import cpu_model  # noqa: E402 - scripts/machine.py (the scripts run as files)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("BRAID_SHARED", REPO.parent / "shared"))
 SCIFACT = SHARED / "data" / "scifact"
@@ -65,7 +67,7 @@ def _du(path: Path) -> int:
 
 
 def _machine() -> dict:
-    return {"python": platform.python_version(), "cpus": os.cpu_count(), "load_avg_start": os.getloadavg()}
+    return {"cpu": cpu_model(), "python": platform.python_version(), "cpus": os.cpu_count(), "load_avg_start": os.getloadavg()}
 
 
 # --------------------------------------------------------------------------------------------------

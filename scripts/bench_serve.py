@@ -59,6 +59,7 @@ import time
 from pathlib import Path
 
 import click
+from machine import cpu_model  # scripts/machine.py (the scripts run as files)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -649,7 +650,7 @@ def main(index, dataset, build_retrievers, sparse_vectors, sparse_model, dense_v
         "duration_s": duration,
         "k": k,
         "queries": len(queries),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {"cpu": cpu_model(), "cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
     }
     click.echo(json.dumps(meta, indent=1), err=True)
     if json_out:

@@ -37,6 +37,7 @@ SHARED = Path(os.environ.get("BRAID_SHARED", ROOT.parent / "shared"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from braid.index.sparse import BlockedIndexConfig, BlockedSparseIndex, SparseVectors, exact_search  # noqa: E402
+from machine import cpu_model  # noqa: E402 - scripts/machine.py
 
 TARGETS = (0.90, 0.95, 0.99)
 SEISMIC_GRID = [(qc, hf) for qc in (3, 5, 8, 12, 20, 30) for hf in (0.6, 0.7, 0.8, 0.9, 1.0)]
@@ -377,7 +378,7 @@ def run(args) -> dict:
         "num_queries": nq,
         "doc_nnz_mean": round(docs.nnz / docs.n_rows, 1),
         "query_nnz_mean": round(queries.nnz / max(nq, 1), 1),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_start": os.getloadavg()},
+        "machine": {"cpu": cpu_model(), "cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_start": os.getloadavg()},
         "command": " ".join(sys.argv),
         "systems": {},
     }

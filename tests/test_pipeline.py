@@ -99,3 +99,20 @@ def test_tune_refuses_report_split(toy_dataset, tmp_path):
     build_index(toy_dataset, out, BuildOptions(progress=False))
     with pytest.raises(OptionError, match="would overfit"):
         tune_pipeline(Searcher(out), BeirDataset(toy_dataset), split="test", report_split="test")
+
+
+def test_pipeline_depth_is_not_raised_by_k(toy_dataset, tmp_path):
+    """A pipeline gives `depth` candidates per retriever whatever k is (under `braid eval`'s k = 1000 a depth-100
+    pipeline stays depth 100); a step's own depth overrides the pipeline's."""
+    out = tmp_path / "idx"
+    build_index(toy_dataset, out, BuildOptions(progress=False))
+    searcher = Searcher(out)
+    query = "the large domesticated dogs and cats"
+    plain = searcher.batch_search([query], k=6, retriever="bm25").doc_ids[0]
+    assert len(plain) >= 4  # the query matches enough documents for the depths below to bind
+    path = tmp_path / "d2.toml"
+    path.write_text('name = "d2"\ndepth = 2\n[[retriever]]\nname = "bm25"\n[fusion]\nmethod = "linear"\nnorm = "none"\n')
+    assert searcher.batch_search([query], k=6, retriever=str(path)).doc_ids[0] == plain[:2]
+    assert searcher.batch_search([query], k=1, retriever=str(path)).doc_ids[0] == plain[:1]
+    path.write_text('name = "d2"\ndepth = 2\n[[retriever]]\nname = "bm25"\ndepth = 3\n[fusion]\nmethod = "linear"\nnorm = "none"\n')
+    assert searcher.batch_search([query], k=6, retriever=str(path)).doc_ids[0] == plain[:3]

@@ -120,7 +120,11 @@ class PipelineRunner:
                 return self.fuse(lists, k)
 
         p = self.pipeline
-        depth = max(p.depth, k)
+        # Each retriever gives its step's depth (else the pipeline's) candidates, whatever k is: a pipeline is what its
+        # spec says, so a larger k never deepens it (under `braid eval`'s k = 1000 a depth-100 pipeline stays depth 100).
+        # The fused list holds up to max(depth, k) of the candidates' union; the answer is its head k.
+        depth = p.depth
+        fused_k = max(depth, k)
         names = [s.name for s in p.retrievers]
         per_step = registry.split_knobs(names, knobs, self.searcher.components)
         step_knobs = [{**s.knobs, **per_step[s.name]} for s in p.retrievers]
@@ -143,9 +147,9 @@ class PipelineRunner:
                 return out
 
             fb_depth = max(int(s.prf.get("fb_docs", 10)) for s in p.retrievers if s.prf)
-            fused = interpolate_prf_interpolate(first, second_stage, k=depth, fb_docs=fb_depth, fuse=fuse)
+            fused = interpolate_prf_interpolate(first, second_stage, k=fused_k, fb_docs=fb_depth, fuse=fuse)
         else:
-            fused = fuse(first, depth)
+            fused = fuse(first, fused_k)
         if trace is not None:
             trace["fused"] = fused
         for stage in p.rescore:
