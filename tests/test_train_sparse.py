@@ -331,3 +331,23 @@ def test_command_end_to_end_and_install(world, tmp_path):
     # and the trained model changed the sparse component's results (the untrained index ranks otherwise)
     old = Searcher(world["index"], runtime="torch").batch_search(queries, k=10, retriever="sparse-if", exact=True)
     assert not np.allclose(old.hits.scores, a.hits.scores)
+
+
+def test_exclude_source_keeps_the_pseudo_querys_document_out(world):
+    """Corpus-only distillation with exclude_source: no example has the document its pseudo-query was cut from among
+    its candidates (without it, the hybrid's top candidates hold it for most of them), and candidates stay distinct."""
+    from braid.index.manifest import read_docids
+    from braid.retrieval.train.sparse.install import corpus_texts
+
+    kept, _ = _examples(world, _config(source="corpus", teacher_depth=N_DOCS))
+    out, _ = _examples(world, _config(source="corpus", teacher_depth=N_DOCS, exclude_source=True))
+    _, titles, texts = corpus_texts(world["dataset"], read_docids(world["index"]))
+    queries, sources = pseudo_queries(titles, texts, _config().pseudo_kind_list, 24, _config().seed)
+    assert list(out.queries) == queries
+    assert not (out.candidates == sources[:, None]).any()
+    assert (kept.candidates == sources[:, None]).any(axis=1).mean() > 0.5
+    assert all(len(set(row)) == len(row) for row in out.candidates.tolist())
+    with pytest.raises(OptionError, match="exclude_source"):
+        _config(source="supervised", exclude_source=True)
+    with pytest.raises(OptionError, match="exclude_source"):
+        _config(source="corpus", loss="contrastive", exclude_source=True)

@@ -20,7 +20,7 @@ SCALE_FROM = ("fixed", "student")
 RESUMABLE_CHANGES = ("checkpoint_every", "device", "max_steps")
 # Settings added after checkpoints existed, at the value that reproduces the runs before them: left out of run
 # fingerprints at that value, so those checkpoints (and their mined examples) still resume.
-ADDED_AT_DEFAULT = (("teacher_scale_from", "fixed"),)
+ADDED_AT_DEFAULT = (("teacher_scale_from", "fixed"), ("exclude_source", False))
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,10 @@ class SparseTrainConfig:
     judged (query, relevant document) pair plus hard negatives drawn from the index's hybrid
     ranking) or ``"corpus"`` (no labels: pseudo-queries cut from the documents, ``pseudo_kinds``
     titles and/or single sentences (the inverse cloze task), at most ``max_queries`` of them,
-    labelled by the teacher only). ``candidates``: documents per example (for supervised, one
+    labelled by the teacher only; ``exclude_source``: the document a pseudo-query was cut from is
+    never one of its candidates, so the student learns from the teacher's ranking of the other
+    documents rather than from the verbatim copy of the query in its source, as the inverse cloze task removes the
+    sentence from its context). ``candidates``: documents per example (for supervised, one
     positive + ``candidates - 1`` negatives); they are drawn from the top ``candidate_depth`` of
     the index's hybrid ranking (corpus-only: its top ``candidates // 2`` plus a sample of the rest).
 
@@ -89,6 +92,7 @@ class SparseTrainConfig:
     flops_weight: float = 1e-3
     idf_floor: float = 0.5
     pseudo_kinds: str = "title,sentence"
+    exclude_source: bool = False
     max_queries: int = 2000
     epochs: int = 2
     max_steps: int = 0
@@ -125,6 +129,8 @@ class SparseTrainConfig:
         kinds = self.pseudo_kind_list
         if not kinds or any(k not in PSEUDO_KINDS for k in kinds):
             raise OptionError("pseudo_kinds", self.pseudo_kinds, f"comma-separated, from {', '.join(PSEUDO_KINDS)}")
+        if self.exclude_source and (self.source != "corpus" or not self.distills):
+            raise OptionError("exclude_source", True, f"a corpus-only distillation setting (source corpus, loss kl or margin-mse); here source {self.source}, loss {self.loss}")
         if not isinstance(self.teachers, str) or not self.teachers.strip():
             raise OptionError("teachers", self.teachers, "'hybrid' or comma-separated retriever names (bm25, sparse, dense, ...)")
         check_positive_int("batch_size", self.batch_size)

@@ -83,7 +83,8 @@ def mine_examples(searcher, config: SparseTrainConfig, queries: list[str], posit
     candidates = that positive + ``candidates - 1`` hard negatives sampled from the hybrid's top
     ``candidate_depth`` (judged documents excluded). Corpus-only: the hybrid's top
     ``candidates // 2`` + a sample of the rest of its top ``candidate_depth`` (for the
-    contrastive loss, column 0 is the document the pseudo-query was cut from).
+    contrastive loss, column 0 is the document the pseudo-query was cut from; with
+    ``exclude_source`` that document is left out of the ranking first).
     """
     c, depth, num_docs = config.candidates, config.candidate_depth, searcher.num_docs
     unique = sorted(set(queries))
@@ -104,9 +105,11 @@ def mine_examples(searcher, config: SparseTrainConfig, queries: list[str], posit
             rest = np.array([d for d in row if int(d) != src], dtype=np.int64)
             chosen = [src] + _fill(_sample(rest, c - 1, rng).tolist(), c - 1, {src}, num_docs, rng)
         else:
+            if config.exclude_source:
+                row = row[row != int(sources[i])]
             top = [int(d) for d in row[: c // 2]]
             chosen = top + _sample(row[c // 2 :], c - len(top), rng).tolist()
-            chosen = _fill(chosen, c, set(), num_docs, rng)
+            chosen = _fill(chosen, c, {int(sources[i])} if config.exclude_source else set(), num_docs, rng)
         cand[i] = chosen[:c]
     labels = None
     if config.distills:
@@ -133,7 +136,7 @@ def mine_examples(searcher, config: SparseTrainConfig, queries: list[str], posit
 def _mining_key(index_dir: Path, config: SparseTrainConfig, split: str | None, dataset: dict | None) -> dict:
     from braid.index.manifest import read_manifest
 
-    keys = ("source", "loss", "teachers", "candidates", "candidate_depth", "teacher_depth", "teacher_scale", "teacher_scale_from", "positive_boost", "pseudo_kinds", "max_queries", "seed")
+    keys = ("source", "loss", "teachers", "candidates", "candidate_depth", "teacher_depth", "teacher_scale", "teacher_scale_from", "positive_boost", "pseudo_kinds", "exclude_source", "max_queries", "seed")
     m = read_manifest(index_dir)
     return {
         "index": str(index_dir.resolve()),
