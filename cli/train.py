@@ -112,7 +112,7 @@ sparse_options = option_group(
     click.option("--flops-weight", type=float, default=_S.flops_weight, show_default=True),
     click.option("--idf-floor", type=float, default=_S.idf_floor, show_default=True, help="IDF-aware FLOPS: IDF below this counts as this."),
     click.option("--pseudo-kinds", default=_S.pseudo_kinds, show_default=True, help="Corpus-only pseudo-queries: title, sentence (comma-separated)."),
-    click.option("--exclude-source/--keep-source", default=_S.exclude_source, show_default=True, help="Corpus-only distillation: never give a pseudo-query the document it was cut from as a candidate."),
+    click.option("--exclude-source/--keep-source", default=_S.exclude_source, show_default=True, help="Corpus-only distillation: never give a pseudo-query the document it was cut from as a candidate (with --lr 2e-5 --max-length 256 --train-query-weights: the corpus-only setting chosen on dev in docs/benchmarks/training.md, round 7)."),
     click.option("--max-queries", type=POSITIVE_INT, default=_S.max_queries, show_default=True, help="Corpus-only: at most this many pseudo-queries."),
     click.option("--epochs", type=POSITIVE_INT, default=_S.epochs, show_default=True),
     click.option("--max-steps", type=int, default=_S.max_steps, show_default=True, help="Total optimisation steps (0: --epochs decides)."),
