@@ -351,3 +351,11 @@ def test_exclude_source_keeps_the_pseudo_querys_document_out(world):
         _config(source="supervised", exclude_source=True)
     with pytest.raises(OptionError, match="exclude_source"):
         _config(source="corpus", loss="contrastive", exclude_source=True)
+
+
+def test_more_candidates_than_documents_is_refused(world):
+    """An example cannot hold more distinct documents than the index has (less the source with exclude_source)."""
+    with pytest.raises(OptionError, match="--candidates.*at most the 39 documents"):
+        _examples(world, _config(source="corpus", candidates=N_DOCS, candidate_depth=N_DOCS, exclude_source=True))
+    with pytest.raises(OptionError, match="--candidates.*at most the 40 documents"):
+        _examples(world, _config(source="corpus", candidates=N_DOCS + 1, candidate_depth=N_DOCS + 1))

@@ -87,6 +87,10 @@ def mine_examples(searcher, config: SparseTrainConfig, queries: list[str], posit
     ``exclude_source`` that document is left out of the ranking first).
     """
     c, depth, num_docs = config.candidates, config.candidate_depth, searcher.num_docs
+    usable = num_docs - (1 if config.exclude_source else 0)  # a pseudo-query's own document is never its candidate
+    if c > usable:
+        raise OptionError("--candidates", c, f"at most the {usable} documents an example can draw from (the index holds {num_docs}"
+                          + (", less the pseudo-query's own with --exclude-source)" if config.exclude_source else ")"))
     unique = sorted(set(queries))
     at = {q: i for i, q in enumerate(unique)}
     log(f"sparse: mining candidates for {len(unique)} queries from the hybrid ranking (top {depth})")
